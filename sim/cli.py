@@ -1,0 +1,158 @@
+"""The ``sim`` command line.
+
+Every user error is a :class:`SimError`: one line on stderr, exit status 2, never a traceback.
+Subcommands import their heavy dependencies only when they run, so errors and cached answers
+come back fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from models.errors import SimError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is a SimError (one line, exit 2) like every other bad input."""
+
+    def error(self, message: str):
+        raise SimError(f"{message} (see `{self.prog} --help`)")
+
+
+def _add_trace(sub) -> None:
+    p = sub.add_parser(
+        "trace",
+        help="aten-level trace of a zoo model (one row per op: FLOPs, bytes, shapes, roles)",
+        description="Trace one step of a zoo model at the aten level. Traces are cached on disk "
+        "($MLHW_CACHE_DIR or ~/.cache/mlhw-sim), so a repeat is instant.",
+    )
+    p.add_argument("model", nargs="?", help="zoo model name (see --list)")
+    p.add_argument("--list", action="store_true", help="list the zoo and exit")
+    p.add_argument("--phase", default="prefill", help="prefill | decode (default prefill)")
+    p.add_argument("--batch", default="1", help="batch size B (default 1)")
+    p.add_argument("--seq", default=None,
+                   help="prefill: prompt length S (required); decode: new tokens per step (default 1)")
+    p.add_argument("--context", default=None,
+                   help="tokens already in the KV cache L (decode: required; prefill: 0, chunked if > 0)")
+    p.add_argument("--dtype", default="fp16", help="fp16 | bf16 | fp32 (default fp16)")
+    p.add_argument("--text", action="append", default=None, metavar="SENTENCE",
+                   help="run the model's real weights on this sentence (repeatable; real-weight models only)")
+    p.add_argument("--by", default="role", help="group the printed summary by this column (default role)")
+    p.add_argument("--out", default=None, help="write the trace to this .parquet or .csv file")
+    p.add_argument("--no-cache", action="store_true", help="trace afresh, neither reading nor writing the cache")
+    p.set_defaults(func=_cmd_trace)
+
+
+def _fmt(x: float, unit: str = "") -> str:
+    """Compact engineering notation: 14.4G, 2.62M, 0."""
+    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{prefix}{unit}"
+    return f"{x:.3g}{unit}"
+
+
+def _cmd_list() -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from workloads import zoo
+
+    t = Table(title="Model zoo")
+    for col in ("name", "kind", "params (published)", "layers", "d_model", "heads / kv", "max pos", "weights"):
+        t.add_column(col, justify="left" if col in ("name", "kind", "weights") else "right")
+    for s in zoo.specs():
+        t.add_row(s.name, s.kind, f"{s.published_params / 1e9:.3g}B" if s.published_params >= 1e9
+                  else f"{s.published_params / 1e6:.3g}M", str(s.layers), str(s.hidden),
+                  f"{s.heads} / {s.kv_heads}", str(s.max_positions), "real" if s.real_weights else "meta")
+    Console().print(t)
+    return 0
+
+
+def _cmd_trace(args) -> int:
+    if args.list:
+        return _cmd_list()
+    if not args.model:
+        raise SimError("sim trace: a model name is needed (or --list)")
+    from workloads import COLUMNS, summarize, trace, trace_text
+
+    if args.by not in COLUMNS:
+        raise SimError(f"--by must be a trace column (role, kind, layer, op, ...), got {args.by!r}")
+    if args.out and not args.out.endswith((".parquet", ".csv")):
+        raise SimError(f"--out must name a .parquet or .csv file, got {args.out!r}")
+    if args.text:
+        df, _, _ = trace_text(args.model, args.text, dtype=args.dtype if args.dtype != "fp16" else "fp32")
+    else:
+        context = args.context if args.context is not None else ("0" if args.phase == "prefill" else None)
+        if context is None:
+            raise SimError("decode needs the KV-cache length: --context L")
+        df = trace(args.model, args.phase, args.batch, args.seq, context, args.dtype, use_cache=not args.no_cache)
+
+    if args.out:
+        from pathlib import Path
+
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix == ".csv":
+            df.to_csv(out, index=False)
+        else:
+            df.to_parquet(out, index=False)
+
+    from rich.console import Console
+    from rich.table import Table
+
+    a = df.attrs
+    title = (f"{a['model']} {a['phase']}: batch {a['batch']}, seq {a['seq']}, context {a['context']}, "
+             f"{a['dtype']}  ({len(df)} ops)")
+    t = Table(title=title)
+    g = summarize(df, args.by)
+    t.add_column(args.by)
+    for col in ("ops", "FLOP", "read B", "written B", "weight B", "KV read B", "KV write B"):
+        t.add_column(col, justify="right")
+    for name, r in g.iterrows():
+        t.add_row(str(name), str(int(r["ops"])), _fmt(r["flops"]), _fmt(r["bytes_read"]),
+                  _fmt(r["bytes_written"]), _fmt(r["weight_bytes"]), _fmt(r["kv_bytes_read"]),
+                  _fmt(r["kv_bytes_written"]))
+    tot = g.sum()
+    t.add_row("total", str(int(tot["ops"])), _fmt(tot["flops"]), _fmt(tot["bytes_read"]),
+              _fmt(tot["bytes_written"]), _fmt(tot["weight_bytes"]), _fmt(tot["kv_bytes_read"]),
+              _fmt(tot["kv_bytes_written"]), style="bold")
+    console = Console()
+    console.print(t)
+    if args.out:
+        console.print(f"trace written to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from sim import __version__
+
+    p = _Parser(prog="sim", description="Models of the hardware that runs ML workloads.")
+    p.add_argument("--version", action="version", version=f"mlhw-sim {__version__}")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    _add_trace(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return args.func(args)
+    except SimError as e:
+        print(f"sim: error: {e}", file=sys.stderr)
+        return SimError.exit_code
+    except KeyboardInterrupt:
+        print("sim: interrupted", file=sys.stderr)
+        return 130
+
+
+def _entry() -> None:  # console-script entry point
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    _entry()

