@@ -83,7 +83,7 @@ def _cmd_trace(args) -> int:
     if args.text:
         df, _, _ = trace_text(args.model, args.text, dtype=args.dtype if args.dtype != "fp16" else "fp32")
     else:
-        context = args.context if args.context is not None else ("0" if args.phase == "prefill" else None)
+        context = args.context if args.context is not None else (None if args.phase == "decode" else "0")
         if context is None:
             raise SimError("decode needs the KV-cache length: --context L")
         df = trace(args.model, args.phase, args.batch, args.seq, context, args.dtype, use_cache=not args.no_cache)

@@ -66,21 +66,58 @@ def check_args(spec: zoo.ModelSpec, phase: str, batch, seq, context, dtype: str)
     return batch, seq, context
 
 
-def _trace_uncached(spec: zoo.ModelSpec, phase: str, batch: int, seq: int, context: int, dtype: str) -> pd.DataFrame:
+_LAYER_IN_PATH = re.compile(r"((?:^|\.)(?:layers|layer|h|blocks)\.)(\d+)(?=\.|$)")
+
+
+def _replicate_layers(df: pd.DataFrame, n_layers: int) -> pd.DataFrame:
+    """Expand a trace of a model cut to two layers into the trace of ``n_layers`` identical layers.
+
+    Layer 0 is kept as traced; layer 1 stands for layers 1..n-1 (its rows are copied with the layer
+    index and module paths renumbered).  Exact for models whose layers are identical; the tests
+    compare it with full traces of every zoo model.
+    """
+    layer = df["layer"].to_numpy()
+    inside = np.flatnonzero(layer >= 0)
+    first, last = inside[0], inside[-1]
+    if not ((layer[first:last + 1] >= 0).all() and set(np.unique(layer[inside])) == {0, 1}):
+        raise ValueError("cannot replicate layers: the layers' ops are not contiguous")
+    pre, l0, post = df.iloc[:first], df[df.layer == 0], df.iloc[last + 1:]
+    l1 = df[df.layer == 1]
+    copies = []
+    for i in range(1, n_layers):
+        c = l1.copy()
+        c["layer"] = i
+        c["module"] = [_LAYER_IN_PATH.sub(lambda m: f"{m.group(1)}{i}", mod, count=1) for mod in l1["module"]]
+        copies.append(c)
+    out = pd.concat([pre, l0, *copies, post], ignore_index=True)
+    out["idx"] = np.arange(len(out), dtype=np.int64)
+    return out
+
+
+def _trace_uncached(spec: zoo.ModelSpec, phase: str, batch: int, seq: int, context: int, dtype: str,
+                    replicate: bool = True) -> pd.DataFrame:
+    """Trace on the meta device.  Models whose layers are identical (``spec.uniform_layers``) are
+    traced with two layers and expanded (see :func:`_replicate_layers`): tracing time then does not
+    grow with depth."""
+    import dataclasses
+
     import torch
 
     from workloads.build import build, run_decoder, run_encoder
-    from workloads.trace import tracing
+    from workloads.tracer import tracing
 
-    model = build(spec, dtype, "meta")
+    cut = replicate and spec.uniform_layers and spec.layers > 2
+    model = build(dataclasses.replace(spec, config={**spec.config, "num_hidden_layers": 2}) if cut else spec,
+                  dtype, "meta")
     ids = torch.zeros((batch, seq), dtype=torch.long, device="meta")
+    mask = torch.ones((batch, seq), dtype=torch.long, device="meta")  # inputs are made outside the trace
     with tracing(model, context=context, kv_cache=spec.kind == "decoder") as tr:
         if spec.kind == "encoder":
-            mask = torch.ones((batch, seq), dtype=torch.long, device="meta")
             run_encoder(model, ids, mask)
         else:
             run_decoder(model, ids, phase)
-    return tr.dataframe()
+    df = tr.dataframe()
+    return _replicate_layers(df, spec.layers) if cut else df
 
 
 def trace(model: str, phase: str = "prefill", batch=1, seq=None, context=0, dtype: str = "fp16",
@@ -110,7 +147,7 @@ def trace_text(model: str, sentences: list[str], dtype: str = "fp32"):
     import torch
 
     from workloads.build import load_real, run_encoder, tokenize
-    from workloads.trace import tracing
+    from workloads.tracer import tracing
 
     spec = zoo.get(model)
     if dtype not in DTYPES:

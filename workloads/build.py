@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from models.errors import SimError
-from workloads.trace import _scope, register_attention
+from workloads.tracer import _scope, register_attention
 from workloads.zoo import ModelSpec
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}

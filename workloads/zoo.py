@@ -47,6 +47,8 @@ class ModelSpec:
     source: str = ""  # where the hyperparameters come from
     notes: str = ""
     real_weights: bool = False
+    # All layers identical (same ops and shapes): traced with two layers and expanded.
+    uniform_layers: bool = True
     # Project-native models supply their own builder: (spec, torch dtype, device) -> nn.Module.
     builder: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
 

@@ -158,3 +158,16 @@ def test_corrupt_cache_entry_is_a_miss():
     path.write_bytes(b"garbage")
     df = trace("OPT-1.3B", "prefill", 1, 4)
     assert len(df) > 0 and cache.load(k) is not None
+
+
+@pytest.mark.parametrize("name", zoo.names())
+@pytest.mark.parametrize("phase", ["prefill", "decode"])
+def test_two_layer_expansion_equals_the_full_trace(name, phase):
+    """Tracing two layers and replicating the second is exact for every zoo model."""
+    spec = zoo.get(name)
+    if spec.kind == "encoder" and phase == "decode":
+        pytest.skip("encoders have no decode phase")
+    args = (spec, phase, 2, 5 if phase == "prefill" else 1, 0 if phase == "prefill" else 7, "fp16")
+    full = api._trace_uncached(*args, replicate=False)
+    fast = api._trace_uncached(*args)
+    pd.testing.assert_frame_equal(fast, full)

@@ -1,0 +1,32 @@
+# The README's two commands: `make quickstart` (the main job) and `make test` (the test suite).
+# Both set up everything on a fresh machine first: a virtual environment in .venv with the
+# project and its pinned dependencies (torch 2.13.0, the CPU build on this machine's disk).
+
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+# Until `sim run` exists the main job is a trace of the quickstart model.
+QUICKSTART := $(VENV)/bin/sim trace Llama-2-7B --phase prefill --batch 1 --seq 256 --out results/quickstart/trace.parquet
+
+.PHONY: quickstart test setup bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet torch==2.13.0
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+quickstart: $(STAMP)
+	$(QUICKSTART)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest
+
+bench: $(STAMP)
+	$(VENV)/bin/python benchmarks/trace_speed.py
+
+clean:
+	rm -rf $(VENV) results/quickstart

@@ -1,0 +1,3 @@
+from sim.cli import _entry
+
+_entry()
