@@ -1,0 +1,192 @@
+"""Run configs: one YAML file, validated against a schema before any work.
+
+A config has three sections::
+
+    workload:            # what runs
+      model: Llama-2-7B  # a zoo model
+      batch: 1
+      prompt: 256        # prompt tokens (prefill)
+      decode_tokens: 20  # tokens generated after the prompt (0: prefill only)
+      dtype: fp16        # storage dtype of weights and activations in the trace
+      weight_bits: 16    # precision the hardware runs weights at (default: the dtype's)
+      act_bits: 16
+    hardware:            # where it runs
+      file: targets/bitmod_fp16_baseline.yaml   # a target file (relative to this file or to configs/)
+      params: {...}      # overrides of the file's parameters (or the whole set, with `target:`)
+    run:
+      out: results/quickstart
+      seed: 0
+      fidelity: simpy    # simpy (discrete-event) | analytic (closed form, for sweeps)
+
+Every mistake is one :class:`SimError` line naming the file, the key path, the line where known,
+and what was expected.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from models.errors import SimError
+
+CONFIGS_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Workload(_Strict):
+    model: str
+    batch: int = Field(1, gt=0)
+    prompt: int = Field(gt=0, description="prompt tokens")
+    decode_tokens: int = Field(0, ge=0, description="tokens generated after the prompt")
+    dtype: Literal["fp16", "bf16", "fp32"] = "fp16"
+    weight_bits: int | None = Field(None, gt=0, le=32)
+    act_bits: int | None = Field(None, gt=0, le=32)
+
+    @property
+    def storage_bits(self) -> int:
+        return 32 if self.dtype == "fp32" else 16
+
+    @property
+    def wbits(self) -> int:
+        return self.weight_bits or self.storage_bits
+
+    @property
+    def abits(self) -> int:
+        return self.act_bits or self.storage_bits
+
+
+class Hardware(_Strict):
+    target: str | None = None
+    file: str | None = None
+    energy: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if not self.target and not self.file:
+            raise ValueError("needs `target` (a target name) or `file` (a target file)")
+        return self
+
+
+class Run(_Strict):
+    out: str | None = None
+    seed: int = 0
+    fidelity: Literal["simpy", "analytic"] = "simpy"
+
+
+class Config(_Strict):
+    name: str | None = None
+    workload: Workload
+    hardware: Hardware
+    run: Run = Field(default_factory=Run)
+
+
+# --------------------------------------------------------------------------------------------
+# YAML with line numbers
+# --------------------------------------------------------------------------------------------
+
+
+def _lines(node, path=(), out=None) -> dict:
+    """Map key paths to 1-based line numbers from a composed YAML node tree."""
+    out = {} if out is None else out
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            p = path + (k.value,)
+            out[p] = k.start_mark.line + 1
+            _lines(v, p, out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            p = path + (i,)
+            out[p] = v.start_mark.line + 1
+            _lines(v, p, out)
+    return out
+
+
+def load_yaml(path: Path) -> tuple[dict, dict]:
+    """(data, line map) of a YAML mapping file; any problem is a SimError naming the file."""
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise SimError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise SimError(f"{path}: is a directory, not a YAML file") from None
+    except OSError as e:
+        raise SimError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise SimError(f"{path}{where}: YAML syntax error: {problem}") from None
+    if data is None:
+        raise SimError(f"{path}: empty file; expected a YAML mapping")
+    if not isinstance(data, dict):
+        raise SimError(f"{path}: expected a YAML mapping at the top level, got {type(data).__name__}")
+    return data, _lines(node)
+
+
+def _describe(err: dict) -> str:
+    t, msg, inp = err["type"], err["msg"], err.get("input")
+    if t == "extra_forbidden":
+        return "unknown key"
+    if t == "missing":
+        return "missing required key"
+    shown = repr(inp) if not isinstance(inp, dict) else "a mapping"
+    return f"{msg[0].lower() + msg[1:]}, got {shown}"
+
+
+def validation_error(path: Path, exc: ValidationError, lines: dict, prefix: tuple = ()) -> SimError:
+    """The first schema error as one line: file, key path, line, expectation."""
+    err = exc.errors()[0]
+    loc = prefix + tuple(x for x in err["loc"] if not (isinstance(x, str) and x.startswith("function-after")))
+    key = ".".join(str(x) for x in loc) or "(top level)"
+    line = None
+    for n in range(len(loc), 0, -1):
+        line = lines.get(tuple(loc[:n]))
+        if line is not None:
+            break
+    where = f" (line {line})" if line else ""
+    return SimError(f"{path}: {key}{where}: {_describe(err)}")
+
+
+def resolve_path(name: str, base: Path) -> Path:
+    """A path from a config: absolute, relative to the config's folder, or relative to configs/."""
+    p = Path(name)
+    if p.is_absolute():
+        return p
+    for cand in (base / p, CONFIGS_DIR / p):
+        if cand.exists():
+            return cand
+    return base / p
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> tuple[Config, dict]:
+    """Parse and validate a run config.  Returns the Config and the raw (merged) mapping."""
+    path = Path(path)
+    data, lines = load_yaml(path)
+    if overrides:
+        data = merge(data, overrides)
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        raise validation_error(path, e, lines) from None
+    return cfg, data
+
+
+def merge(base: dict, over: dict) -> dict:
+    """Deep merge of mappings (``over`` wins)."""
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out

@@ -1,0 +1,69 @@
+"""Energy: Accelergy-style reference tables applied to a target's action counts.
+
+A table (``configs/energy/*.yaml``) lists, per component, the energy of each action in pJ per unit
+(per MAC, per byte, per PE-cycle, ...), each with its source, and a static power in W.  A target
+reports how many times each ``component.action`` happens per op; energy is counts x pJ, plus static
+power x time.  This is the suite's one energy mechanism: a new target adds a table, not code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from models.errors import SimError
+from sim.config import load_yaml, validation_error
+
+
+class Action(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    pj: float = Field(ge=0, description="energy per unit, pJ")
+    per: str = Field(description="the unit counted: MAC, byte, PE-cycle, op, ...")
+    source: str = Field(min_length=1)
+
+
+class Component(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    actions: dict[str, Action] = Field(default_factory=dict)
+    static_w: float = Field(0.0, ge=0)
+    static_source: str = ""
+
+
+class EnergyTable(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    node_nm: int = Field(gt=0)
+    components: dict[str, Component]
+
+    def pj(self, key: str) -> float:
+        comp, _, action = key.partition(".")
+        try:
+            return self.components[comp].actions[action].pj
+        except KeyError:
+            raise SimError(f"energy table {self.name!r} has no entry for {key!r}") from None
+
+    @property
+    def static_w(self) -> float:
+        return sum(c.static_w for c in self.components.values())
+
+    def apply(self, counts: dict[str, np.ndarray], seconds: np.ndarray) -> dict[str, np.ndarray]:
+        """Energy in pJ per component, per op: dynamic (counts x pJ) plus static (W x op time)."""
+        out: dict[str, np.ndarray] = {}
+        for key, n in counts.items():
+            comp = key.partition(".")[0]
+            out[comp] = out.get(comp, 0) + np.asarray(n, dtype=np.float64) * self.pj(key)
+        for comp, c in self.components.items():
+            if c.static_w:
+                out[comp] = out.get(comp, 0) + c.static_w * np.asarray(seconds, dtype=np.float64) * 1e12
+        return {k: np.broadcast_to(v, np.shape(seconds)).astype(np.float64) for k, v in out.items()}
+
+
+def load_energy(path: str | Path) -> EnergyTable:
+    path = Path(path)
+    data, lines = load_yaml(path)
+    try:
+        return EnergyTable.model_validate(data)
+    except ValidationError as e:
+        raise validation_error(path, e, lines) from None

@@ -1,0 +1,83 @@
+"""Target registry.  A target module registers its class with :func:`register`; configs name it.
+
+``build(hardware, base)`` resolves a config's ``hardware`` section: a target file
+(``configs/targets/*.yaml``: ``target``, ``energy``, ``params``, ``sources``) and/or inline
+``params`` overriding it, validated by the target's own parameter schema.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from models.errors import SimError
+from sim.config import Hardware, load_yaml, resolve_path, validation_error
+from sim.energy import EnergyTable, load_energy
+from sim.targets.base import Costs, Target
+
+_TARGETS: dict[str, type[Target]] = {}
+
+
+def register(cls: type[Target]) -> type[Target]:
+    _TARGETS[cls.name] = cls
+    return cls
+
+
+def get(name: str) -> type[Target]:
+    _load_builtin()
+    if name in _TARGETS:
+        return _TARGETS[name]
+    close = difflib.get_close_matches(name, list(_TARGETS), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise SimError(f"unknown target {name!r}{hint} (known: {', '.join(sorted(_TARGETS))})")
+
+
+def names() -> list[str]:
+    _load_builtin()
+    return sorted(_TARGETS)
+
+
+def _load_builtin() -> None:
+    from sim.targets import accelerator  # noqa: F401  (registers itself)
+
+
+def build(hw: Hardware, config_path: Path, lines: dict | None = None) -> tuple[Target, EnergyTable, dict]:
+    """The target, its energy table and the resolved hardware description of a config."""
+    base = config_path.parent
+    file_params: dict = {}
+    target_name, energy_name = hw.target, hw.energy
+    file_path, file_lines = None, {}
+    if hw.file:
+        file_path = resolve_path(hw.file, base)
+        data, file_lines = load_yaml(file_path)
+        unknown = set(data) - {"target", "energy", "params", "sources", "description"}
+        if unknown:
+            key = sorted(unknown)[0]
+            raise SimError(f"{file_path}: {key} (line {file_lines.get((key,), '?')}): unknown key")
+        if not isinstance(data.get("params", {}), dict):
+            raise SimError(f"{file_path}: params: expected a mapping")
+        file_params = data.get("params") or {}
+        target_name = target_name or data.get("target")
+        energy_name = energy_name or data.get("energy")
+        if not target_name:
+            raise SimError(f"{file_path}: target: missing required key")
+    cls = get(str(target_name))
+    params = {**file_params, **hw.params}
+    try:
+        p = cls.Params.model_validate(params)
+    except ValidationError as e:
+        bad = e.errors()[0]["loc"][0] if e.errors()[0]["loc"] else None
+        if bad in hw.params or file_path is None:
+            raise validation_error(config_path, e, lines or {}, prefix=("hardware", "params")) from None
+        raise validation_error(file_path, e, file_lines, prefix=("params",)) from None
+    if not energy_name:
+        raise SimError(f"{config_path}: hardware.energy: no energy table given (in the config or the target file)")
+    energy = load_energy(resolve_path(str(energy_name), file_path.parent if file_path else base))
+    resolved = {"target": cls.name, "file": str(hw.file) if hw.file else None, "energy": str(energy_name),
+                "params": p.model_dump()}
+    return cls(p), energy, resolved
+
+
+__all__ = ["Costs", "Target", "build", "get", "names", "register"]

@@ -1,0 +1,225 @@
+"""The generic accelerator template: a PE array, weight and activation buffers, DRAM, a clock.
+
+Mapping (output-stationary, as the BitMoD simulator maps GEMMs; see
+``configs/targets/bitmod_fp16_baseline.yaml`` for sources): a GEMM C[M,N] += A[M,K] B[K,N]
+(B: the weights, or K/V for attention) runs on a ``pe_rows`` x ``pe_cols`` array whose rows hold
+output channels (N), columns hold tokens (M), and each PE reduces ``dp`` products along K per step.
+A step takes ``pe_latency[w<bits>a<bits>]`` cycles (1 for bit-parallel PEs; bit-serial PEs take
+more per weight precision).  So
+
+    compute_cycles = batch * ceil(M / pe_cols) * ceil(N / pe_rows) * ceil(K / dp) * latency
+
+Data movement, per GEMM (loop order: a block of ``pe_rows`` output channels outside, tokens inside):
+
+- B (weights or K/V) is streamed from DRAM once.  A block of ``pe_rows`` x K elements is one tile;
+  if it does not fit half the weight buffer (double buffering) it is split along K into tiles that
+  do (see partial sums below).  B that is
+  not a weight and not KV cache (a fresh K in prefill) is on chip when it fits half the activation
+  buffer.
+- A (activations) is read from DRAM when it does not fit half the activation buffer: once per
+  output-channel block.  Otherwise it is already on chip, written there by the op before.
+- C is written to DRAM when it does not fit half the activation buffer, otherwise kept on chip.
+- Partial sums stay in the PEs (output-stationary) while a block's K is in one tile.  A block
+  split along K keeps the fp32 partial sums of all its tokens in the activation buffer between
+  K-parts when they fit half of it (B still fetched once); otherwise each K-part is fetched again
+  per token block.
+
+Every other op (elementwise, norms, softmax, copies, embedding gathers) runs on a vector unit of
+``vector_lanes`` lanes, one element-op per lane per cycle, with the same residency rule for its
+activations; the KV cache and the weights it reads (norm scales, embedding rows) are in DRAM.
+Views cost nothing.
+
+DRAM moves ``dram_bits_per_cycle``; each tile's load pays ``dram_latency_cycles`` once (a burst
+of outstanding requests).  Precision: the trace's bytes are at its storage dtype; weights are
+scaled to ``weight_bits`` and activations and KV to ``act_bits``.
+
+Action counts for energy: ``pe_array.pe_cycle`` (all PEs, every compute cycle of the array),
+``weight_buffer.read/write`` and ``act_buffer.read/write`` (bytes; the array re-reads each weight
+once per token block and each activation once per output-channel block), ``dram.read/write``
+(bytes), ``vector.op`` (element-ops).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.errors import SimError
+from sim.targets import register
+from sim.targets.base import Costs, Target
+
+
+class AcceleratorParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pe_rows: int = Field(gt=0, description="array rows: output channels (N) in parallel")
+    pe_cols: int = Field(gt=0, description="array columns: tokens (M) in parallel")
+    dp: int = Field(1, gt=0, description="products each PE reduces per step (along K)")
+    pe_latency: dict[str, int] = Field(default_factory=lambda: {"w16a16": 1},
+                                       description="cycles per step, by precision 'w<bits>a<bits>'")
+    weight_buffer_bytes: int = Field(gt=0)
+    act_buffer_bytes: int = Field(gt=0)
+    dram_bits_per_cycle: int = Field(gt=0)
+    dram_latency_cycles: int = Field(0, ge=0)
+    vector_lanes: int = Field(gt=0, description="element-ops per cycle of the vector unit")
+    freq_hz: float = Field(gt=0)
+    node_nm: int = Field(gt=0)
+
+    @property
+    def pes(self) -> int:
+        return self.pe_rows * self.pe_cols
+
+
+def _ceil(a, b):
+    return -(-np.asarray(a, dtype=np.int64) // np.asarray(b, dtype=np.int64))
+
+
+def _first_operand_elems(in_shapes: pd.Series) -> np.ndarray:
+    out = np.zeros(len(in_shapes), dtype=np.int64)
+    for i, s in enumerate(in_shapes):
+        first = s.split(";", 1)[0]
+        out[i] = int(np.prod([int(x) for x in first.split("x")])) if first else 1
+    return out
+
+
+_DTYPE_BYTES = {"f16": 2, "bf16": 2, "f32": 4, "f64": 8, "i64": 8, "i32": 4, "i16": 2, "i8": 1, "u8": 1, "b8": 1}
+
+
+@register
+class Accelerator(Target):
+    name = "accelerator"
+    Params = AcceleratorParams
+
+    def latency(self, wbits: int, abits: int) -> int:
+        key = f"w{wbits}a{abits}"
+        try:
+            return int(self.params.pe_latency[key])
+        except KeyError:
+            have = ", ".join(sorted(self.params.pe_latency))
+            raise SimError(f"target {self.name!r} has no PE latency for {key} (it has {have})") from None
+
+    def peak_macs_per_cycle(self, wbits: int, abits: int) -> float:
+        return self.params.pes * self.params.dp / self.latency(wbits, abits)
+
+    def dram_bytes_per_cycle(self) -> float:
+        return self.params.dram_bits_per_cycle / 8
+
+    def cost(self, trace: pd.DataFrame, wbits: int, abits: int) -> Costs:
+        p = self.params
+        lat = self.latency(wbits, abits)
+        n = len(trace)
+        kind = trace["kind"].to_numpy()
+        storage = np.array([_DTYPE_BYTES.get(d, 2) for d in trace["dtype"]], dtype=np.float64)
+        storage[storage == 0] = 2
+        wscale = wbits / (8 * storage)  # trace bytes at storage width -> hardware width
+        ascale = abits / (8 * storage)
+
+        rd = trace["bytes_read"].to_numpy(np.float64)
+        wr = trace["bytes_written"].to_numpy(np.float64)
+        wt = trace["weight_bytes"].to_numpy(np.float64)
+        kvr = trace["kv_bytes_read"].to_numpy(np.float64)
+        kvw = trace["kv_bytes_written"].to_numpy(np.float64)
+        M = trace["gemm_m"].to_numpy(np.int64)
+        N = trace["gemm_n"].to_numpy(np.int64)
+        K = trace["gemm_k"].to_numpy(np.int64)
+        B = trace["gemm_batch"].to_numpy(np.int64)
+
+        is_mm = (kind == "gemm") | (kind == "attn_matmul")
+        is_vec = ~is_mm & (kind != "view")
+        half_w = p.weight_buffer_bytes // 2
+        half_a = p.act_buffer_bytes // 2
+
+        n_tiles = np.zeros(n, np.int64)
+        compute = np.zeros(n, np.int64)
+        load_b = np.zeros(n, np.float64)
+        store_b = np.zeros(n, np.float64)
+        tile_bytes = np.zeros(n, np.int64)
+        prefetch = np.ones(n, bool)
+        macs = np.zeros(n, np.int64)
+        wbuf_rd = np.zeros(n, np.float64)
+        wbuf_wr = np.zeros(n, np.float64)
+        abuf_rd = np.zeros(n, np.float64)
+        abuf_wr = np.zeros(n, np.float64)
+        vec_ops = np.zeros(n, np.float64)
+        pe_cycles = np.zeros(n, np.float64)
+
+        # ---- GEMMs and attention matmuls on the array ----
+        i = np.flatnonzero(is_mm)
+        if len(i):
+            m, nn, k, b = M[i], N[i], K[i], B[i]
+            el_w = np.where(kind[i] == "gemm", wbits / 8, abits / 8)  # bytes per B element on chip
+            el_a = abits / 8
+            # B operand bytes: weights, else the attention operand (unique elements: GQA shares K/V)
+            a_elems = _first_operand_elems(trace["in_shapes"].iloc[i])
+            a_bytes = a_elems * el_a
+            b_trace = np.where(kind[i] == "gemm", wt[i] * wscale[i], (rd[i] - a_elems * storage[i]) * ascale[i])
+            b_in_dram = (kind[i] == "gemm") | (kvr[i] > 0) | (b_trace > half_a)
+            m_blocks = _ceil(m, p.pe_cols)
+            n_blocks = _ceil(nn, p.pe_rows)
+            k_steps = _ceil(k, p.dp)
+            steps = b * m_blocks * n_blocks * k_steps
+            compute[i] = steps * lat
+            macs[i] = b * m * nn * k
+            pe_cycles[i] = compute[i] * p.pes
+            # tiles: a block of pe_rows output channels x K, split along K to fit half the buffer
+            block = np.minimum(nn, p.pe_rows) * k * el_w
+            k_parts = np.maximum(1, _ceil(np.ceil(block).astype(np.int64), half_w))
+            n_tiles[i] = b * n_blocks * k_parts
+            # a block split along K: keep the partial sums of all tokens in the activation buffer
+            # (B fetched once) when they fit, else fetch each K-part again per token block
+            psum = np.minimum(nn, p.pe_rows) * m * 4.0
+            psum_fits = psum <= half_a
+            refetch_b = np.where((k_parts > 1) & ~psum_fits, m_blocks, 1)
+            psum_traffic = np.where((k_parts > 1) & psum_fits, 2 * psum * (k_parts - 1) * n_blocks * b, 0.0)
+            b_dram = np.where(b_in_dram, b_trace * refetch_b, 0.0)
+            a_dram = np.where(a_bytes > half_a, a_bytes * n_blocks, 0.0)
+            out_bytes = wr[i] * ascale[i]
+            c_dram = np.where(out_bytes > half_a, out_bytes, 0.0)
+            load_b[i] = b_dram + a_dram
+            store_b[i] = c_dram
+            tile_bytes[i] = np.minimum(np.ceil(b_dram / n_tiles[i]), p.weight_buffer_bytes).astype(np.int64)
+            prefetch[i] = a_dram == 0
+            wbuf_wr[i] = b_dram
+            wbuf_rd[i] = steps * np.minimum(nn, p.pe_rows) * np.minimum(k, p.dp) * el_w
+            abuf_rd[i] = steps * np.minimum(m, p.pe_cols) * np.minimum(k, p.dp) * el_a
+            abuf_rd[i] += psum_traffic / 2
+            abuf_wr[i] = np.where(c_dram > 0, 0.0, out_bytes) + a_dram + psum_traffic / 2
+
+        # ---- everything else on the vector unit ----
+        j = np.flatnonzero(is_vec)
+        if len(j):
+            flops = trace["flops"].to_numpy(np.int64)[j]
+            out_el = (wr[j] / storage[j]).astype(np.int64)
+            elems = np.maximum(flops, out_el)
+            compute[j] = _ceil(elems, p.vector_lanes)
+            vec_ops[j] = elems
+            act_in = (rd[j] - wt[j] - kvr[j]) * ascale[j]
+            act_out = (wr[j] - kvw[j]) * ascale[j]
+            spill = (act_in + act_out) > half_a
+            ld = wt[j] * wscale[j] + kvr[j] * ascale[j] + np.where(spill, act_in, 0.0)
+            st = kvw[j] * ascale[j] + np.where(spill, act_out, 0.0)
+            load_b[j] = ld
+            store_b[j] = st
+            n_tiles[j] = np.maximum(1, _ceil(np.ceil(np.maximum(ld, st)).astype(np.int64), half_a))
+            tile_bytes[j] = np.minimum(np.ceil(ld / n_tiles[j]), p.weight_buffer_bytes).astype(np.int64)
+            prefetch[j] = ~spill
+            abuf_rd[j] = act_in
+            abuf_wr[j] = act_out
+
+        bpc = p.dram_bits_per_cycle / 8
+        load_cycles = np.where(load_b > 0, np.ceil(load_b / bpc) + n_tiles * p.dram_latency_cycles, 0).astype(np.int64)
+        store_cycles = np.ceil(store_b / bpc).astype(np.int64)
+        return Costs(
+            n_tiles=n_tiles, load_cycles=load_cycles, compute_cycles=compute, store_cycles=store_cycles,
+            tile_bytes=tile_bytes, prefetch=prefetch, dram_read_bytes=np.ceil(load_b).astype(np.int64),
+            dram_write_bytes=np.ceil(store_b).astype(np.int64), macs=macs,
+            actions={
+                "pe_array.pe_cycle": pe_cycles,
+                "weight_buffer.read": wbuf_rd, "weight_buffer.write": wbuf_wr,
+                "act_buffer.read": abuf_rd, "act_buffer.write": abuf_wr,
+                "dram.read": load_b, "dram.write": store_b,
+                "vector.op": vec_ops,
+            },
+            buffer_bytes=p.weight_buffer_bytes,
+        )
