@@ -124,12 +124,48 @@ def _cmd_trace(args) -> int:
     return 0
 
 
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="simulate a config: latency, energy, report",
+                       description="Run a config (workload + hardware + run options) end to end and write "
+                       "ops.parquet, summary.json and report.html.")
+    p.add_argument("config", help="YAML config (see configs/quickstart.yaml)")
+    p.add_argument("--out", default=None, help="output folder (default: the config's run.out, else results/<name>)")
+    p.add_argument("--fidelity", default=None, help="override run.fidelity: simpy | analytic")
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from sim.report import print_summary, write
+    from sim.run import run
+
+    if args.fidelity not in (None, "simpy", "analytic"):
+        raise SimError(f"--fidelity must be simpy or analytic, got {args.fidelity!r}")
+    console = Console()
+    err = Console(stderr=True)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
+                  transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("starting", total=None)
+        result = run(args.config, fidelity=args.fidelity, progress=lambda m: bar.update(task, description=m))
+        out = Path(args.out or result.config.run.out or Path("results") / result.summary["name"])
+        bar.update(task, description="writing report")
+        write(result, out)
+    print_summary(result.summary, console)
+    console.print(f"wrote {out}/ops.parquet, summary.json, report.html")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sim import __version__
 
     p = _Parser(prog="sim", description="Models of the hardware that runs ML workloads.")
     p.add_argument("--version", action="version", version=f"mlhw-sim {__version__}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
+    _add_run(sub)
     _add_trace(sub)
     return p
 

@@ -168,8 +168,9 @@ def resolve_path(name: str, base: Path) -> Path:
     return base / p
 
 
-def load_config(path: str | Path, overrides: dict | None = None) -> tuple[Config, dict]:
-    """Parse and validate a run config.  Returns the Config and the raw (merged) mapping."""
+def load_config(path: str | Path, overrides: dict | None = None) -> tuple[Config, dict, dict]:
+    """Parse and validate a run config.  Returns the Config, the raw (merged) mapping and the
+    map of key paths to line numbers."""
     path = Path(path)
     data, lines = load_yaml(path)
     if overrides:
@@ -178,7 +179,7 @@ def load_config(path: str | Path, overrides: dict | None = None) -> tuple[Config
         cfg = Config.model_validate(data)
     except ValidationError as e:
         raise validation_error(path, e, lines) from None
-    return cfg, data
+    return cfg, data, lines
 
 
 def merge(base: dict, over: dict) -> dict:
