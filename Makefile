@@ -6,8 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-# Until `sim run` exists the main job is a trace of the quickstart model.
-QUICKSTART := $(VENV)/bin/sim trace Llama-2-7B --phase prefill --batch 1 --seq 256 --out results/quickstart/trace.parquet
+# The main job: Llama-2-7B, 256-token prompt + 20 decode tokens on the BitMoD FP16 baseline.
+QUICKSTART := $(VENV)/bin/sim run configs/quickstart.yaml
 
 .PHONY: quickstart test setup bench clean
 
@@ -27,6 +27,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/trace_speed.py
+	$(VENV)/bin/python benchmarks/run_speed.py
 
 clean:
 	rm -rf $(VENV) results/quickstart

@@ -123,9 +123,9 @@ def load_yaml(path: Path) -> tuple[dict, dict]:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        where = f" line {mark.line + 1}, column {mark.column + 1}:" if mark else ""
         problem = getattr(e, "problem", None) or str(e)
-        raise SimError(f"{path}{where}: YAML syntax error: {problem}") from None
+        raise SimError(f"{path}:{where} YAML syntax error: {problem}") from None
     if data is None:
         raise SimError(f"{path}: empty file; expected a YAML mapping")
     if not isinstance(data, dict):

@@ -142,14 +142,26 @@ def run(config_path: str | Path, out: str | Path | None = None, fidelity: str | 
     if fidelity:
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"fidelity": fidelity})})
     w = cfg.workload
-    spec = zoo.get(w.model)
+
+    def at(key: str, fn, *a):
+        """Run a check; its SimError names the config file, the key and its line."""
+        try:
+            return fn(*a)
+        except SimError as e:
+            line = lines.get(tuple(key.split(".")))
+            where = f" (line {line})" if line else ""
+            raise SimError(f"{config_path}: {key}{where}: {e}") from None
+
+    spec = at("workload.model", zoo.get, w.model)
     if spec.kind != "decoder" and w.decode_tokens:
-        raise SimError(f"{config_path}: workload.decode_tokens: {spec.name} is an encoder; it cannot decode")
-    wl.check_args(spec, "prefill", w.batch, w.prompt, 0, w.dtype)
+        at("workload.decode_tokens", _fail, f"{spec.name} is an encoder; it cannot decode")
+    at("workload.prompt", wl.check_args, spec, "prefill", w.batch, w.prompt, 0, w.dtype)
     if w.decode_tokens:
-        wl.check_args(spec, "decode", w.batch, 1, w.prompt + w.decode_tokens - 1, w.dtype)
+        at("workload.decode_tokens", wl.check_args, spec, "decode", w.batch, 1, w.prompt + w.decode_tokens - 1,
+           w.dtype)
     target, energy, hw = targets.build(cfg.hardware, config_path, lines)
-    target.peak_macs_per_cycle(w.wbits, w.abits)  # an unsupported precision fails here, before any work
+    # an unsupported precision fails here, before any work
+    at("workload.weight_bits" if w.weight_bits else "workload", target.peak_macs_per_cycle, w.wbits, w.abits)
     fid = cfg.run.fidelity
     freq = target.freq_hz
     step = progress or (lambda msg: None)
@@ -206,6 +218,10 @@ def run(config_path: str | Path, out: str | Path | None = None, fidelity: str | 
     step("done")
     stages = [("wall_s", time.perf_counter() - t0)]
     return Result(cfg, raw, hw, target, energy, ops, summary, stages)
+
+
+def _fail(msg: str):
+    raise SimError(msg)
 
 
 def _phase_summary(ops: pd.DataFrame, cycles: int, freq: float, tokens: int) -> dict:

@@ -33,9 +33,10 @@ def test_quickstart_command_runs(tmp_path):
 
     makefile = (ROOT / "Makefile").read_text()
     cmd = re.search(r"^QUICKSTART := \$\(VENV\)/bin/(.*)$", makefile, re.M).group(1).split()
-    assert cmd[0] == "sim" and "--out" in cmd
-    cmd[cmd.index("--out") + 1] = str(tmp_path / "trace.parquet")
+    assert cmd == ["sim", "run", "configs/quickstart.yaml"]
     sim = str(Path(sys.executable).parent / "sim")
-    r = subprocess.run([sim, *cmd[1:]], capture_output=True, text=True, timeout=300)
+    r = subprocess.run([sim, *cmd[1:], "--out", str(tmp_path)], capture_output=True, text=True, timeout=300,
+                       cwd=ROOT)
     assert r.returncode == 0, r.stderr
-    assert (tmp_path / "trace.parquet").stat().st_size > 0
+    for name in ("ops.parquet", "summary.json", "report.html"):
+        assert (tmp_path / name).stat().st_size > 0

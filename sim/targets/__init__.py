@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from models.errors import SimError
-from sim.config import Hardware, load_yaml, resolve_path, validation_error
+from sim.config import CONFIGS_DIR, Hardware, load_yaml, resolve_path, validation_error
 from sim.energy import EnergyTable, load_energy
 from sim.targets.base import Costs, Target
 
@@ -43,6 +43,16 @@ def _load_builtin() -> None:
     from sim.targets import accelerator  # noqa: F401  (registers itself)
 
 
+def _existing(name: str, base: Path, src: Path, key: str, lines: dict) -> Path:
+    """Resolve a file named in ``src`` at ``key``; a missing one is an error naming both."""
+    p = resolve_path(name, base)
+    if not p.exists():
+        line = lines.get(tuple(key.split(".")))
+        raise SimError(f"{src}: {key}{f' (line {line})' if line else ''}: no such file {name!r} "
+                       f"(looked in {base} and {CONFIGS_DIR})")
+    return p
+
+
 def build(hw: Hardware, config_path: Path, lines: dict | None = None) -> tuple[Target, EnergyTable, dict]:
     """The target, its energy table and the resolved hardware description of a config."""
     base = config_path.parent
@@ -50,7 +60,7 @@ def build(hw: Hardware, config_path: Path, lines: dict | None = None) -> tuple[T
     target_name, energy_name = hw.target, hw.energy
     file_path, file_lines = None, {}
     if hw.file:
-        file_path = resolve_path(hw.file, base)
+        file_path = _existing(hw.file, base, config_path, "hardware.file", lines or {})
         data, file_lines = load_yaml(file_path)
         unknown = set(data) - {"target", "energy", "params", "sources", "description"}
         if unknown:
@@ -63,7 +73,12 @@ def build(hw: Hardware, config_path: Path, lines: dict | None = None) -> tuple[T
         energy_name = energy_name or data.get("energy")
         if not target_name:
             raise SimError(f"{file_path}: target: missing required key")
-    cls = get(str(target_name))
+    try:
+        cls = get(str(target_name))
+    except SimError as e:
+        src, key, ls = (config_path, "hardware.target", lines or {}) if hw.target else (file_path, "target", file_lines)
+        line = ls.get(tuple(key.split(".")))
+        raise SimError(f"{src}: {key}{f' (line {line})' if line else ''}: {e}") from None
     params = {**file_params, **hw.params}
     try:
         p = cls.Params.model_validate(params)
@@ -74,7 +89,11 @@ def build(hw: Hardware, config_path: Path, lines: dict | None = None) -> tuple[T
         raise validation_error(file_path, e, file_lines, prefix=("params",)) from None
     if not energy_name:
         raise SimError(f"{config_path}: hardware.energy: no energy table given (in the config or the target file)")
-    energy = load_energy(resolve_path(str(energy_name), file_path.parent if file_path else base))
+    if hw.energy or file_path is None:
+        epath = _existing(str(energy_name), base, config_path, "hardware.energy", lines or {})
+    else:
+        epath = _existing(str(energy_name), file_path.parent, file_path, "energy", file_lines)
+    energy = load_energy(epath)
     resolved = {"target": cls.name, "file": str(hw.file) if hw.file else None, "energy": str(energy_name),
                 "params": p.model_dump()}
     return cls(p), energy, resolved

@@ -1,0 +1,148 @@
+"""Engine and accelerator template on hand-derivable micro-cases."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sim.engine import analytic, simulate
+from sim.targets.accelerator import Accelerator, AcceleratorParams
+from sim.targets.base import Costs
+
+
+def costs(n_tiles, load, compute, store, tile_bytes, buffer_bytes, prefetch=None):
+    n = len(n_tiles)
+    a = lambda x: np.asarray(x, dtype=np.int64)  # noqa: E731
+    return Costs(n_tiles=a(n_tiles), load_cycles=a(load), compute_cycles=a(compute), store_cycles=a(store),
+                 tile_bytes=a(tile_bytes), prefetch=np.ones(n, bool) if prefetch is None else np.asarray(prefetch),
+                 dram_read_bytes=a([0] * n), dram_write_bytes=a([0] * n), macs=a([0] * n), buffer_bytes=buffer_bytes)
+
+
+def test_one_tile_is_load_then_compute_then_store():
+    c = costs([1], [100], [40], [30], [64], 1024)
+    tl = simulate(c)
+    assert tl.op_end.tolist() == [140] and tl.makespan == 170
+
+
+def test_double_buffering_overlaps_loads_and_compute():
+    # 3 tiles of 10 load + 20 compute cycles; two fit in the buffer: 10 + 3 * 20
+    c = costs([3], [30], [60], [0], [400], 1000)
+    assert simulate(c).makespan == 70
+    assert analytic(c).makespan == 70
+
+
+def test_full_buffer_stalls_the_loads():
+    # the same tiles, but only one fits (600 of 1000 bytes): no overlap, 3 * (10 + 20)
+    c = costs([3], [30], [60], [0], [600], 1000)
+    assert simulate(c).makespan == 90
+
+
+def test_stores_share_the_dram_channel_with_loads():
+    # tile 0: load 10, compute 10, store 10; tile 1's load (10..20) then its compute (20..30);
+    # tile 0's store waits for tile 1's load and runs 20..30; tile 1's store 30..40
+    c = costs([2], [20], [20], [20], [100], 1000)
+    tl = simulate(c)
+    assert tl.op_end.tolist() == [30] and tl.makespan == 40
+
+
+def test_dependent_op_waits_for_the_previous_op():
+    # op 1 reads op 0's output from DRAM (no prefetch): its load starts when op 0 is done
+    c = costs([1, 1], [10, 10], [50, 5], [0, 0], [10, 10], 1000, prefetch=[True, False])
+    assert simulate(c).op_end.tolist() == [60, 75]
+    c = costs([1, 1], [10, 10], [50, 5], [0, 0], [10, 10], 1000, prefetch=[True, True])
+    assert simulate(c).op_end.tolist() == [60, 65]
+
+
+def test_remainders_go_to_the_first_tiles():
+    c = costs([3], [0], [10], [0], [0], 1000)  # 4 + 3 + 3
+    assert simulate(c).makespan == 10
+
+
+def gemm_row(m, n, k, batch=1, weight=True, kind="gemm", dtype="f16", kv=0):
+    el = 2
+    a, b, out = m * k * el * batch, k * n * el * (1 if weight else batch), m * n * el * batch
+    return dict(idx=0, op="mm", kind=kind, role="q_proj", module="x", layer=0,
+                in_shapes=f"{m}x{k};{k}x{n}", in_dtypes="f16;f16", out_shapes=f"{m}x{n}", dtype=dtype,
+                flops=2 * m * n * k * batch, bytes_read=a + b, bytes_written=out,
+                weight_bytes=b if weight else 0, kv_bytes_read=kv, kv_bytes_written=0,
+                gemm_m=m, gemm_n=n, gemm_k=k, gemm_batch=batch)
+
+
+def small(**kw):
+    p = dict(pe_rows=4, pe_cols=4, dp=1, pe_latency={"w16a16": 1, "w4a16": 2}, weight_buffer_bytes=1024,
+             act_buffer_bytes=1024, dram_bits_per_cycle=64, dram_latency_cycles=0, vector_lanes=4,
+             freq_hz=1e9, node_nm=28)
+    p.update(kw)
+    return Accelerator(AcceleratorParams(**p))
+
+
+def test_gemm_on_a_4x4_array():
+    # C[8,8] = A[8,16] B[16,8] fp16: 2 token blocks x 2 channel blocks x 16 steps = 64 cycles.
+    # B = 256 bytes from DRAM at 8 B/cycle = 32 cycles, in 2 tiles (4 x 16 x 2 = 128 bytes each);
+    # A (256 B) and C (128 B) fit half the activation buffer: no DRAM.
+    t = small()
+    c = t.cost(pd.DataFrame([gemm_row(8, 8, 16)]), 16, 16)
+    assert c.compute_cycles.tolist() == [64] and c.n_tiles.tolist() == [2]
+    assert c.load_cycles.tolist() == [32] and c.store_cycles.tolist() == [0]
+    assert c.dram_read_bytes.tolist() == [256] and c.macs.tolist() == [8 * 8 * 16]
+    # weight buffer: each step reads 4 channels x 1 product x 2 bytes, 64 steps
+    assert c.actions["weight_buffer.read"].tolist() == [64 * 4 * 2]
+    assert c.actions["pe_array.pe_cycle"].tolist() == [64 * 16]
+    # tile 0 loads 0..16, computes 16..48; tile 1 loads 16..32, computes 48..80
+    assert simulate(c).makespan == 80 == analytic(c).makespan
+
+
+def test_bit_serial_latency_and_weight_precision():
+    t = small()
+    c = t.cost(pd.DataFrame([gemm_row(8, 8, 16)]), 4, 16)
+    assert c.compute_cycles.tolist() == [128]  # 2 cycles per step at w4a16
+    assert c.dram_read_bytes.tolist() == [64]  # 4-bit weights: a quarter of the bytes
+
+
+def test_dram_bound_gemv():
+    # y[1,64] = x[1,64] W[64,64]: 16 channel blocks x 64 steps = 1024 cycles of compute;
+    # W = 8 KiB at 2 B/cycle = 4096 cycles: 16 tiles of 256 load + 64 compute cycles.
+    t = small(dram_bits_per_cycle=16)
+    c = t.cost(pd.DataFrame([gemm_row(1, 64, 64)]), 16, 16)
+    assert c.compute_cycles.tolist() == [1024] and c.load_cycles.tolist() == [4096]
+    assert c.n_tiles.tolist() == [16]
+    assert simulate(c).makespan == 4096 + 64 == analytic(c).makespan
+
+
+def test_block_larger_than_half_the_buffer_is_split_along_k():
+    # a 4 x 128 x 2 = 1024-byte block does not fit half (512) of the weight buffer: 2 K-parts.
+    # Partial sums of 4 channels x 8 tokens x 4 bytes fit the activation buffer: B read once.
+    t = small()
+    c = t.cost(pd.DataFrame([gemm_row(8, 8, 128)]), 16, 16)
+    assert c.n_tiles.tolist() == [2 * 2]
+    assert c.dram_read_bytes.tolist() == [128 * 8 * 2 + 8 * 128 * 2 * 2]  # B once; A (2 KiB) once per block
+    # with a tiny activation buffer the partial sums do not fit: each K-part is fetched per token block
+    t = small(act_buffer_bytes=64)
+    c = t.cost(pd.DataFrame([gemm_row(8, 8, 128)]), 16, 16)
+    b = 128 * 8 * 2
+    a = 8 * 128 * 2
+    out = 8 * 8 * 2
+    assert c.dram_read_bytes.tolist() == [b * 2 + a * 2]
+    assert c.dram_write_bytes.tolist() == [out]
+
+
+def test_views_cost_nothing_and_vector_ops_use_the_lanes():
+    t = small()
+    rows = [dict(gemm_row(1, 1, 1), kind="view", op="view", flops=0, bytes_read=0, bytes_written=0, weight_bytes=0,
+                 gemm_m=0, gemm_n=0, gemm_k=0, gemm_batch=0),
+            dict(gemm_row(1, 1, 1), kind="elementwise", op="add", flops=100, bytes_read=300, bytes_written=200,
+                 weight_bytes=0, gemm_m=0, gemm_n=0, gemm_k=0, gemm_batch=0)]
+    c = t.cost(pd.DataFrame(rows), 16, 16)
+    assert c.n_tiles.tolist() == [0, 1]
+    assert c.compute_cycles.tolist() == [0, 25]  # 100 element-ops on 4 lanes
+    assert c.load_cycles.tolist() == [0, 0]  # 500 bytes fit half the activation buffer
+    rows[1]["bytes_read"] = 400  # 600 bytes do not: read from and written to DRAM at 8 B/cycle
+    c = t.cost(pd.DataFrame(rows), 16, 16)
+    assert c.load_cycles.tolist() == [0, 50] and c.store_cycles.tolist() == [0, 25]
+    assert not c.prefetch[1]
+
+
+def test_unsupported_precision_is_a_user_error():
+    from models.errors import SimError
+
+    with pytest.raises(SimError, match="no PE latency for w3a16"):
+        small().cost(pd.DataFrame([gemm_row(8, 8, 16)]), 3, 16)
