@@ -29,7 +29,7 @@ from models.errors import SimError
 from sim import engine, targets
 from sim.config import Config, load_config
 from sim.energy import EnergyTable
-from sim.targets.base import Costs, Target
+from sim.targets.base import Costs, OpArrays, Target
 
 TRACE_COLS = ["idx", "op", "kind", "role", "module", "layer", "in_shapes", "out_shapes", "dtype", "flops",
               "gemm_m", "gemm_n", "gemm_k", "gemm_batch"]
@@ -102,11 +102,13 @@ def schedule(c: Costs, layers: np.ndarray, fidelity: str) -> Schedule:
     return Schedule(op_cycles, int(op_cycles.sum()), tl.events)
 
 
-def _sum_costs(costs: list[Costs]) -> dict[str, np.ndarray]:
+def _sum_costs(c: Costs, steps: int = 1) -> dict[str, np.ndarray]:
+    """Per-op totals of costs stacked ``steps`` times (step k's ops follow step k-1's)."""
     keys = ["load_cycles", "compute_cycles", "store_cycles", "dram_read_bytes", "dram_write_bytes", "macs"]
-    out = {k: np.sum([getattr(c, k) for c in costs], axis=0) for k in keys}
-    for a in costs[0].actions:
-        out["action:" + a] = np.sum([c.actions[a] for c in costs], axis=0)
+    fold = lambda a: np.asarray(a).reshape(steps, -1).sum(axis=0)  # noqa: E731
+    out = {k: fold(getattr(c, k)) for k in keys}
+    for a, v in c.actions.items():
+        out["action:" + a] = fold(v)
     return out
 
 
@@ -131,14 +133,34 @@ def _cost_frame(trace: pd.DataFrame, sums: dict, op_cycles: np.ndarray, freq: fl
     return df
 
 
-def run(config_path: str | Path, out: str | Path | None = None, fidelity: str | None = None,
-        progress=None) -> Result:
-    """Run a config end to end (without writing anything; see :func:`sim.report.write`)."""
+@dataclass
+class Prepared:
+    """A validated run: everything checked, nothing computed yet."""
+
+    config: Config
+    raw: dict
+    spec: object  # workloads.zoo.ModelSpec
+    target: Target
+    energy: EnergyTable
+    hardware: dict
+
+
+def prepare(raw: dict, config_path: Path, lines: dict | None = None, fidelity: str | None = None) -> Prepared:
+    """Validate a config mapping (as read from ``config_path``) down to the target and the model.
+
+    Every problem is a SimError naming the file, the key and (where known) its line.
+    """
+    from pydantic import ValidationError
+
+    from sim.config import validation_error
     from workloads import api as wl
     from workloads import zoo
 
-    config_path = Path(config_path)
-    cfg, raw, lines = load_config(config_path)
+    lines = lines or {}
+    try:
+        cfg = Config.model_validate(raw)
+    except ValidationError as e:
+        raise validation_error(config_path, e, lines) from None
     if fidelity:
         cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"fidelity": fidelity})})
     w = cfg.workload
@@ -162,6 +184,46 @@ def run(config_path: str | Path, out: str | Path | None = None, fidelity: str | 
     target, energy, hw = targets.build(cfg.hardware, config_path, lines)
     # an unsupported precision fails here, before any work
     at("workload.weight_bits" if w.weight_bits else "workload", target.peak_macs_per_cycle, w.wbits, w.abits)
+    return Prepared(cfg, raw, spec, target, energy, hw)
+
+
+def run(config_path: str | Path, out: str | Path | None = None, fidelity: str | None = None,
+        progress=None) -> Result:
+    """Run a config file end to end (without writing anything; see :func:`sim.report.write`)."""
+    config_path = Path(config_path)
+    cfg, raw, lines = load_config(config_path)
+    return execute(prepare(raw, config_path, lines, fidelity), progress)
+
+
+_ARRAYS: dict = {}
+
+
+def _memo(key, make):
+    """Per-process memo of trace-derived arrays (a sweep worker reuses them across points)."""
+    hit = _ARRAYS.get(key)
+    if hit is None:
+        if len(_ARRAYS) >= 16:
+            _ARRAYS.pop(next(iter(_ARRAYS)))
+        hit = _ARRAYS[key] = make()
+    return hit
+
+
+def _prefill_arrays(spec, w) -> tuple[pd.DataFrame, OpArrays]:
+    from workloads import api as wl
+
+    def make():
+        df = wl.trace(spec.name, "prefill", w.batch, w.prompt, 0, w.dtype)
+        return df, OpArrays.from_frame(df)
+
+    return _memo(("prefill", spec.fingerprint(), w.batch, w.prompt, w.dtype), make)
+
+
+def execute(prep: Prepared, progress=None) -> Result:
+    """Trace, cost, schedule and price a prepared run."""
+    from workloads import api as wl
+
+    cfg, raw, spec, target, energy, hw = prep.config, prep.raw, prep.spec, prep.target, prep.energy, prep.hardware
+    w = cfg.workload
     fid = cfg.run.fidelity
     freq = target.freq_hz
     step = progress or (lambda msg: None)
@@ -169,12 +231,12 @@ def run(config_path: str | Path, out: str | Path | None = None, fidelity: str | 
 
     # ---- prefill ----
     step("tracing prefill")
-    pre_trace = wl.trace(spec.name, "prefill", w.batch, w.prompt, 0, w.dtype)
+    pre_trace, pre_arrays = _prefill_arrays(spec, w)
     step("costing prefill")
-    pre_costs = target.cost(pre_trace, w.wbits, w.abits)
+    pre_costs = target.cost(pre_arrays, w.wbits, w.abits)
     step("scheduling prefill")
     pre_sched = schedule(pre_costs, pre_trace["layer"].to_numpy(), fid)
-    frames = [_cost_frame(pre_trace, _sum_costs([pre_costs]), pre_sched.op_cycles, freq, energy, "prefill")]
+    frames = [_cost_frame(pre_trace, _sum_costs(pre_costs), pre_sched.op_cycles, freq, energy, "prefill")]
     events = pre_sched.events
     dec_cycles = 0
     step_cycles: list[int] = []
@@ -184,33 +246,37 @@ def run(config_path: str | Path, out: str | Path | None = None, fidelity: str | 
         step("tracing decode")
         tpl = wl.decode_template(spec.name, w.batch, 1, w.dtype)
         contexts = [w.prompt + k for k in range(w.decode_tokens)]
-        traces = [tpl.at(c) for c in contexts]
-        costs = [target.cost(t, w.wbits, w.abits) for t in traces]
-        layers = traces[0]["layer"].to_numpy()
-        n = len(contexts)
-        step(f"scheduling {n} decode steps")
-        if fid == "analytic" or n <= 3:
-            scheds = [schedule(c, layers, fid) for c in costs]
+        n_steps, n_ops = len(contexts), len(tpl.base)
+        step(f"costing {n_steps} decode steps")
+        arrays = _memo(("decode", spec.fingerprint(), w.batch, w.dtype, tuple(contexts)),
+                       lambda: OpArrays.from_template(tpl, contexts))
+        allc = target.cost(arrays, w.wbits, w.abits)
+        costs = lambda k: allc.take(np.arange(k * n_ops, (k + 1) * n_ops))  # noqa: E731
+        layers = tpl.base["layer"].to_numpy()
+        step(f"scheduling {n_steps} decode steps")
+        if fid == "analytic" or n_steps <= 3:
+            scheds = [schedule(costs(k), layers, fid) for k in range(n_steps)]
             per_step = np.array([s.op_cycles for s in scheds])
             events += sum(s.events for s in scheds)
         else:
-            ks = [0, (n - 1) // 2, n - 1]
-            sampled = {k: schedule(costs[k], layers, fid) for k in ks}
+            ks = [0, (n_steps - 1) // 2, n_steps - 1]
+            sampled = {k: schedule(costs(k), layers, fid) for k in ks}
             events += sum(s.events for s in sampled.values())
             a, m, b = (sampled[k].op_cycles.astype(np.float64) for k in ks)
             line_mid = a + (b - a) * (ks[1] / ks[2])
             if abs(m.sum() - line_mid.sum()) > 0.005 * m.sum():
-                scheds = [sampled.get(k) or schedule(costs[k], layers, fid) for k in range(n)]
+                scheds = [sampled.get(k) or schedule(costs(k), layers, fid) for k in range(n_steps)]
                 events += sum(s.events for k, s in enumerate(scheds) if k not in sampled)
                 per_step = np.array([s.op_cycles for s in scheds])
             else:
-                frac = np.arange(n, dtype=np.float64)[:, None] / (n - 1)
+                frac = np.arange(n_steps, dtype=np.float64)[:, None] / (n_steps - 1)
                 per_step = np.rint(a[None, :] + (b - a)[None, :] * frac).astype(np.int64)
                 for k in ks:
                     per_step[k] = sampled[k].op_cycles
         step_cycles = [int(x) for x in per_step.sum(axis=1)]
         dec_cycles = int(sum(step_cycles))
-        dec = _cost_frame(traces[-1], _sum_costs(costs), per_step.sum(axis=0), freq, energy, "decode")
+        sums = _sum_costs(allc, n_steps)
+        dec = _cost_frame(tpl.at(contexts[-1]), sums, per_step.sum(axis=0), freq, energy, "decode")
         frames.append(dec)
 
     ops = pd.concat(frames, ignore_index=True)

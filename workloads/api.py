@@ -129,13 +129,29 @@ def trace(model: str, phase: str = "prefill", batch=1, seq=None, context=0, dtyp
     spec = zoo.get(model)
     batch, seq, context = check_args(spec, phase, batch, seq, context, dtype)
     k = _cache.key(model=spec.fingerprint(), phase=phase, batch=batch, seq=seq, context=context, dtype=dtype)
-    df = _cache.load(k) if use_cache else None
+    df = _MEMO.get(k) if use_cache else None
     if df is None:
-        df = _trace_uncached(spec, phase, batch, seq, context, dtype)
+        df = _cache.load(k) if use_cache else None
+        if df is None:
+            df = _trace_uncached(spec, phase, batch, seq, context, dtype)
+            if use_cache:
+                _cache.store(k, df)
+        df.attrs = dict(model=spec.name, phase=phase, batch=batch, seq=seq, context=context, dtype=dtype)
         if use_cache:
-            _cache.store(k, df)
-    df.attrs = dict(model=spec.name, phase=phase, batch=batch, seq=seq, context=context, dtype=dtype)
-    return df
+            _remember(k, df)
+    return df.copy()
+
+
+# In-memory layer of the cache: a process that runs many points (a sweep worker) reads each trace
+# from disk once.  Callers get copies.
+_MEMO: dict = {}
+_MEMO_MAX = 32
+
+
+def _remember(k, value) -> None:
+    if len(_MEMO) >= _MEMO_MAX:
+        _MEMO.pop(next(iter(_MEMO)))
+    _MEMO[k] = value
 
 
 def trace_text(model: str, sentences: list[str], dtype: str = "fp32"):
@@ -162,6 +178,19 @@ def trace_text(model: str, sentences: list[str], dtype: str = "fp32"):
     b, s = enc["input_ids"].shape
     df.attrs = dict(model=spec.name, phase="prefill", batch=int(b), seq=int(s), context=0, dtype=dtype)
     return df, out.detach() if isinstance(out, torch.Tensor) else out, enc
+
+
+def first_operand_elems(in_shapes) -> np.ndarray:
+    """Elements of each op's first tensor operand (from the ``in_shapes`` column)."""
+    out = np.ones(len(in_shapes), dtype=np.int64)
+    for i, s in enumerate(in_shapes):
+        first = s.split(";", 1)[0]
+        if first:
+            n = 1
+            for x in first.split("x"):
+                n *= int(x)
+            out[i] = n
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,6 +223,7 @@ class DecodeTemplate:
     slopes: dict[str, np.ndarray]  # int column -> per-op change per context token
     shape_rows: dict[str, dict[int, tuple]]  # str column -> row -> (parts, base, slope)
     max_context: int
+    _in0: tuple | None = None
 
     @classmethod
     def from_traces(cls, a: pd.DataFrame, b: pd.DataFrame, max_context: int) -> "DecodeTemplate":
@@ -218,6 +248,23 @@ class DecodeTemplate:
             shape_rows[c] = rows
         slopes["idx"] = np.zeros(len(a), dtype=np.int64)
         return cls(a.copy(), ctx_a, slopes, shape_rows, max_context)
+
+    def stacked(self, contexts) -> dict[str, np.ndarray]:
+        """The integer columns (and ``in0_elems``, the first operand's elements) of the decode
+        traces at each of ``contexts``, as arrays of shape (len(contexts), n_ops): a whole
+        generation's numbers without building a frame per step."""
+        ctx = np.asarray([_positive("context", c) for c in contexts], dtype=np.int64)
+        if len(ctx) and ctx.max() > self.max_context:
+            raise SimError(f"context {ctx.max()} exceeds the model's positions (at most {self.max_context} here)")
+        dl = (ctx - self.ctx_a)[:, None]
+        out = {c: self.base[c].to_numpy()[None, :] + self.slopes[c][None, :] * dl for c in INT_COLUMNS}
+        if self._in0 is None:  # one operand dim at most grows with the context: affine too
+            b0 = first_operand_elems(self.base["in_shapes"])
+            b1 = first_operand_elems(self.at(self.ctx_a + 1)["in_shapes"])
+            self._in0 = (b0, b1 - b0)
+        b0, d = self._in0
+        out["in0_elems"] = b0[None, :] + d[None, :] * dl
+        return out
 
     def at(self, context: int) -> pd.DataFrame:
         """The decode trace with a KV cache of ``context`` tokens."""
@@ -259,13 +306,21 @@ class DecodeTemplate:
 
 
 def decode_template(model: str, batch=1, seq=1, dtype: str = "fp16", use_cache: bool = True) -> DecodeTemplate:
-    """A :class:`DecodeTemplate` for ``model`` (two cached traces, at contexts 16 and 48)."""
+    """A :class:`DecodeTemplate` for ``model`` (two cached traces, at contexts 16 and 48).
+
+    Templates are kept in memory per process and shared: treat them as read-only."""
     spec = zoo.get(model)
     check_args(spec, "decode", batch, seq, 1, dtype)
     ctx_a, ctx_b = 16, 48
-    a = trace(model, "decode", batch, seq, ctx_a, dtype, use_cache)
-    b = trace(model, "decode", batch, seq, ctx_b, dtype, use_cache)
-    return DecodeTemplate.from_traces(a, b, max_context=(spec.max_positions or 1 << 62) - int(seq))
+    k = ("template", spec.fingerprint(), int(batch), int(seq), dtype)
+    tpl = _MEMO.get(k) if use_cache else None
+    if tpl is None:
+        a = trace(model, "decode", batch, seq, ctx_a, dtype, use_cache)
+        b = trace(model, "decode", batch, seq, ctx_b, dtype, use_cache)
+        tpl = DecodeTemplate.from_traces(a, b, max_context=(spec.max_positions or 1 << 62) - int(seq))
+        if use_cache:
+            _remember(k, tpl)
+    return tpl
 
 
 def summarize(df: pd.DataFrame, by: str = "role") -> pd.DataFrame:

@@ -47,7 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.errors import SimError
 from sim.targets import register
-from sim.targets.base import Costs, Target
+from sim.targets.base import Costs, OpArrays, Target
 
 
 class AcceleratorParams(BaseModel):
@@ -75,17 +75,6 @@ def _ceil(a, b):
     return -(-np.asarray(a, dtype=np.int64) // np.asarray(b, dtype=np.int64))
 
 
-def _first_operand_elems(in_shapes: pd.Series) -> np.ndarray:
-    out = np.zeros(len(in_shapes), dtype=np.int64)
-    for i, s in enumerate(in_shapes):
-        first = s.split(";", 1)[0]
-        out[i] = int(np.prod([int(x) for x in first.split("x")])) if first else 1
-    return out
-
-
-_DTYPE_BYTES = {"f16": 2, "bf16": 2, "f32": 4, "f64": 8, "i64": 8, "i32": 4, "i16": 2, "i8": 1, "u8": 1, "b8": 1}
-
-
 @register
 class Accelerator(Target):
     name = "accelerator"
@@ -105,25 +94,23 @@ class Accelerator(Target):
     def dram_bytes_per_cycle(self) -> float:
         return self.params.dram_bits_per_cycle / 8
 
-    def cost(self, trace: pd.DataFrame, wbits: int, abits: int) -> Costs:
+    def cost(self, ops: OpArrays | pd.DataFrame, wbits: int, abits: int) -> Costs:
+        if isinstance(ops, pd.DataFrame):
+            ops = OpArrays.from_frame(ops)
         p = self.params
         lat = self.latency(wbits, abits)
-        n = len(trace)
-        kind = trace["kind"].to_numpy()
-        storage = np.array([_DTYPE_BYTES.get(d, 2) for d in trace["dtype"]], dtype=np.float64)
-        storage[storage == 0] = 2
+        n = len(ops)
+        kind = ops.kind
+        storage = ops.storage_bytes
         wscale = wbits / (8 * storage)  # trace bytes at storage width -> hardware width
         ascale = abits / (8 * storage)
 
-        rd = trace["bytes_read"].to_numpy(np.float64)
-        wr = trace["bytes_written"].to_numpy(np.float64)
-        wt = trace["weight_bytes"].to_numpy(np.float64)
-        kvr = trace["kv_bytes_read"].to_numpy(np.float64)
-        kvw = trace["kv_bytes_written"].to_numpy(np.float64)
-        M = trace["gemm_m"].to_numpy(np.int64)
-        N = trace["gemm_n"].to_numpy(np.int64)
-        K = trace["gemm_k"].to_numpy(np.int64)
-        B = trace["gemm_batch"].to_numpy(np.int64)
+        rd = ops.bytes_read.astype(np.float64)
+        wr = ops.bytes_written.astype(np.float64)
+        wt = ops.weight_bytes.astype(np.float64)
+        kvr = ops.kv_bytes_read.astype(np.float64)
+        kvw = ops.kv_bytes_written.astype(np.float64)
+        M, N, K, B = ops.gemm_m, ops.gemm_n, ops.gemm_k, ops.gemm_batch
 
         is_mm = (kind == "gemm") | (kind == "attn_matmul")
         is_vec = ~is_mm & (kind != "view")
@@ -151,7 +138,7 @@ class Accelerator(Target):
             el_w = np.where(kind[i] == "gemm", wbits / 8, abits / 8)  # bytes per B element on chip
             el_a = abits / 8
             # B operand bytes: weights, else the attention operand (unique elements: GQA shares K/V)
-            a_elems = _first_operand_elems(trace["in_shapes"].iloc[i])
+            a_elems = ops.in0_elems[i]
             a_bytes = a_elems * el_a
             b_trace = np.where(kind[i] == "gemm", wt[i] * wscale[i], (rd[i] - a_elems * storage[i]) * ascale[i])
             b_in_dram = (kind[i] == "gemm") | (kvr[i] > 0) | (b_trace > half_a)
@@ -189,7 +176,7 @@ class Accelerator(Target):
         # ---- everything else on the vector unit ----
         j = np.flatnonzero(is_vec)
         if len(j):
-            flops = trace["flops"].to_numpy(np.int64)[j]
+            flops = ops.flops[j]
             out_el = (wr[j] / storage[j]).astype(np.int64)
             elems = np.maximum(flops, out_el)
             compute[j] = _ceil(elems, p.vector_lanes)

@@ -15,6 +15,55 @@ import pandas as pd
 from pydantic import BaseModel
 
 
+_DTYPE_BYTES = {"f16": 2, "bf16": 2, "f32": 4, "f64": 8, "i64": 8, "i32": 4, "i16": 2, "i8": 1, "u8": 1, "b8": 1}
+_NUMERIC = ("flops", "bytes_read", "bytes_written", "weight_bytes", "kv_bytes_read", "kv_bytes_written",
+            "gemm_m", "gemm_n", "gemm_k", "gemm_batch")
+
+
+@dataclass
+class OpArrays:
+    """What a target costs of a trace, as numpy arrays with one entry per op (trace column names).
+
+    Built from a trace frame, or from a decode template for many decode steps at once (the steps'
+    ops one after another), so a whole generation is costed in one vectorized call.
+    """
+
+    kind: np.ndarray
+    storage_bytes: np.ndarray  # bytes per element of the op's output dtype in the trace
+    in0_elems: np.ndarray  # elements of the first tensor operand
+    flops: np.ndarray
+    bytes_read: np.ndarray
+    bytes_written: np.ndarray
+    weight_bytes: np.ndarray
+    kv_bytes_read: np.ndarray
+    kv_bytes_written: np.ndarray
+    gemm_m: np.ndarray
+    gemm_n: np.ndarray
+    gemm_k: np.ndarray
+    gemm_batch: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.kind)
+
+    @classmethod
+    def from_frame(cls, df: pd.DataFrame) -> "OpArrays":
+        from workloads.api import first_operand_elems
+
+        storage = np.array([_DTYPE_BYTES.get(d, 2) for d in df["dtype"]], dtype=np.float64)
+        return cls(kind=df["kind"].to_numpy(dtype=object), storage_bytes=storage,
+                   in0_elems=first_operand_elems(df["in_shapes"]),
+                   **{c: df[c].to_numpy(np.int64) for c in _NUMERIC})
+
+    @classmethod
+    def from_template(cls, tpl, contexts) -> "OpArrays":
+        """Decode steps at ``contexts``, stacked: step k's ops are rows k*n .. k*n + n - 1."""
+        cols = tpl.stacked(contexts)
+        steps = len(contexts)
+        base = cls.from_frame(tpl.base)
+        return cls(kind=np.tile(base.kind, steps), storage_bytes=np.tile(base.storage_bytes, steps),
+                   in0_elems=cols["in0_elems"].ravel(), **{c: cols[c].ravel() for c in _NUMERIC})
+
+
 @dataclass
 class Costs:
     """Per-op costs (arrays of length n_ops) of a trace on a target.
@@ -72,5 +121,6 @@ class Target:
     def dram_bytes_per_cycle(self) -> float:
         raise NotImplementedError
 
-    def cost(self, trace: pd.DataFrame, wbits: int, abits: int) -> Costs:
+    def cost(self, ops: "OpArrays | pd.DataFrame", wbits: int, abits: int) -> Costs:
+        """Costs of every op (a trace frame or :class:`OpArrays`), vectorized."""
         raise NotImplementedError
