@@ -28,6 +28,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/trace_speed.py
 	$(VENV)/bin/python benchmarks/run_speed.py
+	$(VENV)/bin/python benchmarks/sweep_speed.py
 
 clean:
 	rm -rf $(VENV) results/quickstart

@@ -159,6 +159,73 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="run a design-space sweep into a results store and a report",
+                       description="Run every point of a sweep file (a base config plus axes over dotted config "
+                       "keys). Restarting a sweep runs only the points not yet stored.")
+    p.add_argument("sweep", help="sweep YAML (see configs/sweeps/)")
+    p.add_argument("--dry-run", action="store_true", help="print the point count and the first points; run nothing")
+    p.add_argument("--out", default=None, help="results folder (default: the sweep's out, else results/sweeps/<name>)")
+    p.add_argument("--workers", default=None, help="local worker processes (default: all cores; 0: in this process)")
+    p.add_argument("--scheduler", default=None, help="tcp://HOST:PORT of a Dask scheduler to run the points on")
+    p.add_argument("--batch-size", default=None, help="points per task (default: sized to the sweep)")
+    p.set_defaults(func=_cmd_sweep)
+    r = sub.add_parser("report", help="write the report of a sweep's results folder",
+                       description="Write report.html, points.csv and points.parquet for a sweep's results.")
+    r.add_argument("results", help="a sweep's results folder (holds sweep.sqlite)")
+    r.set_defaults(func=_cmd_report)
+
+
+def _int_arg(name: str, value, minimum: int):
+    if value is None:
+        return None
+    try:
+        v = int(value)
+    except ValueError:
+        raise SimError(f"{name} must be an integer >= {minimum}, got {value!r}") from None
+    if v < minimum:
+        raise SimError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return v
+
+
+def _cmd_sweep(args) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    from sim.sweep import load_sweep, run_sweep
+    from sim.sweep_report import write_sweep_report
+
+    workers = _int_arg("--workers", args.workers, 0)
+    batch = _int_arg("--batch-size", args.batch_size, 1)
+    console = Console()
+    sw = load_sweep(args.sweep, args.out)
+    if args.dry_run:
+        console.print(f"{sw.name}: {len(sw.points)} points -> {sw.out}")
+        for p in sw.points[:10]:
+            console.print(f"  {p.idx:5d}  " + ", ".join(f"{k}={v}" for k, v in p.params.items()))
+        if len(sw.points) > 10:
+            console.print(f"  ... and {len(sw.points) - 10} more")
+        return 0
+    err = Console(stderr=True)
+    with Progress(TextColumn("sweep {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("ETA"), TimeRemainingColumn(), console=err, disable=not err.is_terminal) as bar:
+        task = bar.add_task(sw.name, total=None)
+        counts = run_sweep(sw, workers=workers, scheduler=args.scheduler, batch_size=batch,
+                           progress=lambda done, total: bar.update(task, completed=done, total=total))
+    report = write_sweep_report(sw.out)
+    console.print(f"{sw.name}: {counts['points']} points ({counts['already']} already stored, {counts['ok']} ran, "
+                  f"{counts['error']} failed) in {counts['wall_s']:.1f} s; report: {report}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from sim.sweep_report import write_sweep_report
+
+    print(f"wrote {write_sweep_report(args.results)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sim import __version__
 
@@ -166,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"mlhw-sim {__version__}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
     _add_run(sub)
+    _add_sweep(sub)
     _add_trace(sub)
     return p
 

@@ -24,6 +24,8 @@ and what was expected.
 
 from __future__ import annotations
 
+import copy
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -108,8 +110,31 @@ def _lines(node, path=(), out=None) -> dict:
     return out
 
 
+_YAML_MEMO: dict = {}
+
+
 def load_yaml(path: Path) -> tuple[dict, dict]:
-    """(data, line map) of a YAML mapping file; any problem is a SimError naming the file."""
+    """(data, line map) of a YAML mapping file; any problem is a SimError naming the file.
+
+    Files already read (same path, size and modification time) come from memory: sweeps prepare
+    thousands of points against the same target and energy files."""
+    try:
+        st = os.stat(path)
+        memo_key = (str(path), st.st_size, st.st_mtime_ns)
+    except OSError:
+        memo_key = None
+    if memo_key in _YAML_MEMO:
+        data, lines = _YAML_MEMO[memo_key]
+        return copy.deepcopy(data), lines
+    data, lines = _load_yaml(path)
+    if memo_key is not None:
+        if len(_YAML_MEMO) > 64:
+            _YAML_MEMO.clear()
+        _YAML_MEMO[memo_key] = (copy.deepcopy(data), lines)
+    return data, lines
+
+
+def _load_yaml(path: Path) -> tuple[dict, dict]:
     try:
         text = Path(path).read_text()
     except FileNotFoundError:

@@ -276,7 +276,9 @@ def execute(prep: Prepared, progress=None) -> Result:
         step_cycles = [int(x) for x in per_step.sum(axis=1)]
         dec_cycles = int(sum(step_cycles))
         sums = _sum_costs(allc, n_steps)
-        dec = _cost_frame(tpl.at(contexts[-1]), sums, per_step.sum(axis=0), freq, energy, "decode")
+        last = _memo(("decode_frame", spec.fingerprint(), w.batch, w.dtype, contexts[-1]),
+                     lambda: tpl.at(contexts[-1]))
+        dec = _cost_frame(last, sums, per_step.sum(axis=0), freq, energy, "decode")
         frames.append(dec)
 
     ops = pd.concat(frames, ignore_index=True)
