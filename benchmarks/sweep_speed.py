@@ -51,7 +51,7 @@ def main() -> None:
         sw = make_sweep(tmp, 2000, 2)
         local = run_sweep(load_sweep(sw, tmp / "local"), workers=2)
         with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                          dashboard_address=None) as cluster:
+                          dashboard_address=":0") as cluster:
             dask = run_sweep(load_sweep(sw, tmp / "dask"), scheduler=cluster.scheduler_address)
         ratio = dask["wall_s"] / local["wall_s"]
         print(f"{local['ok']} points, 2 workers: local {local['wall_s']:.2f} s, Dask {dask['wall_s']:.2f} s "

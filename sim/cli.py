@@ -35,7 +35,7 @@ def _add_trace(sub) -> None:
                    help="prefill: prompt length S (required); decode: new tokens per step (default 1)")
     p.add_argument("--context", default=None,
                    help="tokens already in the KV cache L (decode: required; prefill: 0, chunked if > 0)")
-    p.add_argument("--dtype", default="fp16", help="fp16 | bf16 | fp32 (default fp16)")
+    p.add_argument("--dtype", default=None, help="fp16 | bf16 | fp32 (default fp16; fp32 with --text)")
     p.add_argument("--text", action="append", default=None, metavar="SENTENCE",
                    help="run the model's real weights on this sentence (repeatable; real-weight models only)")
     p.add_argument("--by", default="role", help="group the printed summary by this column (default role)")
@@ -74,29 +74,37 @@ def _cmd_trace(args) -> int:
         return _cmd_list()
     if not args.model:
         raise SimError("sim trace: a model name is needed (or --list)")
-    from workloads import COLUMNS, summarize, trace, trace_text
+    from workloads import summarize, trace, trace_text
 
-    if args.by not in COLUMNS:
-        raise SimError(f"--by must be a trace column (role, kind, layer, op, ...), got {args.by!r}")
+    groupable = ("role", "kind", "layer", "op", "module", "dtype")
+    if args.by not in groupable:
+        raise SimError(f"--by must be one of {', '.join(groupable)}, got {args.by!r}")
     if args.out and not args.out.endswith((".parquet", ".csv")):
         raise SimError(f"--out must name a .parquet or .csv file, got {args.out!r}")
     if args.text:
-        df, _, _ = trace_text(args.model, args.text, dtype=args.dtype if args.dtype != "fp16" else "fp32")
+        if args.phase != "prefill" or args.seq is not None or args.context is not None or args.batch != "1":
+            raise SimError("--text sets the batch and sequence from the sentences; it takes no --phase, --batch, "
+                           "--seq or --context")
+        df, _, _ = trace_text(args.model, args.text, dtype=args.dtype or "fp32")
     else:
         context = args.context if args.context is not None else (None if args.phase == "decode" else "0")
         if context is None:
             raise SimError("decode needs the KV-cache length: --context L")
-        df = trace(args.model, args.phase, args.batch, args.seq, context, args.dtype, use_cache=not args.no_cache)
+        df = trace(args.model, args.phase, args.batch, args.seq, context, args.dtype or "fp16",
+                   use_cache=not args.no_cache)
 
     if args.out:
         from pathlib import Path
 
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if out.suffix == ".csv":
-            df.to_csv(out, index=False)
-        else:
-            df.to_parquet(out, index=False)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if out.suffix == ".csv":
+                df.to_csv(out, index=False)
+            else:
+                df.to_parquet(out, index=False)
+        except OSError as e:
+            raise SimError(f"cannot write {out}: {e.strerror or e}") from None
 
     from rich.console import Console
     from rich.table import Table
@@ -153,7 +161,10 @@ def _cmd_run(args) -> int:
         result = run(args.config, fidelity=args.fidelity, progress=lambda m: bar.update(task, description=m))
         out = Path(args.out or result.config.run.out or Path("results") / result.summary["name"])
         bar.update(task, description="writing report")
-        write(result, out)
+        try:
+            write(result, out)
+        except OSError as e:
+            raise SimError(f"cannot write the results to {out}: {e.strerror or e}") from None
     print_summary(result.summary, console)
     console.print(f"wrote {out}/ops.parquet, summary.json, report.html")
     return 0

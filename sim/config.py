@@ -94,11 +94,20 @@ class Config(_Strict):
 # --------------------------------------------------------------------------------------------
 
 
+class _Duplicate(Exception):
+    def __init__(self, key: str, line: int):
+        self.key, self.line = key, line
+
+
 def _lines(node, path=(), out=None) -> dict:
     """Map key paths to 1-based line numbers from a composed YAML node tree."""
     out = {} if out is None else out
     if isinstance(node, yaml.MappingNode):
+        seen = set()
         for k, v in node.value:
+            if k.value in seen:
+                raise _Duplicate(".".join(map(str, path + (k.value,))), k.start_mark.line + 1)
+            seen.add(k.value)
             p = path + (k.value,)
             out[p] = k.start_mark.line + 1
             _lines(v, p, out)
@@ -143,6 +152,8 @@ def _load_yaml(path: Path) -> tuple[dict, dict]:
         raise SimError(f"{path}: is a directory, not a YAML file") from None
     except OSError as e:
         raise SimError(f"{path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise SimError(f"{path}: not a text file (not UTF-8); expected YAML") from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -153,9 +164,13 @@ def _load_yaml(path: Path) -> tuple[dict, dict]:
         raise SimError(f"{path}:{where} YAML syntax error: {problem}") from None
     if data is None:
         raise SimError(f"{path}: empty file; expected a YAML mapping")
+    try:
+        lines = _lines(node)
+    except _Duplicate as d:
+        raise SimError(f"{path}: {d.key} (line {d.line}): duplicate key") from None
     if not isinstance(data, dict):
         raise SimError(f"{path}: expected a YAML mapping at the top level, got {type(data).__name__}")
-    return data, _lines(node)
+    return data, lines
 
 
 def _describe(err: dict) -> str:

@@ -343,7 +343,8 @@ def _summary(cfg, spec, target, energy, ops, pre_cycles, dec_cycles, step_cycles
     peak = target.peak_macs_per_cycle(w.wbits, w.abits)
     s["utilization"] = {
         "mac": float(ops["macs"].sum()) / (peak * cycles) if cycles else 0.0,
-        "dram": float(ops["load_cycles"].sum() + ops["store_cycles"].sum()) / cycles if cycles else 0.0,
+        "dram": float(ops["dram_read_bytes"].sum() + ops["dram_write_bytes"].sum())
+        / (target.dram_bytes_per_cycle() * cycles) if cycles else 0.0,
     }
     s["time_by_bound_s"] = {b: float(ops.loc[ops.bound == b, "time_s"].sum()) for b in ("compute", "memory", "none")}
     s["simulated_events"] = int(events)

@@ -313,12 +313,37 @@ def _metrics(s: dict) -> dict:
     }
 
 
+_TUNED = False
+
+
+def _tune_malloc() -> None:
+    """Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc return
+    memory to the OS on almost every free: this numpy/pandas-heavy work then runs ~30% slower
+    (measured: benchmarks/sweep_speed.py).  Raise the threshold again in this process (glibc only;
+    elsewhere nothing happens)."""
+    global _TUNED
+    if _TUNED:
+        return
+    _TUNED = True
+    if os.environ.get("MALLOC_TRIM_THRESHOLD_") is None:
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD = -1
+    except (OSError, AttributeError):
+        pass
+
+
 def run_batch(items: list[tuple[str, dict, str]]) -> list[tuple[str, str, str, str, str]]:
     """Run points: (key, config, base path) -> (key, status, error, metrics JSON, summary JSON).
 
     A point that fails is returned with its error; the batch goes on.
     """
     from sim.run import execute, prepare
+
+    _tune_malloc()
 
     out = []
     for key, cfg, base in items:
@@ -344,6 +369,9 @@ class _LocalExecutor:
         import multiprocessing as mp
 
         return ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"))
+
+    def slots(self) -> int:
+        return self.workers
 
     def run(self, batches: list[list], on_done):
         pending = {self.pool.submit(run_batch, b): i for i, b in enumerate(batches)}
@@ -384,6 +412,9 @@ class _DaskExecutor:
         except OSError as e:
             raise SimError(f"cannot reach the Dask scheduler at {address}: {e}") from None
 
+    def slots(self) -> int:
+        return max(1, sum(self.client.nthreads().values()))
+
     def run(self, batches: list[list], on_done):
         from distributed import as_completed
 
@@ -423,8 +454,13 @@ def run_sweep(sweep: Sweep, workers: int | None = None, scheduler: str | None = 
     workers = workers if workers is not None else sweep.spec.workers
     if workers is None:
         workers = os.cpu_count() or 1
-    n_exec = workers if not scheduler else 4
-    bs = batch_size or sweep.spec.batch_size or max(1, min(256, math.ceil(len(todo) / max(1, n_exec * 4))))
+    ex = None
+    if todo and not (workers == 0 and not scheduler):
+        ex = _DaskExecutor(scheduler) if scheduler else _LocalExecutor(workers)
+    # batches: about four per worker, so scheduling costs little next to the work and the last
+    # batches still spread over the workers
+    slots = ex.slots() if ex else 1
+    bs = batch_size or sweep.spec.batch_size or max(1, min(256, math.ceil(len(todo) / max(1, slots * 4))))
     batches = [[(p.key, p.config, str(sweep.base_path)) for p in todo[i:i + bs]] for i in range(0, len(todo), bs)]
     by_key = {p.key: p for p in sweep.points}
     counts = {"points": len(sweep.points), "already": len(sweep.points) - len(todo), "ok": 0, "error": 0}
@@ -448,16 +484,14 @@ def run_sweep(sweep: Sweep, workers: int | None = None, scheduler: str | None = 
     try:
         if todo:
             _prewarm(todo)
-            if workers == 0 and not scheduler:
+            if ex is None:
                 for b in batches:  # in this process (debugging, tests)
                     on_done(run_batch(b))
             else:
-                ex = _DaskExecutor(scheduler) if scheduler else _LocalExecutor(workers)
-                try:
-                    ex.run(batches, on_done)
-                finally:
-                    ex.close()
+                ex.run(batches, on_done)
     finally:
+        if ex is not None:
+            ex.close()
         store.close()
     counts["wall_s"] = time.perf_counter() - t0
     counts["batch_size"] = bs

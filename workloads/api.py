@@ -180,14 +180,19 @@ def trace_text(model: str, sentences: list[str], dtype: str = "fp32"):
     return df, out.detach() if isinstance(out, torch.Tensor) else out, enc
 
 
-def first_operand_elems(in_shapes) -> np.ndarray:
-    """Elements of each op's first tensor operand (from the ``in_shapes`` column)."""
+_BIAS_FIRST = {"addmm", "baddbmm"}  # these take the bias (or C) first: A is the second operand
+
+
+def matmul_a_elems(op, in_shapes) -> np.ndarray:
+    """Elements of each op's A operand (C = A B): the first tensor operand, the second for
+    ``addmm``/``baddbmm``.  For other ops, the first operand's elements."""
     out = np.ones(len(in_shapes), dtype=np.int64)
-    for i, s in enumerate(in_shapes):
-        first = s.split(";", 1)[0]
-        if first:
+    for i, (o, s) in enumerate(zip(op, in_shapes)):
+        operands = s.split(";")
+        a = operands[1] if o in _BIAS_FIRST and len(operands) > 2 else operands[0]
+        if a:
             n = 1
-            for x in first.split("x"):
+            for x in a.split("x"):
                 n *= int(x)
             out[i] = n
     return out
@@ -223,7 +228,7 @@ class DecodeTemplate:
     slopes: dict[str, np.ndarray]  # int column -> per-op change per context token
     shape_rows: dict[str, dict[int, tuple]]  # str column -> row -> (parts, base, slope)
     max_context: int
-    _in0: tuple | None = None
+    _a_elems: tuple | None = None
 
     @classmethod
     def from_traces(cls, a: pd.DataFrame, b: pd.DataFrame, max_context: int) -> "DecodeTemplate":
@@ -250,7 +255,7 @@ class DecodeTemplate:
         return cls(a.copy(), ctx_a, slopes, shape_rows, max_context)
 
     def stacked(self, contexts) -> dict[str, np.ndarray]:
-        """The integer columns (and ``in0_elems``, the first operand's elements) of the decode
+        """The integer columns (and ``a_elems``, see :func:`matmul_a_elems`) of the decode
         traces at each of ``contexts``, as arrays of shape (len(contexts), n_ops): a whole
         generation's numbers without building a frame per step."""
         ctx = np.asarray([_positive("context", c) for c in contexts], dtype=np.int64)
@@ -258,12 +263,12 @@ class DecodeTemplate:
             raise SimError(f"context {ctx.max()} exceeds the model's positions (at most {self.max_context} here)")
         dl = (ctx - self.ctx_a)[:, None]
         out = {c: self.base[c].to_numpy()[None, :] + self.slopes[c][None, :] * dl for c in INT_COLUMNS}
-        if self._in0 is None:  # one operand dim at most grows with the context: affine too
-            b0 = first_operand_elems(self.base["in_shapes"])
-            b1 = first_operand_elems(self.at(self.ctx_a + 1)["in_shapes"])
-            self._in0 = (b0, b1 - b0)
-        b0, d = self._in0
-        out["in0_elems"] = b0[None, :] + d[None, :] * dl
+        if self._a_elems is None:  # one operand dim at most grows with the context: affine too
+            b0 = matmul_a_elems(self.base["op"], self.base["in_shapes"])
+            nxt = self.at(self.ctx_a + 1)
+            self._a_elems = (b0, matmul_a_elems(nxt["op"], nxt["in_shapes"]) - b0)
+        b0, d = self._a_elems
+        out["a_elems"] = b0[None, :] + d[None, :] * dl
         return out
 
     def at(self, context: int) -> pd.DataFrame:

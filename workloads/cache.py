@@ -21,7 +21,7 @@ import pandas as pd
 
 from workloads.schema import TRACE_SCHEMA_VERSION
 
-_CODE_FILES = ("tracer.py", "build.py", "schema.py", "zoo.py")
+_CODE_FILES = ("tracer.py", "build.py", "schema.py", "zoo.py", "api.py")
 
 
 def cache_dir() -> Path:

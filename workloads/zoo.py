@@ -81,9 +81,18 @@ class ModelSpec:
         return int(self.config["vocab_size"])
 
     def fingerprint(self) -> str:
-        """A stable hash of everything that shapes the trace (used in cache keys)."""
+        """A stable hash of everything that shapes the trace (used in cache keys): the
+        hyperparameters and, for a project-native model, its builder's code."""
+        builder = ""
+        if self.builder is not None:
+            import inspect
+
+            try:
+                builder = self.builder.__qualname__ + inspect.getsource(self.builder)
+            except (OSError, TypeError):
+                builder = getattr(self.builder, "__qualname__", repr(self.builder))
         blob = json.dumps(
-            [self.name, self.family, self.kind, self.config_class, self.model_class, self.config],
+            [self.name, self.family, self.kind, self.config_class, self.model_class, self.config, builder],
             sort_keys=True,
             default=str,
         )
@@ -100,7 +109,7 @@ def _norm(name: str) -> str:
 def register(spec: ModelSpec) -> ModelSpec:
     """Add a model to the zoo (names are matched case- and punctuation-insensitively)."""
     key = _norm(spec.name)
-    if key in _REGISTRY and _REGISTRY[key] != spec:
+    if key in _REGISTRY and (_REGISTRY[key] != spec or _REGISTRY[key].fingerprint() != spec.fingerprint()):
         raise ValueError(f"a different model named {spec.name!r} is already registered")
     if spec.kind not in ("decoder", "encoder"):
         raise ValueError(f"model kind must be 'decoder' or 'encoder', not {spec.kind!r}")

@@ -94,6 +94,10 @@ def build(hw: Hardware, config_path: Path, lines: dict | None = None) -> tuple[T
     else:
         epath = _existing(str(energy_name), file_path.parent, file_path, "energy", file_lines)
     energy = load_energy(epath)
+    node = getattr(p, "node_nm", None)
+    if node is not None and node != energy.node_nm:
+        raise SimError(f"{epath}: node_nm: the energy table {energy.name!r} is for {energy.node_nm} nm but the "
+                       f"target is at {node} nm")
     resolved = {"target": cls.name, "file": str(hw.file) if hw.file else None, "energy": str(energy_name),
                 "params": p.model_dump()}
     return cls(p), energy, resolved

@@ -20,9 +20,10 @@ Data movement, per GEMM (loop order: a block of ``pe_rows`` output channels outs
   output-channel block.  Otherwise it is already on chip, written there by the op before.
 - C is written to DRAM when it does not fit half the activation buffer, otherwise kept on chip.
 - Partial sums stay in the PEs (output-stationary) while a block's K is in one tile.  A block
-  split along K keeps the fp32 partial sums of all its tokens in the activation buffer between
-  K-parts when they fit half of it (B still fetched once); otherwise each K-part is fetched again
-  per token block.
+  split along K processes the tokens in chunks whose fp32 partial sums fit half the activation
+  buffer (a whole number of token blocks, at least one), streaming all K-parts per chunk: B is
+  fetched once per chunk (once, when all tokens fit), and the partial sums are written and read
+  back between K-parts.
 
 Every other op (elementwise, norms, softmax, copies, embedding gathers) runs on a vector unit of
 ``vector_lanes`` lanes, one element-op per lane per cycle, with the same residency rule for its
@@ -43,7 +44,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from models.errors import SimError
 from sim.targets import register
@@ -51,12 +52,12 @@ from sim.targets.base import Costs, OpArrays, Target
 
 
 class AcceleratorParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     pe_rows: int = Field(gt=0, description="array rows: output channels (N) in parallel")
     pe_cols: int = Field(gt=0, description="array columns: tokens (M) in parallel")
     dp: int = Field(1, gt=0, description="products each PE reduces per step (along K)")
-    pe_latency: dict[str, int] = Field(default_factory=lambda: {"w16a16": 1},
+    pe_latency: dict[str, PositiveInt] = Field(default_factory=lambda: {"w16a16": 1},
                                        description="cycles per step, by precision 'w<bits>a<bits>'")
     weight_buffer_bytes: int = Field(gt=0)
     act_buffer_bytes: int = Field(gt=0)
@@ -138,7 +139,7 @@ class Accelerator(Target):
             el_w = np.where(kind[i] == "gemm", wbits / 8, abits / 8)  # bytes per B element on chip
             el_a = abits / 8
             # B operand bytes: weights, else the attention operand (unique elements: GQA shares K/V)
-            a_elems = ops.in0_elems[i]
+            a_elems = ops.a_elems[i]
             a_bytes = a_elems * el_a
             b_trace = np.where(kind[i] == "gemm", wt[i] * wscale[i], (rd[i] - a_elems * storage[i]) * ascale[i])
             b_in_dram = (kind[i] == "gemm") | (kvr[i] > 0) | (b_trace > half_a)
@@ -150,22 +151,26 @@ class Accelerator(Target):
             macs[i] = b * m * nn * k
             pe_cycles[i] = compute[i] * p.pes
             # tiles: a block of pe_rows output channels x K, split along K to fit half the buffer
-            block = np.minimum(nn, p.pe_rows) * k * el_w
+            rows = np.minimum(nn, p.pe_rows)
+            block = rows * k * el_w
             k_parts = np.maximum(1, _ceil(np.ceil(block).astype(np.int64), half_w))
-            n_tiles[i] = b * n_blocks * k_parts
-            # a block split along K: keep the partial sums of all tokens in the activation buffer
-            # (B fetched once) when they fit, else fetch each K-part again per token block
-            psum = np.minimum(nn, p.pe_rows) * m * 4.0
-            psum_fits = psum <= half_a
-            refetch_b = np.where((k_parts > 1) & ~psum_fits, m_blocks, 1)
-            psum_traffic = np.where((k_parts > 1) & psum_fits, 2 * psum * (k_parts - 1) * n_blocks * b, 0.0)
-            b_dram = np.where(b_in_dram, b_trace * refetch_b, 0.0)
+            # a block split along K keeps the fp32 partial sums of a chunk of tokens in the activation
+            # buffer while its K-parts stream by: chunks as large as half the buffer holds (a whole
+            # number of token blocks, at least one); B is fetched once per chunk
+            m_chunk = np.maximum(p.pe_cols, (half_a // (rows * 4)) // p.pe_cols * p.pe_cols)
+            chunks = np.where(k_parts > 1, _ceil(m, m_chunk), 1)
+            psum_traffic = np.where(k_parts > 1, 2 * rows * m * 4.0 * (k_parts - 1) * n_blocks * b, 0.0)
+            n_tiles[i] = b * n_blocks * k_parts * chunks
+            # a bias (addmm) is read once, into the accumulators: not part of the streamed tiles
+            bias = np.where(kind[i] == "gemm", np.maximum(0.0, b_trace - b * k * nn * el_w), 0.0)
+            b_dram = np.where(b_in_dram, (b_trace - bias) * chunks + bias, 0.0)
             a_dram = np.where(a_bytes > half_a, a_bytes * n_blocks, 0.0)
             out_bytes = wr[i] * ascale[i]
             c_dram = np.where(out_bytes > half_a, out_bytes, 0.0)
             load_b[i] = b_dram + a_dram
             store_b[i] = c_dram
-            tile_bytes[i] = np.minimum(np.ceil(b_dram / n_tiles[i]), p.weight_buffer_bytes).astype(np.int64)
+            tile_bytes[i] = np.minimum(np.ceil(np.maximum(b_dram - bias, 0) / n_tiles[i]),
+                                       p.weight_buffer_bytes).astype(np.int64)
             prefetch[i] = a_dram == 0
             wbuf_wr[i] = b_dram
             wbuf_rd[i] = steps * np.minimum(nn, p.pe_rows) * np.minimum(k, p.dp) * el_w

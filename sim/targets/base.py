@@ -30,7 +30,7 @@ class OpArrays:
 
     kind: np.ndarray
     storage_bytes: np.ndarray  # bytes per element of the op's output dtype in the trace
-    in0_elems: np.ndarray  # elements of the first tensor operand
+    a_elems: np.ndarray  # elements of a matmul's A operand (C = A B)
     flops: np.ndarray
     bytes_read: np.ndarray
     bytes_written: np.ndarray
@@ -47,11 +47,11 @@ class OpArrays:
 
     @classmethod
     def from_frame(cls, df: pd.DataFrame) -> "OpArrays":
-        from workloads.api import first_operand_elems
+        from workloads.api import matmul_a_elems
 
         storage = np.array([_DTYPE_BYTES.get(d, 2) for d in df["dtype"]], dtype=np.float64)
         return cls(kind=df["kind"].to_numpy(dtype=object), storage_bytes=storage,
-                   in0_elems=first_operand_elems(df["in_shapes"]),
+                   a_elems=matmul_a_elems(df["op"], df["in_shapes"]),
                    **{c: df[c].to_numpy(np.int64) for c in _NUMERIC})
 
     @classmethod
@@ -61,7 +61,7 @@ class OpArrays:
         steps = len(contexts)
         base = cls.from_frame(tpl.base)
         return cls(kind=np.tile(base.kind, steps), storage_bytes=np.tile(base.storage_bytes, steps),
-                   in0_elems=cols["in0_elems"].ravel(), **{c: cols[c].ravel() for c in _NUMERIC})
+                   a_elems=cols["a_elems"].ravel(), **{c: cols[c].ravel() for c in _NUMERIC})
 
 
 @dataclass

@@ -60,6 +60,9 @@ def test_real_text():
     (["trace", "Llama-2-7B", "--seq", "4", "--out", "x.txt"], ".parquet or .csv"),
     (["trace", "--bogus"], "unrecognized arguments"),
     (["frobnicate"], "invalid choice"),
+    (["trace", "OPT-1.3B", "--seq", "4", "--by", "flops"], "--by must be one of"),
+    (["trace", "OPT-1.3B", "--seq", "4", "--out", "/proc/nope/x.parquet"], "cannot write"),
+    (["trace", "all-MiniLM-L6-v2", "--text", "hi", "--phase", "decode"], "--text sets the batch"),
 ])
 def test_bad_input_is_one_line_exit_2(args, needle):
     r = run(*args)

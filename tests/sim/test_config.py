@@ -95,3 +95,44 @@ def test_missing_energy_table(tmp_path):
     bad.write_text(TARGET.read_text().replace("energy/bitmod_28nm.yaml", "energy/none.yaml"))
     r, _ = sim_run(tmp_path, GOOD.replace(str(TARGET), str(bad)))
     assert r.returncode == 2 and f"{bad}: energy (line 5): no such file 'energy/none.yaml'" in r.stderr
+
+
+MORE = [
+    ("duplicate key", GOOD.replace("  batch: 1", "  batch: 1\n  batch: 2"), "workload.batch (line 4): duplicate key"),
+    ("zero latency", GOOD.replace(f"  file: {TARGET}", f"  file: {TARGET}\n  params: {{pe_latency: {{w16a16: 0}}}}"),
+     "hardware.params.pe_latency.w16a16 (line 8): input should be greater than 0"),
+    ("infinite clock", GOOD.replace(f"  file: {TARGET}", f"  file: {TARGET}\n  params: {{freq_hz: .inf}}"),
+     "hardware.params.freq_hz (line 8): input should be a finite number"),
+    ("bool for int", GOOD.replace(f"  file: {TARGET}", f"  file: {TARGET}\n  params: {{pe_rows: true}}"),
+     "hardware.params.pe_rows (line 8): input should be a valid integer"),
+]
+
+
+@pytest.mark.parametrize("name,text,needle", MORE, ids=[c[0] for c in MORE])
+def test_more_bad_configs(tmp_path, name, text, needle):
+    r, p = sim_run(tmp_path, text)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"sim: error: {p}: ") and needle in lines[0], lines
+
+
+def test_non_utf8_config(tmp_path):
+    p = tmp_path / "bin.yaml"
+    p.write_bytes(b"\xff\xfe\x00garbage")
+    r = subprocess.run([SIM, "run", str(p)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "not a text file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_out_that_is_a_file(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    r, _ = sim_run(tmp_path, GOOD)
+    r = subprocess.run([SIM, "run", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "afile")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "cannot write the results to" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_energy_table_of_another_node(tmp_path):
+    bad = tmp_path / "t.yaml"
+    bad.write_text(TARGET.read_text().replace("node_nm: 28", "node_nm: 7"))
+    r, _ = sim_run(tmp_path, GOOD.replace(str(TARGET), str(bad)))
+    assert r.returncode == 2 and "is for 28 nm but the target is at 7 nm" in r.stderr

@@ -146,3 +146,39 @@ def test_unsupported_precision_is_a_user_error():
 
     with pytest.raises(SimError, match="no PE latency for w3a16"):
         small().cost(pd.DataFrame([gemm_row(8, 8, 16)]), 3, 16)
+
+
+def test_addmm_charges_a_not_the_bias():
+    # addmm(bias[64], A[256,64], W[64,64]): A = 32 KiB does not fit half of a 1 KiB activation buffer
+    row = gemm_row(256, 64, 64)
+    row.update(op="addmm", in_shapes="64;256x64;64x64", bytes_read=row["bytes_read"] + 128,
+               weight_bytes=row["weight_bytes"] + 128)
+    c = small().cost(pd.DataFrame([row]), 16, 16)
+    a_bytes = 256 * 64 * 2
+    w_bytes = 64 * 64 * 2 + 128
+    assert c.dram_read_bytes.tolist() == [w_bytes + a_bytes * 16]  # A once per block of 4 channels
+    assert not c.prefetch[0]
+
+
+def test_k_split_refetch_keeps_tiles_within_half_the_buffer():
+    # W[256, 64] in 4-channel blocks of 4 x 256 x 2 = 2 KiB: 4 K-parts of 512 B (half the weight
+    # buffer).  Partial sums of 4 channels x 32 tokens x 4 B = 512 B fit half the activation
+    # buffer: one chunk of tokens, W fetched once; A (16 KiB) is read once per channel block.
+    t = small()
+    c = t.cost(pd.DataFrame([gemm_row(32, 64, 256)]), 16, 16)
+    assert c.n_tiles.tolist() == [16 * 4]
+    assert c.tile_bytes.tolist() == [512]
+    assert c.dram_read_bytes.tolist() == [256 * 64 * 2 + 32 * 256 * 2 * 16]
+    # 40 tokens: two chunks (32 + 8), W fetched twice, twice the tiles, each still 512 B
+    c = t.cost(pd.DataFrame([gemm_row(40, 64, 256)]), 16, 16)
+    assert c.n_tiles.tolist() == [16 * 4 * 2] and c.tile_bytes.tolist() == [512]
+    assert c.dram_read_bytes.tolist() == [2 * 256 * 64 * 2 + 40 * 256 * 2 * 16]
+    # latency grows smoothly with the tokens (no cliff) and SimPy agrees with the closed form
+    prev = None
+    for m in (24, 32, 40, 64, 200):
+        c = t.cost(pd.DataFrame([gemm_row(m, 64, 256)]), 16, 16)
+        s, a = simulate(c).makespan, analytic(c).makespan
+        assert a == pytest.approx(s, rel=0.02)
+        if prev is not None:
+            assert s / prev < 4 * m / prev_m
+        prev, prev_m = s, m

@@ -58,6 +58,18 @@ def test_simpy_and_analytic_agree_within_2_percent(config, quick):
     assert b.summary["energy_j"] == pytest.approx(a.summary["energy_j"], rel=0.02)
 
 
+@pytest.mark.parametrize("model,batch,prompt", [("Llama-2-7B", 1, 2048), ("Llama-2-7B", 4, 1032),
+                                                ("OPT-6.7B", 2, 512), ("Qwen2-7B", 1, 300)])
+def test_fidelities_agree_across_shapes(tmp_path, model, batch, prompt):
+    cfg = yaml.safe_load(QUICKSTART.read_text())
+    cfg["workload"].update(model=model, batch=batch, prompt=prompt, decode_tokens=3)
+    cfg["hardware"]["file"] = str(ROOT / "configs" / "targets" / "bitmod_fp16_baseline.yaml")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    a, b = run(path), run(path, fidelity="analytic")
+    assert b.summary["cycles"] == pytest.approx(a.summary["cycles"], rel=0.02)
+
+
 @pytest.mark.parametrize("phase,seq,ctx", [("prefill", 64, 0), ("decode", 1, 100)])
 def test_layer_replication_equals_full_simulation(phase, seq, ctx, quick):
     df = trace("OPT-1.3B", phase, 1, seq, ctx)
