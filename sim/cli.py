@@ -117,14 +117,11 @@ def _cmd_trace(args) -> int:
     t.add_column(args.by)
     for col in ("ops", "FLOP", "read B", "written B", "weight B", "KV read B", "KV write B"):
         t.add_column(col, justify="right")
+    cols = ("flops", "bytes_read", "bytes_written", "weight_bytes", "kv_bytes_read", "kv_bytes_written")
     for name, r in g.iterrows():
-        t.add_row(str(name), str(int(r["ops"])), _fmt(r["flops"]), _fmt(r["bytes_read"]),
-                  _fmt(r["bytes_written"]), _fmt(r["weight_bytes"]), _fmt(r["kv_bytes_read"]),
-                  _fmt(r["kv_bytes_written"]))
+        t.add_row(str(name), str(int(r["ops"])), *(_fmt(r[c]) for c in cols))
     tot = g.sum()
-    t.add_row("total", str(int(tot["ops"])), _fmt(tot["flops"]), _fmt(tot["bytes_read"]),
-              _fmt(tot["bytes_written"]), _fmt(tot["weight_bytes"]), _fmt(tot["kv_bytes_read"]),
-              _fmt(tot["kv_bytes_written"]), style="bold")
+    t.add_row("total", str(int(tot["ops"])), *(_fmt(tot[c]) for c in cols), style="bold")
     console = Console()
     console.print(t)
     if args.out:

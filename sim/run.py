@@ -187,8 +187,7 @@ def prepare(raw: dict, config_path: Path, lines: dict | None = None, fidelity: s
     return Prepared(cfg, raw, spec, target, energy, hw)
 
 
-def run(config_path: str | Path, out: str | Path | None = None, fidelity: str | None = None,
-        progress=None) -> Result:
+def run(config_path: str | Path, fidelity: str | None = None, progress=None) -> Result:
     """Run a config file end to end (without writing anything; see :func:`sim.report.write`)."""
     config_path = Path(config_path)
     cfg, raw, lines = load_config(config_path)

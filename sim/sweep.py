@@ -51,7 +51,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from models.errors import SimError
-from sim.config import load_yaml, merge, resolve_path, validation_error
+from sim.config import load_yaml, resolve_path, validation_error
 
 METRICS = ["latency_s", "cycles", "energy_j", "energy_per_token_j", "tokens_per_s", "tokens_per_j",
            "average_power_w", "prefill_latency_s", "time_per_token_s", "mac_utilization", "dram_bytes"]

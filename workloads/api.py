@@ -87,7 +87,7 @@ def _replicate_layers(df: pd.DataFrame, n_layers: int) -> pd.DataFrame:
     for i in range(1, n_layers):
         c = l1.copy()
         c["layer"] = i
-        c["module"] = [_LAYER_IN_PATH.sub(lambda m: f"{m.group(1)}{i}", mod, count=1) for mod in l1["module"]]
+        c["module"] = [_LAYER_IN_PATH.sub(lambda m, i=i: f"{m.group(1)}{i}", mod, count=1) for mod in l1["module"]]
         copies.append(c)
     out = pd.concat([pre, l0, *copies, post], ignore_index=True)
     out["idx"] = np.arange(len(out), dtype=np.int64)

@@ -174,11 +174,12 @@ def test_k_split_refetch_keeps_tiles_within_half_the_buffer():
     assert c.n_tiles.tolist() == [16 * 4 * 2] and c.tile_bytes.tolist() == [512]
     assert c.dram_read_bytes.tolist() == [2 * 256 * 64 * 2 + 40 * 256 * 2 * 16]
     # latency grows smoothly with the tokens (no cliff) and SimPy agrees with the closed form
-    prev = None
-    for m in (24, 32, 40, 64, 200):
+    ms = (24, 32, 40, 64, 200)
+    times = []
+    for m in ms:
         c = t.cost(pd.DataFrame([gemm_row(m, 64, 256)]), 16, 16)
         s, a = simulate(c).makespan, analytic(c).makespan
         assert a == pytest.approx(s, rel=0.02)
-        if prev is not None:
-            assert s / prev < 4 * m / prev_m
-        prev, prev_m = s, m
+        times.append(s)
+    for (m0, t0), (m1, t1) in zip(zip(ms, times), zip(ms[1:], times[1:])):
+        assert t1 / t0 < 4 * m1 / m0

@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 import yaml
 
-from models.errors import SimError
 from sim.sweep import load_results, load_sweep, run_sweep
 from sim.sweep_report import pareto_front, write_sweep_report
 
