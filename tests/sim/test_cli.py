@@ -60,6 +60,7 @@ def test_real_text():
     (["trace", "Llama-2-7B", "--seq", "4", "--out", "x.txt"], ".parquet or .csv"),
     (["trace", "--bogus"], "unrecognized arguments"),
     (["frobnicate"], "invalid choice"),
+    (["quantize", "Llama-2-7B"], "has no real weights"),
     (["trace", "OPT-1.3B", "--seq", "4", "--by", "flops"], "--by must be one of"),
     (["trace", "OPT-1.3B", "--seq", "4", "--out", "/proc/nope/x.parquet"], "cannot write"),
     (["trace", "all-MiniLM-L6-v2", "--text", "hi", "--phase", "decode"], "--text sets the batch"),
