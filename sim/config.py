@@ -9,7 +9,9 @@ A config has three sections::
       decode_tokens: 20  # tokens generated after the prompt (0: prefill only)
       dtype: fp16        # storage dtype of weights and activations in the trace
       weight_bits: 16    # precision the hardware runs weights at (default: the dtype's)
+      weight_storage_bits: 16   # bits per weight in memory, metadata included (default: weight_bits)
       act_bits: 16
+      kv_bits: 16        # KV-cache precision (default: act_bits)
     hardware:            # where it runs
       file: targets/bitmod_fp16_baseline.yaml   # a target file (relative to this file or to configs/)
       params: {...}      # overrides of the file's parameters (or the whole set, with `target:`)
@@ -48,7 +50,10 @@ class Workload(_Strict):
     decode_tokens: int = Field(0, ge=0, description="tokens generated after the prompt")
     dtype: Literal["fp16", "bf16", "fp32"] = "fp16"
     weight_bits: int | None = Field(None, gt=0, le=32)
+    weight_storage_bits: float | None = Field(None, gt=0, le=32, description="bits per weight in memory, "
+                                              "per-group metadata included (default: weight_bits)")
     act_bits: int | None = Field(None, gt=0, le=32)
+    kv_bits: int | None = Field(None, gt=0, le=32, description="KV-cache precision (default: act_bits)")
 
     @property
     def storage_bits(self) -> int:
@@ -61,6 +66,19 @@ class Workload(_Strict):
     @property
     def abits(self) -> int:
         return self.act_bits or self.storage_bits
+
+    @property
+    def kvbits(self) -> int:
+        return self.kv_bits or self.abits
+
+    @property
+    def wsbits(self) -> float:
+        return self.weight_storage_bits or self.wbits
+
+    @property
+    def precision(self) -> tuple:
+        """Arguments of Target.cost after the ops: (wbits, abits, kv_bits, weight_storage_bits)."""
+        return self.wbits, self.abits, self.kvbits, self.wsbits
 
 
 class Hardware(_Strict):

@@ -61,8 +61,23 @@ class EnergyTable(BaseModel):
 
 
 def load_energy(path: str | Path) -> EnergyTable:
+    """Load a table.  ``extends: other.yaml`` (relative to this file) starts from another table;
+    this file's components replace or add actions of the same names."""
     path = Path(path)
     data, lines = load_yaml(path)
+    base_name = data.pop("extends", None)
+    if base_name is not None:
+        base_path = path.parent / str(base_name)
+        if not base_path.exists():
+            raise SimError(f"{path}: extends (line {lines.get(('extends',), '?')}): no such file {base_name!r}")
+        base = load_energy(base_path).model_dump()
+        comps = base["components"]
+        for name, comp in (data.get("components") or {}).items():
+            merged = dict(comps.get(name, {"actions": {}}))
+            merged.update({k: v for k, v in comp.items() if k != "actions"})
+            merged["actions"] = {**merged.get("actions", {}), **(comp.get("actions") or {})}
+            comps[name] = merged
+        data = {**base, **{k: v for k, v in data.items() if k != "components"}, "components": comps}
     try:
         return EnergyTable.model_validate(data)
     except ValidationError as e:

@@ -184,6 +184,7 @@ def prepare(raw: dict, config_path: Path, lines: dict | None = None, fidelity: s
     target, energy, hw = targets.build(cfg.hardware, config_path, lines)
     # an unsupported precision fails here, before any work
     at("workload.weight_bits" if w.weight_bits else "workload", target.peak_macs_per_cycle, w.wbits, w.abits)
+    at("workload.kv_bits" if w.kv_bits else "workload", target.peak_macs_per_cycle, w.kvbits, w.abits)
     return Prepared(cfg, raw, spec, target, energy, hw)
 
 
@@ -232,7 +233,7 @@ def execute(prep: Prepared, progress=None) -> Result:
     step("tracing prefill")
     pre_trace, pre_arrays = _prefill_arrays(spec, w)
     step("costing prefill")
-    pre_costs = target.cost(pre_arrays, w.wbits, w.abits)
+    pre_costs = target.cost(pre_arrays, *w.precision)
     step("scheduling prefill")
     pre_sched = schedule(pre_costs, pre_trace["layer"].to_numpy(), fid)
     frames = [_cost_frame(pre_trace, _sum_costs(pre_costs), pre_sched.op_cycles, freq, energy, "prefill")]
@@ -249,7 +250,7 @@ def execute(prep: Prepared, progress=None) -> Result:
         step(f"costing {n_steps} decode steps")
         arrays = _memo(("decode", spec.fingerprint(), w.batch, w.dtype, tuple(contexts)),
                        lambda: OpArrays.from_template(tpl, contexts))
-        allc = target.cost(arrays, w.wbits, w.abits)
+        allc = target.cost(arrays, *w.precision)
         costs = lambda k: allc.take(np.arange(k * n_ops, (k + 1) * n_ops))  # noqa: E731
         layers = tpl.base["layer"].to_numpy()
         step(f"scheduling {n_steps} decode steps")

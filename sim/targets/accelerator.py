@@ -5,7 +5,7 @@ Mapping (output-stationary, as the BitMoD simulator maps GEMMs; see
 (B: the weights, or K/V for attention) runs on a ``pe_rows`` x ``pe_cols`` array whose rows hold
 output channels (N), columns hold tokens (M), and each PE reduces ``dp`` products along K per step.
 A step takes ``pe_latency[w<bits>a<bits>]`` cycles (1 for bit-parallel PEs; bit-serial PEs take
-more per weight precision).  So
+more per weight precision; see precision below).  So
 
     compute_cycles = batch * ceil(M / pe_cols) * ceil(N / pe_rows) * ceil(K / dp) * latency
 
@@ -32,7 +32,10 @@ Views cost nothing.
 
 DRAM moves ``dram_bits_per_cycle``; each tile's load pays ``dram_latency_cycles`` once (a burst
 of outstanding requests).  Precision: the trace's bytes are at its storage dtype; weights are
-scaled to ``weight_bits`` and activations and KV to ``act_bits``.
+scaled to ``weight_storage_bits`` (the weight precision plus its per-group metadata, e.g. 4.0625),
+activations to ``act_bits`` and the KV cache to ``kv_bits``.  A GEMM steps at the latency of its
+weight precision (``pe_latency['w<weight_bits>a<act_bits>']``), an attention matmul at that of
+the KV precision (``'w<kv_bits>a<act_bits>'``): bit-serial PEs take more steps for wider K/V.
 
 Action counts for energy: ``pe_array.pe_cycle`` (all PEs, every compute cycle of the array),
 ``weight_buffer.read/write`` and ``act_buffer.read/write`` (bytes; the array re-reads each weight
@@ -95,16 +98,19 @@ class Accelerator(Target):
     def dram_bytes_per_cycle(self) -> float:
         return self.params.dram_bits_per_cycle / 8
 
-    def cost(self, ops: OpArrays | pd.DataFrame, wbits: int, abits: int) -> Costs:
+    def cost(self, ops: OpArrays | pd.DataFrame, wbits: int, abits: int, kv_bits: int | None = None,
+             weight_storage_bits: float | None = None) -> Costs:
         if isinstance(ops, pd.DataFrame):
             ops = OpArrays.from_frame(ops)
         p = self.params
-        lat = self.latency(wbits, abits)
+        kvb = kv_bits or abits
+        wsb = weight_storage_bits or wbits
         n = len(ops)
         kind = ops.kind
         storage = ops.storage_bytes
-        wscale = wbits / (8 * storage)  # trace bytes at storage width -> hardware width
+        wscale = wsb / (8 * storage)  # trace bytes at storage width -> hardware width (with metadata)
         ascale = abits / (8 * storage)
+        kvscale = kvb / (8 * storage)
 
         rd = ops.bytes_read.astype(np.float64)
         wr = ops.bytes_written.astype(np.float64)
@@ -136,17 +142,21 @@ class Accelerator(Target):
         i = np.flatnonzero(is_mm)
         if len(i):
             m, nn, k, b = M[i], N[i], K[i], B[i]
-            el_w = np.where(kind[i] == "gemm", wbits / 8, abits / 8)  # bytes per B element on chip
+            gemm = kind[i] == "gemm"
+            el_w = np.where(gemm, wsb / 8, kvb / 8)  # bytes per B element: weights, or K/V
             el_a = abits / 8
             # B operand bytes: weights, else the attention operand (unique elements: GQA shares K/V)
             a_elems = ops.a_elems[i]
             a_bytes = a_elems * el_a
-            b_trace = np.where(kind[i] == "gemm", wt[i] * wscale[i], (rd[i] - a_elems * storage[i]) * ascale[i])
+            b_trace = np.where(gemm, wt[i] * wscale[i], (rd[i] - a_elems * storage[i]) * kvscale[i])
             b_in_dram = (kind[i] == "gemm") | (kvr[i] > 0) | (b_trace > half_a)
             m_blocks = _ceil(m, p.pe_cols)
             n_blocks = _ceil(nn, p.pe_rows)
             k_steps = _ceil(k, p.dp)
             steps = b * m_blocks * n_blocks * k_steps
+            # weights step at the weight precision, K/V (attention) at the KV precision
+            lat = np.where(gemm, self.latency(wbits, abits),
+                           self.latency(kvb, abits) if (~gemm).any() else 1)
             compute[i] = steps * lat
             macs[i] = b * m * nn * k
             pe_cycles[i] = compute[i] * p.pes
@@ -189,8 +199,8 @@ class Accelerator(Target):
             act_in = (rd[j] - wt[j] - kvr[j]) * ascale[j]
             act_out = (wr[j] - kvw[j]) * ascale[j]
             spill = (act_in + act_out) > half_a
-            ld = wt[j] * wscale[j] + kvr[j] * ascale[j] + np.where(spill, act_in, 0.0)
-            st = kvw[j] * ascale[j] + np.where(spill, act_out, 0.0)
+            ld = wt[j] * wscale[j] + kvr[j] * kvscale[j] + np.where(spill, act_in, 0.0)
+            st = kvw[j] * kvscale[j] + np.where(spill, act_out, 0.0)
             load_b[j] = ld
             store_b[j] = st
             n_tiles[j] = np.maximum(1, _ceil(np.ceil(np.maximum(ld, st)).astype(np.int64), half_a))

@@ -121,6 +121,10 @@ class Target:
     def dram_bytes_per_cycle(self) -> float:
         raise NotImplementedError
 
-    def cost(self, ops: "OpArrays | pd.DataFrame", wbits: int, abits: int) -> Costs:
-        """Costs of every op (a trace frame or :class:`OpArrays`), vectorized."""
+    def cost(self, ops: "OpArrays | pd.DataFrame", wbits: int, abits: int, kv_bits: int | None = None,
+             weight_storage_bits: float | None = None) -> Costs:
+        """Costs of every op (a trace frame or :class:`OpArrays`), vectorized, at the given
+        precisions: weights compute at ``wbits`` and are stored at ``weight_storage_bits``
+        (metadata included; default ``wbits``), activations at ``abits``, the KV cache at
+        ``kv_bits`` (default ``abits``)."""
         raise NotImplementedError
