@@ -150,8 +150,13 @@ def _cmd_run(args) -> int:
 
     if args.fidelity not in (None, "simpy", "analytic"):
         raise SimError(f"--fidelity must be simpy or analytic, got {args.fidelity!r}")
+    from sim import reproduce
+    from sim.config import load_yaml
+
     console = Console()
     err = Console(stderr=True)
+    if reproduce.is_reproduce(load_yaml(Path(args.config))[0]):
+        return _cmd_reproduce(args, console, err)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
                   transient=True, disable=not err.is_terminal) as bar:
         task = bar.add_task("starting", total=None)
@@ -164,6 +169,35 @@ def _cmd_run(args) -> int:
             raise SimError(f"cannot write the results to {out}: {e.strerror or e}") from None
     print_summary(result.summary, console)
     console.print(f"wrote {out}/ops.parquet, summary.json, report.html")
+    return 0
+
+
+def _cmd_reproduce(args, console, err) -> int:
+    from pathlib import Path
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from sim import reproduce
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("runs", total=None)
+        runs, metrics, rf = reproduce.run(
+            args.config, fidelity=args.fidelity,
+            progress=lambda k, n, what: bar.update(task, completed=k, total=n, description=what))
+    out = Path(args.out or rf.out or Path("results") / rf.reproduce)
+    try:
+        reproduce.write(out, runs, metrics, rf)
+    except OSError as e:
+        raise SimError(f"cannot write the results to {out}: {e.strerror or e}") from None
+    t = Table(title=f"{rf.reproduce}: paper vs simulation ({len(runs)} runs, {rf.fidelity})")
+    for c in ("metric", "paper", "simulated", "rel. error"):
+        t.add_column(c, justify="left" if c == "metric" else "right")
+    for _, r in metrics.iterrows():
+        t.add_row(r["metric"], f"{r['paper']:.3g}", f"{r['simulated']:.3g}", f"{r['rel_error']:+.1%}")
+    console.print(t)
+    console.print(f"wrote {out}/paper_vs_sim.csv, runs.csv, report.html")
     return 0
 
 

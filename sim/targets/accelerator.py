@@ -17,7 +17,9 @@ Data movement, per GEMM (loop order: a block of ``pe_rows`` output channels outs
   not a weight and not KV cache (a fresh K in prefill) is on chip when it fits half the activation
   buffer.
 - A (activations) is read from DRAM when it does not fit half the activation buffer: once per
-  output-channel block.  Otherwise it is already on chip, written there by the op before.
+  block of output channels whose weights fit half the weight buffer together (a whole number of
+  array-row blocks, at least one: narrow weights make wider blocks and fewer re-reads).  Otherwise
+  it is already on chip, written there by the op before.
 - C is written to DRAM when it does not fit half the activation buffer, otherwise kept on chip.
 - Partial sums stay in the PEs (output-stationary) while a block's K is in one tile.  A block
   split along K processes the tokens in chunks whose fp32 partial sums fit half the activation
@@ -174,7 +176,12 @@ class Accelerator(Target):
             # a bias (addmm) is read once, into the accumulators: not part of the streamed tiles
             bias = np.where(kind[i] == "gemm", np.maximum(0.0, b_trace - b * k * nn * el_w), 0.0)
             b_dram = np.where(b_in_dram, (b_trace - bias) * chunks + bias, 0.0)
-            a_dram = np.where(a_bytes > half_a, a_bytes * n_blocks, 0.0)
+            # A that does not fit is re-read once per block of output channels whose weights fit half
+            # the weight buffer together: several array-row blocks when the weights are narrow
+            nt = np.where(k_parts > 1, p.pe_rows,
+                          np.maximum(p.pe_rows, (half_w // np.maximum(1, np.ceil(k * el_w).astype(np.int64)))
+                                     // p.pe_rows * p.pe_rows))
+            a_dram = np.where(a_bytes > half_a, a_bytes * _ceil(nn, nt), 0.0)
             out_bytes = wr[i] * ascale[i]
             c_dram = np.where(out_bytes > half_a, out_bytes, 0.0)
             load_b[i] = b_dram + a_dram

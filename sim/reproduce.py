@@ -1,0 +1,203 @@
+"""Reproductions of a paper's results: `sim run configs/<system>/reproduce.yaml`.
+
+A reproduce file is a matrix of runs — models x accelerators x tasks — and the paper's metrics
+with their sources::
+
+    reproduce: bitmod
+    out: results/bitmod
+    fidelity: simpy
+    workload: {batch: 1, prompt: 256, dtype: fp16}     # shared by every run
+    tasks:                                             # what differs per task
+      discriminative: {decode_tokens: 0}
+      generative: {decode_tokens: 20}
+    models: [OPT-1.3B, Llama-2-7B]
+    reference: fp16                                    # speedups are relative to this accelerator
+    accelerators:
+      fp16:
+        file: targets/bitmod_fp16_baseline.yaml
+        params: {generative: {pe_rows: 64, pe_cols: 12}}        # per task
+        precision: {all: {default: {weight_bits: 16}}}          # per task, then per model
+    metrics:
+      - {metric: speedup_bitmod_vs_ant, kind: speedup, acc: bitmod, over: ant, task: all,
+         paper: 1.69, source: "BitMoD abstract"}
+
+Metrics follow the paper's method (BitMoD's plotting notebooks): per task, each accelerator's
+speedup over the reference is averaged (arithmetic mean) over the models, and ``acc`` over ``over``
+is the ratio of those means; ``task: all`` averages the per-task ratios.  ``energy_efficiency`` is
+the same with energy.  The run writes ``runs.csv`` (every run's latency and energy),
+``paper_vs_sim.csv`` (metric, paper, simulated, rel_error, source) and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from models.errors import SimError
+from sim.config import load_yaml, merge, validation_error
+
+
+class Accel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    file: str
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)  # task (or "all") -> params
+    precision: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)  # task -> model -> workload keys
+
+
+class Metric(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    metric: str
+    kind: Literal["speedup", "energy_efficiency"]
+    acc: str
+    over: str
+    task: str
+    paper: float
+    source: str
+
+
+class ReproduceFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reproduce: str
+    out: str | None = None
+    fidelity: Literal["simpy", "analytic"] = "simpy"
+    workload: dict[str, Any] = Field(default_factory=dict)
+    tasks: dict[str, dict[str, Any]]
+    models: list[str] = Field(min_length=1)
+    reference: str
+    accelerators: dict[str, Accel]
+    metrics: list[Metric] = Field(default_factory=list)
+
+
+def is_reproduce(data: dict) -> bool:
+    return isinstance(data, dict) and "reproduce" in data
+
+
+def _pick(table: dict, task: str, model: str | None = None) -> dict:
+    out: dict = {}
+    for t in ("all", task):
+        level = table.get(t, {})
+        if model is None:
+            out = merge(out, level)
+        else:
+            for m in ("default", model):
+                out = merge(out, level.get(m, {}))
+    return out
+
+
+def load(path: Path) -> tuple[ReproduceFile, list[tuple[str, str, str, dict]]]:
+    """The file and its runs: (task, model, accelerator, config mapping); all validated."""
+    from sim.run import prepare
+
+    data, lines = load_yaml(path)
+    try:
+        rf = ReproduceFile.model_validate(data)
+    except ValidationError as e:
+        raise validation_error(path, e, lines) from None
+    if rf.reference not in rf.accelerators:
+        raise SimError(f"{path}: reference (line {lines.get(('reference',), '?')}): {rf.reference!r} is not an accelerator")
+    for i, m in enumerate(rf.metrics):
+        for who in (m.acc, m.over):
+            if who not in rf.accelerators:
+                raise SimError(f"{path}: metrics.{i} (line {lines.get(('metrics', i), '?')}): unknown accelerator {who!r}")
+        if m.task != "all" and m.task not in rf.tasks:
+            raise SimError(f"{path}: metrics.{i} (line {lines.get(('metrics', i), '?')}): unknown task {m.task!r}")
+    runs = []
+    for task, tcfg in rf.tasks.items():
+        for model in rf.models:
+            for name, acc in rf.accelerators.items():
+                cfg = {
+                    "name": f"{rf.reproduce}-{task}-{model}-{name}",
+                    "workload": {**rf.workload, **tcfg, "model": model, **_pick(acc.precision, task, model)},
+                    "hardware": {"file": acc.file, "params": _pick(acc.params, task)},
+                    "run": {"fidelity": rf.fidelity},
+                }
+                try:
+                    prepare(cfg, path)
+                except SimError as e:
+                    raise SimError(f"{e} (run {task} / {model} / {name})") from None
+                runs.append((task, model, name, cfg))
+    return rf, runs
+
+
+def compute_metrics(rf: ReproduceFile, runs: pd.DataFrame) -> pd.DataFrame:
+    """The paper's metrics from the runs (see the module docstring for the method)."""
+    rows = []
+    for m in rf.metrics:
+        col = "latency_s" if m.kind == "speedup" else "energy_j"
+        tasks = list(rf.tasks) if m.task == "all" else [m.task]
+        ratios = []
+        for t in tasks:
+            r = runs[runs.task == t].pivot(index="model", columns="accelerator", values=col)
+            gain = lambda a: float((r[rf.reference] / r[a]).mean())  # noqa: E731
+            ratios.append(gain(m.acc) / gain(m.over))
+        sim = float(np.mean(ratios))
+        rows.append({"metric": m.metric, "paper": m.paper, "simulated": sim,
+                     "rel_error": (sim - m.paper) / m.paper, "source": m.source})
+    return pd.DataFrame(rows, columns=["metric", "paper", "simulated", "rel_error", "source"])
+
+
+def run(path: str | Path, fidelity: str | None = None, progress=None) -> tuple[pd.DataFrame, pd.DataFrame, ReproduceFile]:
+    from sim.run import execute, prepare
+
+    path = Path(path)
+    rf, runs = load(path)
+    if fidelity:
+        rf = rf.model_copy(update={"fidelity": fidelity})
+    rows = []
+    for k, (task, model, name, cfg) in enumerate(runs):
+        if progress:
+            progress(k, len(runs), f"{task} {model} {name}")
+        cfg["run"]["fidelity"] = rf.fidelity
+        s = execute(prepare(cfg, path)).summary
+        rows.append({"task": task, "model": model, "accelerator": name, "latency_s": s["latency_s"],
+                     "energy_j": s["energy_j"], "prefill_latency_s": s["prefill"]["latency_s"],
+                     "decode_latency_s": s["decode"]["latency_s"] if "decode" in s else 0.0,
+                     "mac_utilization": s["utilization"]["mac"],
+                     "dram_energy_j": s["energy_by_component_j"].get("dram", 0.0)})
+    if progress:
+        progress(len(runs), len(runs), "done")
+    df = pd.DataFrame(rows)
+    return df, compute_metrics(rf, df), rf
+
+
+def write(out: str | Path, runs: pd.DataFrame, metrics: pd.DataFrame, rf: ReproduceFile) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sim.report import _png
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(out / "runs.csv", index=False)
+    metrics.to_csv(out / "paper_vs_sim.csv", index=False)
+    parts = [f"<h1>Reproduction: {html.escape(rf.reproduce)}</h1>", "<h2>Paper vs simulation</h2>",
+             metrics.to_html(index=False, float_format=lambda v: f"{v:.4g}")]
+    for col, label in (("latency_s", "speedup over " + rf.reference), ("energy_j", "energy efficiency over " + rf.reference)):
+        fig, axes = plt.subplots(1, len(rf.tasks), figsize=(6 * len(rf.tasks), 3.6), squeeze=False)
+        for ax, task in zip(axes[0], rf.tasks):
+            r = runs[runs.task == task].pivot(index="model", columns="accelerator", values=col).loc[rf.models]
+            gain = r[[rf.reference]].to_numpy() / r
+            x = np.arange(len(rf.models))
+            w = 0.8 / len(gain.columns)
+            for i, a in enumerate(rf.accelerators):
+                ax.bar(x + i * w, gain[a].to_numpy(), w, label=a)
+            ax.set_xticks(x + 0.4 - w / 2)
+            ax.set_xticklabels(rf.models, rotation=30, fontsize=8)
+            ax.set_title(task)
+            ax.set_ylabel(label)
+        axes[0][0].legend(fontsize=8)
+        parts.append(f"<h2>{html.escape(label)}</h2><img src='data:image/png;base64,{_png(fig)}'>")
+    parts.append("<h2>Runs</h2>" + runs.to_html(index=False, float_format=lambda v: f"{v:.4g}"))
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>reproduction</title><style>"
+            "body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse}"
+            "th,td{border:1px solid #ccc;padding:3px 8px;font-size:13px}img{max-width:100%}</style></head><body>"
+            + "\n".join(parts) + "</body></html>\n")
+    (out / "report.html").write_text(page)
+    return out
