@@ -60,19 +60,27 @@ class EnergyTable(BaseModel):
         return {k: np.broadcast_to(v, np.shape(seconds)).astype(np.float64) for k, v in out.items()}
 
 
-def load_energy(path: str | Path) -> EnergyTable:
+def load_energy(path: str | Path, _seen: tuple = ()) -> EnergyTable:
     """Load a table.  ``extends: other.yaml`` (relative to this file) starts from another table;
     this file's components replace or add actions of the same names."""
     path = Path(path)
     data, lines = load_yaml(path)
     base_name = data.pop("extends", None)
     if base_name is not None:
+        where = f"{path}: extends (line {lines.get(('extends',), '?')})"
         base_path = path.parent / str(base_name)
         if not base_path.exists():
-            raise SimError(f"{path}: extends (line {lines.get(('extends',), '?')}): no such file {base_name!r}")
-        base = load_energy(base_path).model_dump()
+            raise SimError(f"{where}: no such file {base_name!r}")
+        if base_path.resolve() in _seen + (path.resolve(),):
+            raise SimError(f"{where}: {base_name!r} extends itself (a cycle)")
+        base = load_energy(base_path, _seen + (path.resolve(),)).model_dump()
         comps = base["components"]
-        for name, comp in (data.get("components") or {}).items():
+        own = data.get("components") or {}
+        if not isinstance(own, dict) or not all(isinstance(c, dict) and isinstance(c.get("actions", {}), dict)
+                                                for c in own.values()):
+            raise SimError(f"{path}: components (line {lines.get(('components',), '?')}): expected a mapping of "
+                           "components, each a mapping with an `actions` mapping")
+        for name, comp in own.items():
             merged = dict(comps.get(name, {"actions": {}}))
             merged.update({k: v for k, v in comp.items() if k != "actions"})
             merged["actions"] = {**merged.get("actions", {}), **(comp.get("actions") or {})}

@@ -66,7 +66,7 @@ class ReproduceFile(BaseModel):
     out: str | None = None
     fidelity: Literal["simpy", "analytic"] = "simpy"
     workload: dict[str, Any] = Field(default_factory=dict)
-    tasks: dict[str, dict[str, Any]]
+    tasks: dict[str, dict[str, Any]] = Field(min_length=1)
     models: list[str] = Field(min_length=1)
     reference: str
     accelerators: dict[str, Accel]
@@ -98,6 +98,25 @@ def load(path: Path) -> tuple[ReproduceFile, list[tuple[str, str, str, dict]]]:
         rf = ReproduceFile.model_validate(data)
     except ValidationError as e:
         raise validation_error(path, e, lines) from None
+    def where(*key) -> str:
+        line = lines.get(tuple(key))
+        return ".".join(map(str, key)) + (f" (line {line})" if line else "")
+
+    if "all" in rf.tasks:
+        raise SimError(f"{path}: {where('tasks', 'all')}: 'all' names every task; choose another task name")
+    if len(set(rf.models)) != len(rf.models):
+        raise SimError(f"{path}: {where('models')}: a model is listed twice")
+    for name, acc in rf.accelerators.items():
+        for field in ("params", "precision"):
+            for task, per in getattr(acc, field).items():
+                if task != "all" and task not in rf.tasks:
+                    raise SimError(f"{path}: {where('accelerators', name, field, task)}: unknown task {task!r} "
+                                   f"(tasks: {', '.join(rf.tasks)}, or all)")
+                if field == "precision":
+                    for model in per:
+                        if model != "default" and model not in rf.models:
+                            raise SimError(f"{path}: {where('accelerators', name, field, task, model)}: unknown "
+                                           f"model {model!r} (not in models; or default)")
     if rf.reference not in rf.accelerators:
         raise SimError(f"{path}: reference (line {lines.get(('reference',), '?')}): {rf.reference!r} is not an accelerator")
     for i, m in enumerate(rf.metrics):

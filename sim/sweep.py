@@ -58,7 +58,7 @@ METRICS = ["latency_s", "cycles", "energy_j", "energy_per_token_j", "tokens_per_
 
 
 class RandomAxis(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     min: float
     max: float
     log: bool = False
@@ -82,7 +82,7 @@ class SweepFile(BaseModel):
     axes: dict[str, list[Any] | RandomAxis] = Field(default_factory=dict)
     points: list[dict[str, Any]] = Field(default_factory=list)
     samples: int | None = Field(None, gt=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     fidelity: Literal["simpy", "analytic"] = "analytic"
     out: str | None = None
     workers: int | None = Field(None, ge=0)
@@ -141,6 +141,8 @@ def _expand(assign: dict) -> dict:
 
 
 def point_key(config: dict, fidelity: str) -> str:
+    """Hash of a point: its config with the target parameters and energy table it resolves to
+    (so editing a target or energy file makes its points new), the fidelity and the version."""
     from sim import __version__
 
     blob = json.dumps({"config": config, "fidelity": fidelity, "version": __version__}, sort_keys=True, default=str)
@@ -216,13 +218,14 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
         cfg = _set_dotted(cfg, "run.out", None)
         shown = ", ".join(f"{k}={v}" for k, v in _expand(assign).items())
         try:
-            _prepare_cached(prepare, cfg, base_path, cache)
+            prep = _prepare_cached(prepare, cfg, base_path, cache)
         except SimError as e:
             msg = str(e)
             if msg.startswith(f"{base_path}: "):
                 msg = msg[len(f"{base_path}: "):]
             raise SimError(f"{path}: point {i} ({shown}): {msg}") from None
-        key = point_key(cfg, sw.fidelity)
+        key = point_key({"config": cfg, "hardware": prep.hardware, "energy": prep.energy.model_dump()},
+                        sw.fidelity)
         if key in seen:
             continue  # the same resolved config twice (e.g. random samples that coincide)
         seen.add(key)
@@ -261,12 +264,17 @@ class Store:
         self.db.commit()
 
     def done_keys(self) -> set[str]:
-        return {k for (k,) in self.db.execute("SELECT key FROM points")}
+        """Points stored with a result; a point stored with an error is run again."""
+        return {k for (k,) in self.db.execute("SELECT key FROM points WHERE status = 'ok'")}
 
     def add(self, rows: list[tuple]) -> None:
-        """One transaction per batch: all of it is stored, or none of it."""
+        """One transaction per batch: all of it is stored, or none of it.  A new result replaces a
+        stored error; a stored result is never replaced."""
         with self.db:
-            self.db.executemany("INSERT OR IGNORE INTO points VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            self.db.executemany(
+                "INSERT INTO points VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+                "idx = excluded.idx, params = excluded.params, status = excluded.status, error = excluded.error, "
+                "metrics = excluded.metrics, summary = excluded.summary WHERE points.status != 'ok'", rows)
 
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM points").fetchone()[0]
@@ -282,11 +290,16 @@ def load_results(out: str | Path):
     path = Path(out) / "sweep.sqlite"
     if not path.exists():
         raise SimError(f"{out}: no sweep results here (no sweep.sqlite)")
-    db = sqlite3.connect(str(path))
     try:
-        rows = db.execute("SELECT key, idx, params, status, error, metrics FROM points ORDER BY idx").fetchall()
-    finally:
-        db.close()
+        db = sqlite3.connect(str(path))
+        try:
+            rows = db.execute("SELECT key, idx, params, status, error, metrics FROM points ORDER BY idx").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as e:
+        raise SimError(f"{path}: not a sweep store ({e})") from None
+    if not rows:
+        raise SimError(f"{path}: no points stored yet")
     recs = []
     for key, idx, params, status, error, metrics in rows:
         r = {"idx": idx, "key": key, "status": status, "error": error or ""}
@@ -374,33 +387,46 @@ class _LocalExecutor:
         return self.workers
 
     def run(self, batches: list[list], on_done):
-        pending = {self.pool.submit(run_batch, b): i for i, b in enumerate(batches)}
-        restarts = 0
+        """Run the batches; when the pool breaks (a worker died), the unfinished batches go to a
+        new pool.  A batch that was running when workers died twice is split into single points,
+        and a single point that dies twice is recorded as failed: the sweep goes on."""
+        work = [list(b) for b in batches]
+        deaths = [0] * len(work)
+        pending = {self.pool.submit(run_batch, b): i for i, b in enumerate(work)}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            broken = []
+            failed = []
             for f in done:
                 i = pending.pop(f)
                 try:
                     on_done(f.result())
                 except BrokenProcessPool:
-                    broken.append(i)
-            if broken:
-                # a worker died: every unfinished batch is lost with the pool; resubmit them
-                restarts += 1
-                if restarts > 3:
-                    raise RuntimeError("local worker processes keep dying; giving up")
-                lost = broken + list(pending.values())
-                self.pool.shutdown(wait=False, cancel_futures=True)
-                self.pool = self._new()
-                pending = {self.pool.submit(run_batch, batches[i]): i for i in lost}
+                    failed.append(i)
+            if not failed:
+                continue
+            failed += list(pending.values())  # a broken pool fails every unfinished batch
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = self._new()
+            pending = {}
+            for i in failed:
+                deaths[i] += 1
+                if deaths[i] < 2:
+                    pending[self.pool.submit(run_batch, work[i])] = i
+                elif len(work[i]) == 1:
+                    on_done([(work[i][0][0], "error", "worker process died running this point (twice)", "", "")])
+                else:  # split: single points find the one that kills its worker
+                    for item in work[i]:
+                        work.append([item])
+                        deaths.append(0)
+                        pending[self.pool.submit(run_batch, [item])] = len(work) - 1
 
     def close(self):
         self.pool.shutdown(wait=True)
 
 
 class _DaskExecutor:
-    """An existing Dask distributed cluster: tasks of a dead worker are rescheduled by Dask."""
+    """An existing Dask distributed cluster: tasks of a dead worker are rescheduled by Dask (up to
+    its allowed failures); a task Dask gives up on is recorded as failed points."""
 
     def __init__(self, address: str):
         try:
@@ -409,8 +435,8 @@ class _DaskExecutor:
             raise SimError("--scheduler needs the 'distributed' package") from None
         try:
             self.client = Client(address, timeout="10s")
-        except OSError as e:
-            raise SimError(f"cannot reach the Dask scheduler at {address}: {e}") from None
+        except (OSError, ValueError, TypeError) as e:
+            raise SimError(f"cannot reach the Dask scheduler at {address!r}: {e}") from None
 
     def slots(self) -> int:
         return max(1, sum(self.client.nthreads().values()))
@@ -418,9 +444,12 @@ class _DaskExecutor:
     def run(self, batches: list[list], on_done):
         from distributed import as_completed
 
-        futs = [self.client.submit(run_batch, b, pure=False, retries=2) for b in batches]
-        for f in as_completed(futs):
-            on_done(f.result())
+        futs = {self.client.submit(run_batch, b, pure=False): b for b in batches}
+        for f in as_completed(list(futs)):
+            try:
+                on_done(f.result())
+            except Exception as e:  # e.g. KilledWorker: the scheduler gave up on this task's points
+                on_done([(item[0], "error", f"{type(e).__name__}: {e}", "", "") for item in futs[f]])
 
     def close(self):
         self.client.close()
@@ -446,8 +475,11 @@ def _prewarm(points: list[Point]) -> None:
 def run_sweep(sweep: Sweep, workers: int | None = None, scheduler: str | None = None,
               batch_size: int | None = None, progress=None, on_result=None) -> dict:
     """Run the points of ``sweep`` not yet in its store.  Returns counts."""
-    store = Store(sweep.out / "sweep.sqlite")
-    (sweep.out / "sweep.yaml").write_text(sweep.path.read_text())
+    try:
+        store = Store(sweep.out / "sweep.sqlite")
+        (sweep.out / "sweep.yaml").write_text(sweep.path.read_text())
+    except (OSError, sqlite3.Error) as e:
+        raise SimError(f"cannot write the sweep's results to {sweep.out}: {getattr(e, 'strerror', None) or e}") from None
     done = store.done_keys()
     todo = [p for p in sweep.points if p.key not in done]
     scheduler = scheduler or sweep.spec.scheduler

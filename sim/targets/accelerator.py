@@ -17,8 +17,8 @@ Data movement, per GEMM (loop order: a block of ``pe_rows`` output channels outs
   not a weight and not KV cache (a fresh K in prefill) is on chip when it fits half the activation
   buffer.
 - A (activations) is read from DRAM when it does not fit half the activation buffer: once per
-  block of output channels whose weights fit half the weight buffer together (a whole number of
-  array-row blocks, at least one: narrow weights make wider blocks and fewer re-reads).  Otherwise
+  block of output channels whose weights fit half the weight buffer together (at least one
+  array-row block: narrow weights make wider blocks and fewer re-reads).  Otherwise
   it is already on chip, written there by the op before.
 - C is written to DRAM when it does not fit half the activation buffer, otherwise kept on chip.
 - Partial sums stay in the PEs (output-stationary) while a block's K is in one tile.  A block
@@ -179,8 +179,7 @@ class Accelerator(Target):
             # A that does not fit is re-read once per block of output channels whose weights fit half
             # the weight buffer together: several array-row blocks when the weights are narrow
             nt = np.where(k_parts > 1, p.pe_rows,
-                          np.maximum(p.pe_rows, (half_w // np.maximum(1, np.ceil(k * el_w).astype(np.int64)))
-                                     // p.pe_rows * p.pe_rows))
+                          np.maximum(p.pe_rows, half_w // np.maximum(1, np.ceil(k * el_w).astype(np.int64))))
             a_dram = np.where(a_bytes > half_a, a_bytes * _ceil(nn, nt), 0.0)
             out_bytes = wr[i] * ascale[i]
             c_dram = np.where(out_bytes > half_a, out_bytes, 0.0)

@@ -183,3 +183,41 @@ def test_k_split_refetch_keeps_tiles_within_half_the_buffer():
         times.append(s)
     for (m0, t0), (m1, t1) in zip(zip(ms, times), zip(ms[1:], times[1:])):
         assert t1 / t0 < 4 * m1 / m0
+
+
+def attn_row(b, h, hkv, s, kv_len, d, kv_read=True):
+    """An attention score matmul: q [b, h, s, d] x k [b, hkv, kv_len, d] from the KV cache."""
+    q = b * h * s * d * 2
+    k = b * hkv * kv_len * d * 2
+    return dict(idx=0, op="mlhw.attn_score", kind="attn_matmul", role="attn_score", module="x", layer=0,
+                in_shapes=f"{b}x{h}x{s}x{d};{b}x{hkv}x{kv_len}x{d}", in_dtypes="f16;f16",
+                out_shapes=f"{b}x{h}x{s}x{kv_len}", dtype="f16", flops=2 * b * h * s * kv_len * d,
+                bytes_read=q + k, bytes_written=b * h * s * kv_len * 2, weight_bytes=0,
+                kv_bytes_read=k if kv_read else 0, kv_bytes_written=0,
+                gemm_m=s, gemm_n=kv_len, gemm_k=d, gemm_batch=b * h)
+
+
+def test_kv_and_weight_storage_precision():
+    t = small(pe_latency={"w16a16": 1, "w8a16": 4, "w4a16": 2})
+    row = attn_row(1, 8, 2, 1, 64, 16)
+    c16 = t.cost(pd.DataFrame([row]), 16, 16)
+    c8 = t.cost(pd.DataFrame([row]), 4, 16, kv_bits=8)
+    kv = 2 * 64 * 16 * 2  # GQA: two KV heads read once each
+    assert c16.dram_read_bytes.tolist() == [kv] and c8.dram_read_bytes.tolist() == [kv // 2]
+    # attention steps at the KV precision's latency (4 cycles at w8), not the weights' (2 at w4)
+    assert c8.compute_cycles.tolist() == [4 * c16.compute_cycles[0]]
+    # weights stored with metadata: 4 + 8/128 bits per weight
+    g = t.cost(pd.DataFrame([gemm_row(1, 64, 128)]), 4, 16, weight_storage_bits=4.0625)
+    assert g.dram_read_bytes.tolist() == [int(np.ceil(64 * 128 * 4.0625 / 8))]
+
+
+def test_narrow_weights_widen_the_activation_reuse_block():
+    # A [64 x 64] fp16 (8 KiB) does not fit half of a 1 KiB activation buffer; W [64 x 64]:
+    # fp16 rows of 128 B -> 4 channels fit half the weight buffer (one array-row block): A read 16x;
+    # 4-bit rows of 32 B -> 16 channels: A read 4x
+    t = small()
+    a_bytes = 64 * 64 * 2
+    c16 = t.cost(pd.DataFrame([gemm_row(64, 64, 64)]), 16, 16)
+    c4 = t.cost(pd.DataFrame([gemm_row(64, 64, 64)]), 4, 16)
+    assert c16.dram_read_bytes.tolist() == [64 * 64 * 2 + a_bytes * 16]
+    assert c4.dram_read_bytes.tolist() == [64 * 64 // 2 + a_bytes * 4]

@@ -27,18 +27,27 @@ def test_bitmod_matrix_is_valid_and_resolves_precisions():
 
 
 def test_metric_method_is_the_ratio_of_mean_speedups():
+    """Per task: arithmetic mean over models of the speedup over the reference, then the ratio of
+    those means (not a geometric mean, not a mean of per-model ratios); 'all' averages the tasks."""
     rf, _ = reproduce.load(BITMOD)
-    rows = []
-    lat = {"fp16": [4.0, 8.0], "ant": [2.0, 2.0], "olive": [1.0, 4.0], "bitmod": [1.0, 1.0], "bitmod_lossless": [2.0, 4.0]}
-    for task in rf.tasks:
-        for i, model in enumerate(["A", "B"]):
-            for acc, v in lat.items():
-                rows.append({"task": task, "model": model, "accelerator": acc, "latency_s": v[i], "energy_j": v[i]})
+    data = {  # latency (= energy here) per model A, B, per task
+        "discriminative": {"fp16": [4.0, 8.0], "ant": [2.0, 1.0], "olive": [2.0, 2.0], "bitmod": [1.0, 2.0],
+                           "bitmod_lossless": [2.0, 4.0]},
+        "generative": {"fp16": [4.0, 8.0], "ant": [4.0, 8.0], "olive": [2.0, 4.0], "bitmod": [1.0, 1.0],
+                       "bitmod_lossless": [1.0, 8.0]},
+    }
+    rows = [{"task": t, "model": model, "accelerator": acc, "latency_s": v[i], "energy_j": 2 * v[i]}
+            for t, accs in data.items() for acc, v in accs.items() for i, model in enumerate(["A", "B"])]
     m = reproduce.compute_metrics(rf, pd.DataFrame(rows)).set_index("metric")
-    # speedups over fp16: bitmod (4 + 8) / 2 = 6, ant (2 + 4) / 2 = 3 -> 2.0
-    assert m.loc["speedup_bitmod_vs_ant", "simulated"] == pytest.approx(2.0)
-    assert m.loc["speedup_bitmod_vs_olive", "simulated"] == pytest.approx(6 / 3)
-    assert m.loc["speedup_bitmod_vs_ant", "rel_error"] == pytest.approx((2.0 - 1.69) / 1.69)
+    # discriminative: bitmod speedups (4, 4) -> 4; ant (2, 8) -> 5: 0.8 (a geometric mean gives 1.0,
+    # a mean of per-model ratios 1.25); generative: bitmod (4, 8) -> 6, ant (1, 1) -> 1: 6
+    assert m.loc["speedup_bitmod_vs_ant_discriminative", "simulated"] == pytest.approx(0.8)
+    assert m.loc["speedup_bitmod_vs_ant_generative", "simulated"] == pytest.approx(6.0)
+    assert m.loc["speedup_bitmod_vs_ant", "simulated"] == pytest.approx((0.8 + 6.0) / 2)
+    assert m.loc["energy_efficiency_bitmod_vs_ant", "simulated"] == pytest.approx((0.8 + 6.0) / 2)
+    # lossless over fp16: discriminative (2, 2) -> 2 over 1; generative (4, 1) -> 2.5
+    assert m.loc["speedup_lossless_vs_fp16_generative", "simulated"] == pytest.approx(2.5)
+    assert m.loc["speedup_bitmod_vs_ant", "rel_error"] == pytest.approx((3.4 - 1.69) / 1.69)
     assert list(m.columns) == ["paper", "simulated", "rel_error", "source"]
 
 
@@ -51,9 +60,24 @@ def test_bad_reproduce_file(tmp_path):
     with pytest.raises(SimError, match="unknown accelerator 'tpu'"):
         reproduce.load(p)
     d["metrics"][0]["acc"] = "bitmod"
-    d["models"] = ["OPT-1.3B", "GPT-9"]
+    models = list(d["models"])
+    d["models"] = models + ["GPT-9"]
     p.write_text(yaml.safe_dump(d))
     with pytest.raises(SimError, match="unknown model 'GPT-9'"):
+        reproduce.load(p)
+    d["models"] = models + ["OPT-1.3B"]
+    p.write_text(yaml.safe_dump(d))
+    with pytest.raises(SimError, match="listed twice"):
+        reproduce.load(p)
+    d["models"] = models
+    d["accelerators"]["ant"]["precision"]["generatve"] = d["accelerators"]["ant"]["precision"].pop("generative")
+    p.write_text(yaml.safe_dump(d))
+    with pytest.raises(SimError, match="unknown task 'generatve'"):
+        reproduce.load(p)
+    d["accelerators"]["ant"]["precision"]["generative"] = d["accelerators"]["ant"]["precision"].pop("generatve")
+    d["models"] = [m for m in models if m != "Yi-6B"]
+    p.write_text(yaml.safe_dump(d))
+    with pytest.raises(SimError, match="unknown model 'Yi-6B'"):  # a per-model entry for a model not run
         reproduce.load(p)
 
 

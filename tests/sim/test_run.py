@@ -168,3 +168,22 @@ def test_encoders_cannot_decode(tmp_path):
     r = run(p)
     assert r.summary["prefill"]["tokens"] == 32 and "decode" not in r.summary
     assert zoo.get("all-MiniLM-L6-v2").kind == "encoder" and np.isfinite(r.summary["energy_j"])
+
+
+def test_energy_tables_extend_others(tmp_path):
+    from models.errors import SimError
+    from sim.energy import load_energy
+
+    t = load_energy(ROOT / "configs" / "energy" / "bitmod_28nm_bitmod_pe.yaml")
+    base = load_energy(ROOT / "configs" / "energy" / "bitmod_28nm.yaml")
+    assert t.pj("pe_array.pe_cycle") == 0.586 and base.pj("pe_array.pe_cycle") == 0.77
+    assert t.pj("dram.read") == base.pj("dram.read") and t.pj("weight_buffer.write") == base.pj("weight_buffer.write")
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("extends: b.yaml\nname: a\nnode_nm: 28\ncomponents: {}\n")
+    b.write_text("extends: a.yaml\nname: b\nnode_nm: 28\ncomponents: {}\n")
+    with pytest.raises(SimError, match="a cycle"):
+        load_energy(a)
+    b.write_text(f"extends: {ROOT / 'configs' / 'energy' / 'bitmod_28nm.yaml'}\nname: b\nnode_nm: 28\n"
+                 "components: {pe_array: null}\n")
+    with pytest.raises(SimError, match="expected a mapping of components"):
+        load_energy(b)

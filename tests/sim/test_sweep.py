@@ -79,6 +79,10 @@ BAD = [
      "point 1 (hardware.params.pe_rows=0): hardware.params.pe_rows: input should be greater than 0"),
     ("unknown config key", {"axes": {"hardware.params.pe_rowz": [16]}}, "hardware.params.pe_rowz: unknown key"),
     ("bad model", {"axes": {"workload.model": ["OPT-1.3B", "GPT-9"]}}, "point 1 (workload.model=GPT-9)"),
+    ("negative seed", {"seed": -1}, "seed (line"),
+    ("infinite range", {"mode": "random", "samples": 3,
+                        "axes": {"hardware.params.pe_rows": {"min": 1, "max": float("inf"), "integer": True}}},
+     "axes.hardware.params.pe_rows"),
 ]
 
 
@@ -213,3 +217,48 @@ def test_dask_worker_killed_mid_sweep(tmp_path, base, cluster):
     s = json.loads(sqlite3.connect(str(tmp_path / "dk" / "sweep.sqlite")).execute(
         "SELECT summary FROM points LIMIT 1").fetchone()[0])
     assert s["model"] == "OPT-1.3B"
+
+
+def test_failed_points_run_again_and_edited_targets_make_new_points(tmp_path, base, monkeypatch):
+    import sim.run
+
+    real = sim.run.execute
+
+    def flaky(prep, progress=None):
+        if prep.config.hardware.params.get("dram_bits_per_cycle") == 512:
+            raise RuntimeError("transient")
+        return real(prep, progress)
+
+    monkeypatch.setattr(sim.run, "execute", flaky)
+    p = sweep_file(tmp_path, base)
+    assert run_sweep(load_sweep(p, tmp_path / "o"), workers=0)["error"] == 2
+    monkeypatch.setattr(sim.run, "execute", real)
+    again = run_sweep(load_sweep(p, tmp_path / "o"), workers=0)
+    assert again["already"] == 4 and again["ok"] == 2  # only the failed points ran again
+    assert (load_results(tmp_path / "o").status == "ok").all()
+    # a target file edited in place: same config, new hardware -> new points
+    t = tmp_path / "target.yaml"
+    t.write_text(TARGET.read_text())
+    cfg = yaml.safe_load(base.read_text())
+    cfg["hardware"]["file"] = str(t)
+    base.write_text(yaml.safe_dump(cfg))
+    first = {pt.key for pt in load_sweep(p, tmp_path / "o2").points}
+    t.write_text(TARGET.read_text().replace("vector_lanes: 64", "vector_lanes: 32"))
+    assert not first & {pt.key for pt in load_sweep(p, tmp_path / "o2").points}
+
+
+def test_report_of_an_empty_or_broken_store(tmp_path):
+    (tmp_path / "sweep.sqlite").write_bytes(b"not a database" * 100)
+    r = subprocess.run([SIM, "report", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "not a sweep store" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("extra,needle", [(["--scheduler", "foo"], "cannot reach the Dask scheduler"),
+                                          (["--out", "/proc/nope/x"], "cannot write the sweep's results")])
+def test_bad_sweep_options(tmp_path, base, extra, needle):
+    p = sweep_file(tmp_path, base)
+    args = [SIM, "sweep", str(p), "--workers", "0", *extra]
+    if "--out" not in extra:
+        args += ["--out", str(tmp_path / "o")]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and needle in r.stderr, r.stderr
