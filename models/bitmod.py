@@ -187,3 +187,60 @@ def quantize(w: np.ndarray, fmt: str, bits: int, group: int = GROUP) -> Quantize
     except KeyError:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(QUANTIZERS)}") from None
     return fn(w, bits, group)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reference arithmetic of the bit-serial PE (hw/bitmod_pe.py): exact integers, bit for bit.
+#
+# Weights are 4-bit codes (FP4: sign + 3-bit magnitude code; FP3: the low 3 bits, sign + 2-bit
+# code) whose negative zero means the group's special value, chosen by the 2-bit selector in the
+# order of CANDIDATES (+ER, -ER, +EA, -EA).  Magnitudes are fixed point in half units, so every
+# value is an integer: FP4 0, 1, 2, 3, 4, 6, 8, 12 (0 .. 6), specials 10 and 16 (5 and 8); FP3
+# 0, 2, 4, 8 (0 .. 4), specials 6 and 12 (3 and 6).  Each has at most two set bits: the PE takes
+# it as two terms, one per cycle.  An FP16 activation is m * 2^e with m its 11-bit significand
+# (hidden bit included) and e its biased exponent (1 for subnormals).  The PE sums
+# sign * m * 2^e * w_half exactly: the value times 2^26 (2^25 for the FP16 scaling, 2 for half
+# units).  Dequantization multiplies a group's sum by its 8-bit scale code.
+# ---------------------------------------------------------------------------------------------
+
+FP4_HALF = (0, 1, 2, 3, 4, 6, 8, 12)
+FP3_HALF = (0, 2, 4, 8)
+SPECIAL_HALF = {4: (10, -10, 16, -16), 3: (6, -6, 12, -12)}  # by selector: +ER, -ER, +EA, -EA
+
+
+def weight_half_units(codes: np.ndarray, bits: int, selector: int) -> np.ndarray:
+    """Signed weight values in half units from 4-bit codes (see above)."""
+    c = np.asarray(codes, dtype=np.int64)
+    if bits == 4:
+        sign, mag = (c >> 3) & 1, FP4_HALF
+        idx, negzero = c & 7, c == 8
+    elif bits == 3:
+        sign, mag = (c >> 2) & 1, FP3_HALF
+        idx, negzero = c & 3, (c & 7) == 4
+    else:
+        raise ValueError("codes are FP4 or FP3")
+    v = np.asarray(mag, dtype=np.int64)[idx] * np.where(sign == 1, -1, 1)
+    return np.where(negzero, SPECIAL_HALF[bits][selector], v)
+
+
+def fp16_significand(acts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(sign, 11-bit significand, effective exponent) of FP16 bit patterns (finite values)."""
+    a = np.asarray(acts, dtype=np.int64)
+    e = (a >> 10) & 31
+    if np.any(e == 31):
+        raise ValueError("the PE takes finite FP16 activations (no inf or NaN)")
+    frac = a & 1023
+    m = np.where(e == 0, frac, frac | 1024)
+    return (a >> 15) & 1, m, np.where(e == 0, 1, e)
+
+
+def pe_group_sum(acts: np.ndarray, codes: np.ndarray, bits: int, selector: int) -> int:
+    """Exact dot product of one group (activations as FP16 bits, weights as codes), times 2^26."""
+    s, m, e = fp16_significand(acts)
+    w = weight_half_units(codes, bits, selector)
+    return int(sum(int(v) for v in np.where(s == 1, -1, 1) * m * (np.int64(1) << e) * w))
+
+
+def pe_dequant(group_sum: int, scale_code: int) -> int:
+    """Dequantization: the group sum times its unsigned 8-bit scale code (exact)."""
+    return int(group_sum) * int(scale_code)

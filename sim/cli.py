@@ -305,6 +305,46 @@ def _cmd_quantize(args) -> int:
     return 0
 
 
+def _add_hdl(sub) -> None:
+    p = sub.add_parser("hdl", help="RTL units: Verilog export and simulation",
+                       description="Export an Amaranth unit to Verilog, or simulate the BitMoD PE on random groups "
+                       "against its numpy reference (optionally writing a waveform).")
+    hsub = p.add_subparsers(dest="hdl_command", parser_class=_Parser)
+    e = hsub.add_parser("export", help="write <unit>.v")
+    e.add_argument("unit", help="bitmod_pe | bitmod_dequant")
+    e.add_argument("--out", required=True, help="output folder")
+    e.set_defaults(func=_cmd_hdl_export)
+    s = hsub.add_parser("sim", help="simulate random groups and check them bit for bit")
+    s.add_argument("unit", help="bitmod_pe")
+    s.add_argument("--groups", default="16", help="random groups of 128 weights (default 16)")
+    s.add_argument("--seed", default="0")
+    s.add_argument("--vcd", default=None, help="write a waveform to this .vcd file")
+    s.set_defaults(func=_cmd_hdl_sim)
+    p.set_defaults(func=lambda a: (_ for _ in ()).throw(SimError("sim hdl: export or sim (see `sim hdl --help`)")))
+
+
+def _cmd_hdl_export(args) -> int:
+    from hw.tools import export
+
+    print(f"wrote {export(args.unit, args.out)}")
+    return 0
+
+
+def _cmd_hdl_sim(args) -> int:
+    from hw.tools import get_unit, simulate_pe
+
+    get_unit(args.unit)
+    if args.unit != "bitmod_pe":
+        raise SimError(f"sim hdl sim: random-vector simulation is for bitmod_pe, not {args.unit!r}")
+    groups = _int_arg("--groups", args.groups, 1)
+    seed = _int_arg("--seed", args.seed, 0)
+    r = simulate_pe(groups, seed, args.vcd)
+    print(f"bitmod_pe: {r['groups']} random groups, {'bit-exact' if r['bit_exact'] else 'MISMATCHES: ' + str(r['mismatches'])}"
+          f" against models.bitmod, {r['cycles_per_group']} cycles per group"
+          + (f"; waveform in {args.vcd}" if args.vcd else ""))
+    return 0 if r["bit_exact"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     from sim import __version__
 
@@ -314,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_sweep(sub)
     _add_quantize(sub)
+    _add_hdl(sub)
     _add_trace(sub)
     return p
 
