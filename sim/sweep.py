@@ -444,7 +444,9 @@ class _DaskExecutor:
     def run(self, batches: list[list], on_done):
         from distributed import as_completed
 
-        futs = {self.client.submit(run_batch, b, pure=False): b for b in batches}
+        # retries: a task that fails outside run_batch (a lost connection, a worker gone while the
+        # result was in flight) runs again; run_batch itself never raises
+        futs = {self.client.submit(run_batch, b, pure=False, retries=2): b for b in batches}
         for f in as_completed(list(futs)):
             try:
                 on_done(f.result())

@@ -211,7 +211,8 @@ def test_dask_worker_killed_mid_sweep(tmp_path, base, cluster):
 
     counts = run_sweep(load_sweep(p, tmp_path / "dk"), scheduler=c.scheduler_address, batch_size=1,
                        on_result=kill_one)
-    assert killed and counts["ok"] == 20
+    errors = load_results(tmp_path / "dk").query("status != 'ok'")["error"].tolist()
+    assert killed and counts["ok"] == 20, errors
     keys = [k for (k,) in _keys(tmp_path / "dk" / "sweep.sqlite")]
     assert len(keys) == len(set(keys)) == 20
     s = json.loads(sqlite3.connect(str(tmp_path / "dk" / "sweep.sqlite")).execute(
