@@ -1,10 +1,12 @@
 """BitMoD's bit-serial processing element (Chen et al., HPCA 2025, Sec. IV-B) in Amaranth.
 
-Each step takes four FP16 activations and four 4-bit weight codes (FP4, or FP3 in the low three
-bits, the negative-zero code standing for the group's special value; see
-``models.bitmod.weight_half_units``).  A weight's magnitude, in half units, has at most two set
-bits: the PE processes it as two terms, one per cycle (two weight bits per cycle), so a step takes
-2 cycles and a group of 128 weights 64 cycles.  A term is (sign, position): its product with an
+Each step takes four FP16 activations and four weight codes: FP4 or FP3 (``mode`` 0 or 1; the
+negative-zero code stands for the group's special value, see ``models.bitmod.weight_half_units``),
+or INT6 / INT8 (``mode`` 2 or 3, lossless BitMoD).  An FP weight's magnitude, in half units, has at
+most two set bits: the PE processes it as two terms, one per cycle (two weight bits per cycle), so
+a step takes 2 cycles and a group of 128 weights 64.  An INT weight is radix-4 Booth-recoded into
+digits in {-2, -1, 0, 1, 2}, one term per digit: INT6 in 3 cycles per step, INT8 in 4.  A term is
+(sign, position): its product with an
 activation is the activation's 11-bit significand shifted by the activation's exponent plus the
 term's position — exponent alignment onto a fixed-point accumulator that holds the group's exact
 sum (times 2^26, see ``models.bitmod.pe_group_sum``).  ``last`` marks a group's final step: its
@@ -13,11 +15,11 @@ to back.  :class:`Dequant` multiplies a group sum by its 8-bit scale code bit-se
 bit per cycle, 8 cycles), in parallel with the next group's 64 cycles.
 """
 
-from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-ACC_BITS = 60  # 11-bit significand << (30 + 4), over 4 lanes x 32 steps x 2 terms: 45 + 8 + sign
+ACC_BITS = 60  # |sum| < 128 weights x 2^8 (INT8, half units) x 2^11 x 2^30 = 2^56, plus sign
 LANES = 4
 CYCLES_PER_STEP = 2
 FP4_HALF = (0, 1, 2, 3, 4, 6, 8, 12)
@@ -29,25 +31,37 @@ class BitModPE(wiring.Component):
     in_valid: In(1)
     in_ready: Out(1)
     last: In(1)  # this step ends the group
-    fp3: In(1)  # codes are FP3 (else FP4)
+    mode: In(2)  # weight format: 0 FP4, 1 FP3, 2 INT6, 3 INT8
     sel: In(2)  # the group's special value: +ER, -ER, +EA, -EA
     act: In(16).array(LANES)
-    code: In(4).array(LANES)
+    code: In(8).array(LANES)
     sum: Out(signed(ACC_BITS))
     sum_valid: Out(1)
 
     def elaborate(self, platform):
         m = Module()
         busy = Signal()  # a step is being processed
-        phase = Signal()  # its term: 0 (high bit) or 1 (low bit)
+        phase = Signal(2)  # its term: 0, 1 (FP), up to 2 (INT6) or 3 (INT8)
         acc = Signal(signed(ACC_BITS))
         act_r = [Signal(16, name=f"act_r{i}") for i in range(LANES)]
-        code_r = [Signal(4, name=f"code_r{i}") for i in range(LANES)]
-        last_r, fp3_r, sel_r = Signal(), Signal(), Signal(2)
+        code_r = [Signal(8, name=f"code_r{i}") for i in range(LANES)]
+        last_r, mode_r, sel_r = Signal(), Signal(2), Signal(2)
+        final = Signal(2)  # the last term's phase
+        m.d.comb += final.eq(Mux(mode_r == 3, 3, Mux(mode_r == 2, 2, 1)))
+        is_int = mode_r[1]
+        fp3 = mode_r == 1
 
         # accept a new step when idle or in the last cycle of the current one
-        m.d.comb += self.in_ready.eq(~busy | phase)
+        m.d.comb += self.in_ready.eq(~busy | (phase == final))
         take = self.in_valid & self.in_ready
+
+        special = Signal(signed(6))
+        with m.Switch(Cat(sel_r, fp3)):
+            for s in range(4):
+                with m.Case(s):  # FP4
+                    m.d.comb += special.eq(SPECIAL_HALF[4][s])
+                with m.Case(s | 4):  # FP3
+                    m.d.comb += special.eq(SPECIAL_HALF[3][s])
 
         contrib = []
         for i in range(LANES):
@@ -55,49 +69,52 @@ class BitModPE(wiring.Component):
             exp = a[10:15]
             sig = Cat(a[0:10], exp != 0)  # 11-bit significand, hidden bit for normals
             eff = Mux(exp == 0, 1, exp)
-            # weight code -> sign and magnitude in half units (5 bits)
-            w_sign, w_mag = Signal(name=f"w_sign{i}"), Signal(5, name=f"w_mag{i}")
-            special = Signal(signed(6), name=f"special{i}")
-            with m.Switch(Cat(sel_r, fp3_r)):
-                for s in range(4):
-                    with m.Case(s):  # FP4
-                        m.d.comb += special.eq(SPECIAL_HALF[4][s])
-                    with m.Case(s | 4):  # FP3
-                        m.d.comb += special.eq(SPECIAL_HALF[3][s])
-            with m.If(fp3_r):
-                with m.If(c[0:3] == 0b100):
+            t_sign, t_pos, t_on = Signal(name=f"t_sign{i}"), Signal(4, name=f"t_pos{i}"), Signal(name=f"t_on{i}")
+            with m.If(is_int):
+                # radix-4 Booth digit `phase` of the sign-extended 8-bit weight: bits (2j+1, 2j, 2j-1)
+                c8 = Mux(mode_r == 2, Cat(c[0:6], c[5], c[5]), c)
+                cx = Cat(Const(0, 1), c8)  # b_-1 = 0
+                trip = Signal(3, name=f"booth{i}")
+                with m.Switch(phase):
+                    for j in range(4):
+                        with m.Case(j):
+                            m.d.comb += trip.eq(cx[2 * j:2 * j + 3])
+                two = (trip == 0b011) | (trip == 0b100)
+                m.d.comb += [t_on.eq((trip != 0) & (trip != 0b111)), t_sign.eq(trip[2]),
+                             t_pos.eq(Cat(two, phase) + 1)]  # 2j + (|d| == 2), +1 for half units
+            with m.Else():
+                # FP code -> sign and magnitude in half units (5 bits)
+                w_sign, w_mag = Signal(name=f"w_sign{i}"), Signal(5, name=f"w_mag{i}")
+                negzero = Mux(fp3, c[0:3] == 0b100, c[0:4] == 0b1000)
+                with m.If(negzero):
                     m.d.comb += [w_sign.eq(special < 0), w_mag.eq(Mux(special < 0, -special, special))]
-                with m.Else():
+                with m.Elif(fp3):
                     m.d.comb += w_sign.eq(c[2])
                     with m.Switch(c[0:2]):
                         for k, v in enumerate(FP3_HALF):
                             with m.Case(k):
                                 m.d.comb += w_mag.eq(v)
-            with m.Else():
-                with m.If(c == 0b1000):
-                    m.d.comb += [w_sign.eq(special < 0), w_mag.eq(Mux(special < 0, -special, special))]
                 with m.Else():
                     m.d.comb += w_sign.eq(c[3])
                     with m.Switch(c[0:3]):
                         for k, v in enumerate(FP4_HALF):
                             with m.Case(k):
                                 m.d.comb += w_mag.eq(v)
-            # the two terms: the lowest set bit, and the rest (one bit at most)
-            low = Signal(5, name=f"low{i}")
-            m.d.comb += low.eq(w_mag & (~w_mag + 1))
-            two = (w_mag & (w_mag - 1)) != 0
-            term = Signal(5, name=f"term{i}")
-            m.d.comb += term.eq(Mux(phase, Mux(two, low, 0), Mux(two, w_mag ^ low, w_mag)))
-            pos = Signal(3, name=f"pos{i}")
-            with m.Switch(term):
-                for p in range(5):
-                    with m.Case(1 << p):
-                        m.d.comb += pos.eq(p)
+                # the two terms: the lowest set bit, and the rest (one bit at most)
+                low = Signal(5, name=f"low{i}")
+                m.d.comb += low.eq(w_mag & (~w_mag + 1))
+                two_bits = (w_mag & (w_mag - 1)) != 0
+                term = Signal(5, name=f"term{i}")
+                m.d.comb += term.eq(Mux(phase[0], Mux(two_bits, low, 0), Mux(two_bits, w_mag ^ low, w_mag)))
+                m.d.comb += [t_on.eq(term != 0), t_sign.eq(w_sign)]
+                with m.Switch(term):
+                    for p in range(5):
+                        with m.Case(1 << p):
+                            m.d.comb += t_pos.eq(p)
             shifted = Signal(ACC_BITS, name=f"shifted{i}")
-            m.d.comb += shifted.eq(Mux(term != 0, sig << (eff + pos), 0))
-            neg = a[15] ^ w_sign
+            m.d.comb += shifted.eq(Mux(t_on, sig << (eff + t_pos), 0))
             part = Signal(signed(ACC_BITS), name=f"part{i}")
-            m.d.comb += part.eq(Mux(neg, -shifted.as_signed(), shifted.as_signed()))
+            m.d.comb += part.eq(Mux(a[15] ^ t_sign, -shifted.as_signed(), shifted.as_signed()))
             contrib.append(part)
 
         total = Signal(signed(ACC_BITS))
@@ -105,8 +122,8 @@ class BitModPE(wiring.Component):
 
         m.d.sync += self.sum_valid.eq(0)
         with m.If(busy):
-            with m.If(~phase):
-                m.d.sync += [acc.eq(total), phase.eq(1)]
+            with m.If(phase != final):
+                m.d.sync += [acc.eq(total), phase.eq(phase + 1)]
             with m.Else():
                 with m.If(last_r):
                     m.d.sync += [self.sum.eq(total), self.sum_valid.eq(1), acc.eq(0)]
@@ -118,7 +135,7 @@ class BitModPE(wiring.Component):
         with m.If(take):
             m.d.sync += [r.eq(v) for r, v in zip(act_r, self.act)]
             m.d.sync += [r.eq(v) for r, v in zip(code_r, self.code)]
-            m.d.sync += [last_r.eq(self.last), fp3_r.eq(self.fp3), sel_r.eq(self.sel), phase.eq(0)]
+            m.d.sync += [last_r.eq(self.last), mode_r.eq(self.mode), sel_r.eq(self.sel), phase.eq(0)]
         return m
 
 

@@ -192,9 +192,10 @@ def quantize(w: np.ndarray, fmt: str, bits: int, group: int = GROUP) -> Quantize
 # ---------------------------------------------------------------------------------------------
 # Reference arithmetic of the bit-serial PE (hw/bitmod_pe.py): exact integers, bit for bit.
 #
-# Weights are 4-bit codes (FP4: sign + 3-bit magnitude code; FP3: the low 3 bits, sign + 2-bit
+# FP weights are 4-bit codes (FP4: sign + 3-bit magnitude code; FP3: the low 3 bits, sign + 2-bit
 # code) whose negative zero means the group's special value, chosen by the 2-bit selector in the
-# order of CANDIDATES (+ER, -ER, +EA, -EA).  Magnitudes are fixed point in half units, so every
+# order of CANDIDATES (+ER, -ER, +EA, -EA).  INT6/INT8 weights (lossless BitMoD) are two's
+# complement integers; the PE Booth-recodes them into 3 or 4 radix-4 terms.  Magnitudes are fixed point in half units, so every
 # value is an integer: FP4 0, 1, 2, 3, 4, 6, 8, 12 (0 .. 6), specials 10 and 16 (5 and 8); FP3
 # 0, 2, 4, 8 (0 .. 4), specials 6 and 12 (3 and 6).  Each has at most two set bits: the PE takes
 # it as two terms, one per cycle.  An FP16 activation is m * 2^e with m its 11-bit significand
@@ -208,17 +209,28 @@ FP3_HALF = (0, 2, 4, 8)
 SPECIAL_HALF = {4: (10, -10, 16, -16), 3: (6, -6, 12, -12)}  # by selector: +ER, -ER, +EA, -EA
 
 
-def weight_half_units(codes: np.ndarray, bits: int, selector: int) -> np.ndarray:
-    """Signed weight values in half units from 4-bit codes (see above)."""
+PE_FORMATS = ("fp4", "fp3", "int6", "int8")  # the PE's mode input, in this order
+PE_CYCLES_PER_STEP = {"fp4": 2, "fp3": 2, "int6": 3, "int8": 4}  # terms per weight
+
+
+def weight_half_units(codes: np.ndarray, fmt: str, selector: int = 0) -> np.ndarray:
+    """Signed weight values in half units from the PE's 8-bit weight codes (see above; INT6 and
+    INT8 weights are two's-complement integers, 2w half units)."""
     c = np.asarray(codes, dtype=np.int64)
-    if bits == 4:
+    if fmt == "fp4":
         sign, mag = (c >> 3) & 1, FP4_HALF
-        idx, negzero = c & 7, c == 8
-    elif bits == 3:
+        idx, negzero = c & 7, (c & 15) == 8
+        bits = 4
+    elif fmt == "fp3":
         sign, mag = (c >> 2) & 1, FP3_HALF
         idx, negzero = c & 3, (c & 7) == 4
+        bits = 3
+    elif fmt in ("int6", "int8"):
+        n = 6 if fmt == "int6" else 8
+        v = c & ((1 << n) - 1)
+        return 2 * np.where(v >= 1 << (n - 1), v - (1 << n), v)
     else:
-        raise ValueError("codes are FP4 or FP3")
+        raise ValueError(f"unknown PE weight format {fmt!r}")
     v = np.asarray(mag, dtype=np.int64)[idx] * np.where(sign == 1, -1, 1)
     return np.where(negzero, SPECIAL_HALF[bits][selector], v)
 
@@ -234,10 +246,10 @@ def fp16_significand(acts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return (a >> 15) & 1, m, np.where(e == 0, 1, e)
 
 
-def pe_group_sum(acts: np.ndarray, codes: np.ndarray, bits: int, selector: int) -> int:
+def pe_group_sum(acts: np.ndarray, codes: np.ndarray, fmt: str, selector: int = 0) -> int:
     """Exact dot product of one group (activations as FP16 bits, weights as codes), times 2^26."""
     s, m, e = fp16_significand(acts)
-    w = weight_half_units(codes, bits, selector)
+    w = weight_half_units(codes, fmt, selector)
     return int(sum(int(v) for v in np.where(s == 1, -1, 1) * m * (np.int64(1) << e) * w))
 
 

@@ -339,9 +339,9 @@ def _cmd_hdl_sim(args) -> int:
     groups = _int_arg("--groups", args.groups, 1)
     seed = _int_arg("--seed", args.seed, 0)
     r = simulate_pe(groups, seed, args.vcd)
+    cyc = ", ".join(f"{f} {c}" for f, c in sorted(r["cycles_per_group"].items()))
     print(f"bitmod_pe: {r['groups']} random groups, {'bit-exact' if r['bit_exact'] else 'MISMATCHES: ' + str(r['mismatches'])}"
-          f" against models.bitmod, {r['cycles_per_group']} cycles per group"
-          + (f"; waveform in {args.vcd}" if args.vcd else ""))
+          f" against models.bitmod; cycles per group: {cyc}" + (f"; waveform in {args.vcd}" if args.vcd else ""))
     return 0 if r["bit_exact"] else 1
 
 

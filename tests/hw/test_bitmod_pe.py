@@ -1,133 +1,76 @@
 """The bit-serial BitMoD PE and dequantizer: bit-exact against models.bitmod on random groups and
 edge cases; the cycles per group are the cycles the BitMoD target charges."""
 
+import os
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
+import yaml
 from amaranth.sim import Simulator
 
-from hw.bitmod_pe import BitModPE, Dequant
+from hw.bitmod_pe import Dequant
+from hw.tools import drive_pe, random_groups, reference_sums
 from models import bitmod as bm
 
+ROOT = Path(__file__).resolve().parents[2]
 GROUP = 128
-STEPS = GROUP // 4
-
-
-def random_groups(n, rng):
-    """Activations as FP16 bit patterns (finite; normals, subnormals, zeros, both signs, the
-    largest and smallest exponents) and 4-bit weight codes of every kind."""
-    acts = rng.integers(0, 1 << 16, (n, GROUP), dtype=np.int64)
-    acts[(acts >> 10 & 31) == 31] &= ~(1 << 14)  # inf/NaN -> finite
-    k = n // 8
-    acts[:k, ::3] &= 0x83FF  # subnormals and zeros
-    acts[k:2 * k, ::5] = 0x7BFF  # 65504, the largest
-    acts[2 * k:3 * k, ::7] = 0xFBFF  # -65504
-    acts[3 * k:4 * k] = 0x0001  # the smallest subnormal everywhere
-    codes = rng.integers(0, 16, (n, GROUP), dtype=np.int64)
-    codes[4 * k:5 * k] = 8  # all special values (FP4 negative zero)
-    codes[5 * k:6 * k] = 0  # all zero weights
-    fp3 = rng.integers(0, 2, n)
-    sel = rng.integers(0, 4, n)
-    return acts, codes, fp3, sel
-
-
-def run_pe(acts, codes, fp3, sel):
-    dut = BitModPE()
-    sim = Simulator(dut)
-    sim.add_clock(1e-9)
-    out = {"sums": [], "cycles": []}
-
-    async def tb(ctx):
-        cycle = 0
-        for g in range(len(acts)):
-            for s in range(STEPS):
-                for i in range(4):
-                    ctx.set(dut.act[i], int(acts[g, 4 * s + i]))
-                    ctx.set(dut.code[i], int(codes[g, 4 * s + i]))
-                ctx.set(dut.last, s == STEPS - 1)
-                ctx.set(dut.fp3, int(fp3[g]))
-                ctx.set(dut.sel, int(sel[g]))
-                ctx.set(dut.in_valid, 1)
-                while not ctx.get(dut.in_ready):
-                    await ctx.tick()
-                    cycle += 1
-                    if ctx.get(dut.sum_valid):
-                        out["sums"].append(ctx.get(dut.sum))
-                        out["cycles"].append(cycle)
-                await ctx.tick()
-                cycle += 1
-                if ctx.get(dut.sum_valid):
-                    out["sums"].append(ctx.get(dut.sum))
-                    out["cycles"].append(cycle)
-        ctx.set(dut.in_valid, 0)
-        for _ in range(4):
-            await ctx.tick()
-            cycle += 1
-            if ctx.get(dut.sum_valid):
-                out["sums"].append(ctx.get(dut.sum))
-                out["cycles"].append(cycle)
-
-    sim.add_testbench(tb)
-    sim.run()
-    return out
-
-
-def reference(acts, codes, fp3, sel):
-    return [bm.pe_group_sum(acts[g], codes[g] & (7 if fp3[g] else 15), 3 if fp3[g] else 4, int(sel[g]))
-            for g in range(len(acts))]
 
 
 @pytest.fixture(scope="module")
 def random_run():
-    rng = np.random.default_rng(2025)
-    data = random_groups(int(__import__("os").environ.get("BITMOD_PE_GROUPS", "10000")), rng)
-    return data, run_pe(*data)
+    n = int(os.environ.get("BITMOD_PE_GROUPS", "10000"))
+    data = random_groups(n, np.random.default_rng(2025))
+    return data, drive_pe(*data)
 
 
 def test_pe_is_bit_exact_on_random_groups(random_run):
-    data, out = random_run
-    assert out["sums"] == reference(*data)
+    data, (sums, _) = random_run
+    assert len(sums) == len(data[0])
+    assert sums == reference_sums(*data)
+    assert set(data[2]) == {0, 1, 2, 3}  # every weight format
 
 
-def test_pe_takes_64_cycles_per_group_as_the_target_charges(random_run):
-    _, out = random_run
-    gaps = np.diff(out["cycles"])
-    assert (gaps == 64).all()
-    # the BitMoD target: ceil(128 / dp) steps of pe_latency['w4a16'] cycles for one output
-    import pandas as pd
-    import yaml
-
+def test_pe_cycles_per_group_are_what_the_target_charges(random_run):
+    data, (_, at) = random_run
+    modes = data[2]
+    gaps = np.diff(at)
     from sim.targets.accelerator import Accelerator, AcceleratorParams
     from tests.sim.test_engine import gemm_row
 
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    params = yaml.safe_load((root / "configs" / "targets" / "bitmod.yaml").read_text())["params"]
-    t = Accelerator(AcceleratorParams(**{**params, "pe_rows": 1, "pe_cols": 1}))
-    for bits in (4, 3):
-        c = t.cost(pd.DataFrame([gemm_row(1, 1, GROUP)]), bits, 16)
-        assert c.compute_cycles.tolist() == [64]
+    params = yaml.safe_load((ROOT / "configs" / "targets" / "bitmod.yaml").read_text())["params"]
+    target = Accelerator(AcceleratorParams(**{**params, "pe_rows": 1, "pe_cols": 1}))
+    for mode, fmt in enumerate(bm.PE_FORMATS):
+        observed = set(gaps[modes[1:] == mode].tolist())
+        bits = {"fp4": 4, "fp3": 3, "int6": 6, "int8": 8}[fmt]
+        charged = target.cost(pd.DataFrame([gemm_row(1, 1, GROUP)]), bits, 16).compute_cycles[0]
+        assert observed == {charged} == {32 * bm.PE_CYCLES_PER_STEP[fmt]}, fmt
 
 
 def test_edge_cases():
     acts = np.array([
-        [0x7BFF] * GROUP,  # +65504 everywhere, largest special weight: the largest magnitude
+        [0x7BFF] * GROUP,  # +65504 everywhere
         [0xFBFF] * GROUP,  # -65504
         [0x0001] * GROUP,  # smallest subnormal
         [0x0400] * GROUP,  # smallest normal
         [0x8000] * GROUP,  # -0
         [0x3C00, 0xBC00] * (GROUP // 2),  # +1, -1 alternating: sign changes
+        [0x7BFF] * GROUP,  # INT8 -128: the largest INT magnitude
+        [0x3C00] * GROUP,  # INT6 -32 and 31
     ], dtype=np.int64)
-    codes = np.array([[8] * GROUP, [8] * GROUP, [7] * GROUP, [15] * GROUP, [5] * GROUP,
-                      [1, 9] * (GROUP // 2)], dtype=np.int64)
-    fp3 = np.zeros(len(acts), dtype=np.int64)
-    sel = np.array([2, 3, 0, 1, 0, 0])
-    out = run_pe(acts, codes, fp3, sel)
-    ref = reference(acts, codes, fp3, sel)
-    assert out["sums"] == ref
-    assert ref[0] == 65504 * 8 * GROUP * 2**26  # value x 2^26: +EA special (+8) everywhere
-    assert ref[1] == ref[0] and ref[4] == 0  # (-65504) x (-8): the -EA special
+    codes = np.array([[8] * GROUP, [8] * GROUP, [7] * GROUP, [15] * GROUP, [5] * GROUP, [1, 9] * (GROUP // 2),
+                      [0x80] * GROUP, [0x20, 0x1F] * (GROUP // 2)], dtype=np.int64)
+    modes = np.array([0, 0, 0, 0, 0, 0, 3, 2])
+    sels = np.array([2, 3, 0, 1, 0, 0, 0, 0])
+    sums, _ = drive_pe(acts, codes, modes, sels)
+    ref = reference_sums(acts, codes, modes, sels)
+    assert sums == ref
+    assert ref[0] == 65504 * 8 * GROUP * 2**26  # value x 2^26: the +EA special (+8) everywhere
+    assert ref[1] == ref[0] and ref[4] == 0  # (-65504) x (-8)
     assert ref[5] == 64 * 2**26  # 64 pairs of (+1)(+0.5) + (-1)(-0.5)
+    assert ref[6] == -65504 * 128 * GROUP * 2**26
+    assert ref[7] == (-32 + 31) * 64 * 2**26
 
 
 def test_dequant_is_exact():
