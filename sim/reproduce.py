@@ -71,6 +71,7 @@ class ReproduceFile(BaseModel):
     reference: str
     accelerators: dict[str, Accel]
     metrics: list[Metric] = Field(default_factory=list)
+    notes: str = ""  # where and why the simulation and the paper differ (shown in the report)
 
 
 def is_reproduce(data: dict) -> bool:
@@ -198,6 +199,9 @@ def write(out: str | Path, runs: pd.DataFrame, metrics: pd.DataFrame, rf: Reprod
     metrics.to_csv(out / "paper_vs_sim.csv", index=False)
     parts = [f"<h1>Reproduction: {html.escape(rf.reproduce)}</h1>", "<h2>Paper vs simulation</h2>",
              metrics.to_html(index=False, float_format=lambda v: f"{v:.4g}")]
+    if rf.notes.strip():
+        parts.append("<h2>Where and why they differ</h2>" + "".join(
+            f"<p>{html.escape(p.strip())}</p>" for p in rf.notes.strip().split("\n\n")))
     for col, label in (("latency_s", "speedup over " + rf.reference), ("energy_j", "energy efficiency over " + rf.reference)):
         fig, axes = plt.subplots(1, len(rf.tasks), figsize=(6 * len(rf.tasks), 3.6), squeeze=False)
         for ax, task in zip(axes[0], rf.tasks):

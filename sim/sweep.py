@@ -446,12 +446,19 @@ class _DaskExecutor:
 
         # retries: a task that fails outside run_batch (a lost connection, a worker gone while the
         # result was in flight) runs again; run_batch itself never raises
-        futs = {self.client.submit(run_batch, b, pure=False, retries=2): b for b in batches}
-        for f in as_completed(list(futs)):
+        futs = {self.client.submit(run_batch, b, pure=False, retries=2): (b, 0) for b in batches}
+        done = as_completed(list(futs))
+        for f in done:
+            batch, resubmitted = futs.pop(f)
             try:
                 on_done(f.result())
-            except Exception as e:  # e.g. KilledWorker: the scheduler gave up on this task's points
-                on_done([(item[0], "error", f"{type(e).__name__}: {e}", "", "") for item in futs[f]])
+            except Exception as e:
+                if resubmitted < 2:  # transient (a worker lost with the result in flight): again
+                    g = self.client.submit(run_batch, batch, pure=False, retries=2)
+                    futs[g] = (batch, resubmitted + 1)
+                    done.add(g)
+                else:  # e.g. KilledWorker: the scheduler gave up on this task's points
+                    on_done([(item[0], "error", f"{type(e).__name__}: {e}", "", "") for item in batch])
 
     def close(self):
         self.client.close()

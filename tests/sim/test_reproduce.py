@@ -88,4 +88,5 @@ def test_outputs(tmp_path):
     out = reproduce.write(tmp_path, runs, reproduce.compute_metrics(rf, runs), rf)
     csv = pd.read_csv(out / "paper_vs_sim.csv")
     assert list(csv.columns) == ["metric", "paper", "simulated", "rel_error", "source"] and len(csv) == 11
-    assert "data:image/png" in (out / "report.html").read_text()
+    page = (out / "report.html").read_text()
+    assert "data:image/png" in page and "Where and why they differ" in page
