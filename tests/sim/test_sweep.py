@@ -97,17 +97,24 @@ def test_bad_sweep_is_rejected_before_any_point_runs(tmp_path, base, name, chang
     assert not (tmp_path / "o").exists()
 
 
-def test_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path, base, monkeypatch):
+def fail_points(monkeypatch, dram_bits: int, message: str):
+    """Make the points with this DRAM width fail at run time (in this process); returns the real
+    execute, to put back."""
     import sim.run
 
     real = sim.run.execute
 
     def flaky(prep, progress=None):
-        if prep.config.hardware.params.get("dram_bits_per_cycle") == 256:
-            raise RuntimeError("injected failure")
+        if prep.config.hardware.params.get("dram_bits_per_cycle") == dram_bits:
+            raise RuntimeError(message)
         return real(prep, progress)
 
     monkeypatch.setattr(sim.run, "execute", flaky)
+    return real
+
+
+def test_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path, base, monkeypatch):
+    fail_points(monkeypatch, 256, "injected failure")
     sw = load_sweep(sweep_file(tmp_path, base), tmp_path / "out")
     counts = run_sweep(sw, workers=0)
     assert counts["ok"] == 4 and counts["error"] == 2
@@ -223,14 +230,7 @@ def test_dask_worker_killed_mid_sweep(tmp_path, base, cluster):
 def test_failed_points_run_again_and_edited_targets_make_new_points(tmp_path, base, monkeypatch):
     import sim.run
 
-    real = sim.run.execute
-
-    def flaky(prep, progress=None):
-        if prep.config.hardware.params.get("dram_bits_per_cycle") == 512:
-            raise RuntimeError("transient")
-        return real(prep, progress)
-
-    monkeypatch.setattr(sim.run, "execute", flaky)
+    real = fail_points(monkeypatch, 512, "transient")
     p = sweep_file(tmp_path, base)
     assert run_sweep(load_sweep(p, tmp_path / "o"), workers=0)["error"] == 2
     monkeypatch.setattr(sim.run, "execute", real)
