@@ -320,7 +320,11 @@ def _add_hdl(sub) -> None:
     s.add_argument("--seed", default="0")
     s.add_argument("--vcd", default=None, help="write a waveform to this .vcd file")
     s.set_defaults(func=_cmd_hdl_sim)
-    p.set_defaults(func=lambda a: (_ for _ in ()).throw(SimError("sim hdl: export or sim (see `sim hdl --help`)")))
+    p.set_defaults(func=_cmd_hdl_missing)
+
+
+def _cmd_hdl_missing(args) -> int:
+    raise SimError("sim hdl: export or sim (see `sim hdl --help`)")
 
 
 def _cmd_hdl_export(args) -> int:
