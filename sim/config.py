@@ -201,6 +201,14 @@ def _describe(err: dict) -> str:
     return f"{msg[0].lower() + msg[1:]}, got {shown}"
 
 
+def located(path, key, lines: dict) -> str:
+    """How every config error starts: ``<file>: <key path> (line N)`` (the line where known).
+    ``key`` is a dotted string or a tuple (sequence indices as ints)."""
+    parts = tuple(key.split(".")) if isinstance(key, str) else tuple(key)
+    line = lines.get(parts)
+    return f"{path}: {'.'.join(map(str, parts))}" + (f" (line {line})" if line else "")
+
+
 def validation_error(path: Path, exc: ValidationError, lines: dict, prefix: tuple = ()) -> SimError:
     """The first schema error as one line: file, key path, line, expectation."""
     err = exc.errors()[0]

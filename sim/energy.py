@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from models.errors import SimError
-from sim.config import load_yaml, validation_error
+from sim.config import load_yaml, located, validation_error
 
 
 class Action(BaseModel):
@@ -67,7 +67,7 @@ def load_energy(path: str | Path, _seen: tuple = ()) -> EnergyTable:
     data, lines = load_yaml(path)
     base_name = data.pop("extends", None)
     if base_name is not None:
-        where = f"{path}: extends (line {lines.get(('extends',), '?')})"
+        where = located(path, "extends", lines)
         base_path = path.parent / str(base_name)
         if not base_path.exists():
             raise SimError(f"{where}: no such file {base_name!r}")
@@ -78,7 +78,7 @@ def load_energy(path: str | Path, _seen: tuple = ()) -> EnergyTable:
         own = data.get("components") or {}
         if not isinstance(own, dict) or not all(isinstance(c, dict) and isinstance(c.get("actions", {}), dict)
                                                 for c in own.values()):
-            raise SimError(f"{path}: components (line {lines.get(('components',), '?')}): expected a mapping of "
+            raise SimError(f"{located(path, 'components', lines)}: expected a mapping of "
                            "components, each a mapping with an `actions` mapping")
         for name, comp in own.items():
             merged = dict(comps.get(name, {"actions": {}}))

@@ -39,7 +39,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from models.errors import SimError
-from sim.config import load_yaml, merge, validation_error
+from sim.config import load_yaml, located, merge, validation_error
 
 
 class Accel(BaseModel):
@@ -99,33 +99,29 @@ def load(path: Path) -> tuple[ReproduceFile, list[tuple[str, str, str, dict]]]:
         rf = ReproduceFile.model_validate(data)
     except ValidationError as e:
         raise validation_error(path, e, lines) from None
-    def where(*key) -> str:
-        line = lines.get(tuple(key))
-        return ".".join(map(str, key)) + (f" (line {line})" if line else "")
-
     if "all" in rf.tasks:
-        raise SimError(f"{path}: {where('tasks', 'all')}: 'all' names every task; choose another task name")
+        raise SimError(f"{located(path, ('tasks', 'all'), lines)}: 'all' names every task; choose another task name")
     if len(set(rf.models)) != len(rf.models):
-        raise SimError(f"{path}: {where('models')}: a model is listed twice")
+        raise SimError(f"{located(path, 'models', lines)}: a model is listed twice")
     for name, acc in rf.accelerators.items():
         for field in ("params", "precision"):
             for task, per in getattr(acc, field).items():
                 if task != "all" and task not in rf.tasks:
-                    raise SimError(f"{path}: {where('accelerators', name, field, task)}: unknown task {task!r} "
+                    raise SimError(f"{located(path, ('accelerators', name, field, task), lines)}: unknown task {task!r} "
                                    f"(tasks: {', '.join(rf.tasks)}, or all)")
                 if field == "precision":
                     for model in per:
                         if model != "default" and model not in rf.models:
-                            raise SimError(f"{path}: {where('accelerators', name, field, task, model)}: unknown "
+                            raise SimError(f"{located(path, ('accelerators', name, field, task, model), lines)}: unknown "
                                            f"model {model!r} (not in models; or default)")
     if rf.reference not in rf.accelerators:
-        raise SimError(f"{path}: reference (line {lines.get(('reference',), '?')}): {rf.reference!r} is not an accelerator")
+        raise SimError(f"{located(path, 'reference', lines)}: {rf.reference!r} is not an accelerator")
     for i, m in enumerate(rf.metrics):
         for who in (m.acc, m.over):
             if who not in rf.accelerators:
-                raise SimError(f"{path}: metrics.{i} (line {lines.get(('metrics', i), '?')}): unknown accelerator {who!r}")
+                raise SimError(f"{located(path, ('metrics', i), lines)}: unknown accelerator {who!r}")
         if m.task != "all" and m.task not in rf.tasks:
-            raise SimError(f"{path}: metrics.{i} (line {lines.get(('metrics', i), '?')}): unknown task {m.task!r}")
+            raise SimError(f"{located(path, ('metrics', i), lines)}: unknown task {m.task!r}")
     runs = []
     for task, tcfg in rf.tasks.items():
         for model in rf.models:

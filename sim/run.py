@@ -27,7 +27,7 @@ import pandas as pd
 
 from models.errors import SimError
 from sim import engine, targets
-from sim.config import Config, load_config
+from sim.config import Config, load_config, located
 from sim.energy import EnergyTable
 from sim.targets.base import Costs, OpArrays, Target
 
@@ -170,9 +170,7 @@ def prepare(raw: dict, config_path: Path, lines: dict | None = None, fidelity: s
         try:
             return fn(*a)
         except SimError as e:
-            line = lines.get(tuple(key.split(".")))
-            where = f" (line {line})" if line else ""
-            raise SimError(f"{config_path}: {key}{where}: {e}") from None
+            raise SimError(f"{located(config_path, key, lines)}: {e}") from None
 
     spec = at("workload.model", zoo.get, w.model)
     if spec.kind != "decoder" and w.decode_tokens:

@@ -51,7 +51,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from models.errors import SimError
-from sim.config import load_yaml, resolve_path, validation_error
+from sim.config import load_yaml, located, resolve_path, validation_error
 
 METRICS = ["latency_s", "cycles", "energy_j", "energy_per_token_j", "tokens_per_s", "tokens_per_j",
            "average_power_w", "prefill_latency_s", "time_per_token_s", "mac_utilization", "dram_bytes"]
@@ -151,8 +151,7 @@ def point_key(config: dict, fidelity: str) -> str:
 
 def _assignments(sw: SweepFile, path: Path, lines: dict) -> list[dict]:
     def err(key: tuple, msg: str) -> SimError:
-        line = lines.get(key)
-        return SimError(f"{path}: {'.'.join(map(str, key))}{f' (line {line})' if line else ''}: {msg}")
+        return SimError(f"{located(path, key, lines)}: {msg}")
 
     if sw.mode == "points":
         if not sw.points:
@@ -202,7 +201,7 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
         raise validation_error(path, e, lines) from None
     base_path = resolve_path(sw.base, path.parent)
     if not base_path.exists():
-        raise SimError(f"{path}: base (line {lines.get(('base',), '?')}): no such file {sw.base!r}")
+        raise SimError(f"{located(path, 'base', lines)}: no such file {sw.base!r}")
     base, _ = load_yaml(base_path)
     base = dict(base)
     for k, v in sw.set.items():

@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from models.errors import SimError
-from sim.config import CONFIGS_DIR, Hardware, load_yaml, resolve_path, validation_error
+from sim.config import CONFIGS_DIR, Hardware, load_yaml, located, resolve_path, validation_error
 from sim.energy import EnergyTable, load_energy
 from sim.targets.base import Costs, Target
 
@@ -47,8 +47,7 @@ def _existing(name: str, base: Path, src: Path, key: str, lines: dict) -> Path:
     """Resolve a file named in ``src`` at ``key``; a missing one is an error naming both."""
     p = resolve_path(name, base)
     if not p.exists():
-        line = lines.get(tuple(key.split(".")))
-        raise SimError(f"{src}: {key}{f' (line {line})' if line else ''}: no such file {name!r} "
+        raise SimError(f"{located(src, key, lines)}: no such file {name!r} "
                        f"(looked in {base} and {CONFIGS_DIR})")
     return p
 
@@ -65,7 +64,7 @@ def build(hw: Hardware, config_path: Path, lines: dict | None = None) -> tuple[T
         unknown = set(data) - {"target", "energy", "params", "sources", "description"}
         if unknown:
             key = sorted(unknown)[0]
-            raise SimError(f"{file_path}: {key} (line {file_lines.get((key,), '?')}): unknown key")
+            raise SimError(f"{located(file_path, (key,), file_lines)}: unknown key")
         if not isinstance(data.get("params", {}), dict):
             raise SimError(f"{file_path}: params: expected a mapping")
         file_params = data.get("params") or {}
@@ -77,8 +76,7 @@ def build(hw: Hardware, config_path: Path, lines: dict | None = None) -> tuple[T
         cls = get(str(target_name))
     except SimError as e:
         src, key, ls = (config_path, "hardware.target", lines or {}) if hw.target else (file_path, "target", file_lines)
-        line = ls.get(tuple(key.split(".")))
-        raise SimError(f"{src}: {key}{f' (line {line})' if line else ''}: {e}") from None
+        raise SimError(f"{located(src, key, ls)}: {e}") from None
     params = {**file_params, **hw.params}
     try:
         p = cls.Params.model_validate(params)
