@@ -19,12 +19,10 @@ from amaranth import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from models.bitmod import FP3_HALF, FP4_HALF, SPECIAL_HALF  # the weight value tables (constants)
+
 ACC_BITS = 60  # |sum| < 128 weights x 2^8 (INT8, half units) x 2^11 x 2^30 = 2^56, plus sign
 LANES = 4
-CYCLES_PER_STEP = 2
-FP4_HALF = (0, 1, 2, 3, 4, 6, 8, 12)
-FP3_HALF = (0, 2, 4, 8)
-SPECIAL_HALF = {4: (10, -10, 16, -16), 3: (6, -6, 12, -12)}
 
 
 class BitModPE(wiring.Component):

@@ -88,10 +88,11 @@ class Quantized:
     candidates: list[str]
     bits: int
     metadata_bits: int
+    group: int = GROUP
 
     @property
     def bits_per_weight(self) -> float:
-        return self.bits + self.metadata_bits / (self.dequant.size // max(self.scales.size, 1) or GROUP)
+        return self.bits + self.metadata_bits / self.group
 
 
 def quantize_scales(scales: np.ndarray, bits: int = 8) -> np.ndarray:
@@ -129,7 +130,7 @@ def quantize_set(w: np.ndarray, names: list[str], bits: int, group: int = GROUP,
         choice = np.where(better, i, choice)
     if metadata_bits is None:
         metadata_bits = METADATA_BITS["bitmod"] if len(names) > 1 else METADATA_BITS["fp"]
-    return Quantized(best.reshape(np.shape(w)), best_scale, choice, list(names), bits, metadata_bits)
+    return Quantized(best.reshape(np.shape(w)), best_scale, choice, list(names), bits, metadata_bits, group)
 
 
 def quantize_bitmod(w: np.ndarray, bits: int, group: int = GROUP, scale_bits: int | None = 8) -> Quantized:
@@ -154,7 +155,7 @@ def quantize_int_asym(w: np.ndarray, bits: int, group: int = GROUP) -> Quantized
     q = np.clip(np.round(g / scale[..., None]) + zp[..., None], 0, top)
     deq = (q - zp[..., None]) * scale[..., None]
     return Quantized(deq.reshape(np.shape(w)), scale, np.zeros(scale.shape, np.int64), [f"int{bits}_asym"], bits,
-                     METADATA_BITS["int_asym"])
+                     METADATA_BITS["int_asym"], group)
 
 
 def quantize_int_sym(w: np.ndarray, bits: int, group: int = GROUP) -> Quantized:
@@ -164,7 +165,7 @@ def quantize_int_sym(w: np.ndarray, bits: int, group: int = GROUP) -> Quantized:
     scale = np.clip(np.abs(g).max(axis=-1) / top, 1e-5, 1e4)
     deq = np.clip(np.round(g / scale[..., None]), -top, top) * scale[..., None]
     return Quantized(deq.reshape(np.shape(w)), scale, np.zeros(scale.shape, np.int64), [f"int{bits}_sym"], bits,
-                     METADATA_BITS["int_sym"])
+                     METADATA_BITS["int_sym"], group)
 
 
 def bits_per_weight(fmt: str, bits: int, group: int = GROUP) -> float:
