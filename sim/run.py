@@ -107,6 +107,8 @@ def _sum_costs(c: Costs, steps: int = 1) -> dict[str, np.ndarray]:
     keys = ["load_cycles", "compute_cycles", "store_cycles", "dram_read_bytes", "dram_write_bytes", "macs"]
     fold = lambda a: np.asarray(a).reshape(steps, -1).sum(axis=0)  # noqa: E731
     out = {k: fold(getattr(c, k)) for k in keys}
+    out["mem_cycles"] = fold(c.memory_cycles())
+    out["math_cycles"] = fold(c.arithmetic_cycles())
     for a, v in c.actions.items():
         out["action:" + a] = fold(v)
     return out
@@ -120,9 +122,9 @@ def _cost_frame(trace: pd.DataFrame, sums: dict, op_cycles: np.ndarray, freq: fl
         df[k] = sums[k].astype(np.int64)
     df["cycles"] = op_cycles.astype(np.int64)
     df["time_s"] = op_cycles / freq
-    dram = sums["load_cycles"] + sums["store_cycles"]
+    dram = sums["mem_cycles"]
     busy = (dram > 0) | (sums["compute_cycles"] > 0)
-    df["bound"] = np.where(~busy, "none", np.where(dram > sums["compute_cycles"], "memory", "compute"))
+    df["bound"] = np.where(~busy, "none", np.where(dram > sums["math_cycles"], "memory", "compute"))
     actions = {k[len("action:"):]: v for k, v in sums.items() if k.startswith("action:")}
     e = energy.apply(actions, df["time_s"].to_numpy())
     total = np.zeros(len(df))

@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-
 _DTYPE_BYTES = {"f16": 2, "bf16": 2, "f32": 4, "f64": 8, "i64": 8, "i32": 4, "i16": 2, "i8": 1, "u8": 1, "b8": 1}
 _NUMERIC = ("flops", "bytes_read", "bytes_written", "weight_bytes", "kv_bytes_read", "kv_bytes_written",
             "gemm_m", "gemm_n", "gemm_k", "gemm_batch")
@@ -46,7 +45,7 @@ class OpArrays:
         return len(self.kind)
 
     @classmethod
-    def from_frame(cls, df: pd.DataFrame) -> "OpArrays":
+    def from_frame(cls, df: pd.DataFrame) -> OpArrays:
         from workloads.api import matmul_a_elems
 
         storage = np.array([_DTYPE_BYTES.get(d, 2) for d in df["dtype"]], dtype=np.float64)
@@ -55,7 +54,7 @@ class OpArrays:
                    **{c: df[c].to_numpy(np.int64) for c in _NUMERIC})
 
     @classmethod
-    def from_template(cls, tpl, contexts) -> "OpArrays":
+    def from_template(cls, tpl, contexts) -> OpArrays:
         """Decode steps at ``contexts``, stacked: step k's ops are rows k*n .. k*n + n - 1."""
         cols = tpl.stacked(contexts)
         steps = len(contexts)
@@ -85,16 +84,32 @@ class Costs:
     macs: np.ndarray  # useful multiply-accumulates
     actions: dict[str, np.ndarray] = field(default_factory=dict)  # "component.action" -> counts
     buffer_bytes: int = 0  # staging-buffer capacity
+    # cycles the op's memory traffic takes where that is already inside compute_cycles (a GPU kernel's
+    # whole duration is one compute span): reported for the op's bound, never scheduled again
+    mem_cycles: np.ndarray | None = None
+    # and the cycles its arithmetic alone would take (default compute_cycles): with mem_cycles, what
+    # says whether the op is memory- or compute-bound
+    math_cycles: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.n_tiles)
 
-    def take(self, idx: np.ndarray) -> "Costs":
+    def take(self, idx: np.ndarray) -> Costs:
         """The costs of a subset of ops (in the given order)."""
         sel = {k: getattr(self, k)[idx] for k in ("n_tiles", "load_cycles", "compute_cycles", "store_cycles",
                                                   "tile_bytes", "prefetch", "dram_read_bytes",
                                                   "dram_write_bytes", "macs")}
-        return Costs(**sel, actions={k: v[idx] for k, v in self.actions.items()}, buffer_bytes=self.buffer_bytes)
+        return Costs(**sel, actions={k: v[idx] for k, v in self.actions.items()}, buffer_bytes=self.buffer_bytes,
+                     mem_cycles=None if self.mem_cycles is None else self.mem_cycles[idx],
+                     math_cycles=None if self.math_cycles is None else self.math_cycles[idx])
+
+    def memory_cycles(self) -> np.ndarray:
+        """Cycles each op spends on DRAM traffic (its loads and stores, or ``mem_cycles``)."""
+        return self.load_cycles + self.store_cycles if self.mem_cycles is None else self.mem_cycles
+
+    def arithmetic_cycles(self) -> np.ndarray:
+        """Cycles each op's arithmetic takes (``math_cycles``, or its compute cycles)."""
+        return self.compute_cycles if self.math_cycles is None else self.math_cycles
 
     def signature(self) -> np.ndarray:
         """Per-op timing-relevant numbers (to check that repeated layers cost the same)."""
@@ -121,7 +136,7 @@ class Target:
     def dram_bytes_per_cycle(self) -> float:
         raise NotImplementedError
 
-    def cost(self, ops: "OpArrays | pd.DataFrame", wbits: int, abits: int, kv_bits: int | None = None,
+    def cost(self, ops: OpArrays | pd.DataFrame, wbits: int, abits: int, kv_bits: int | None = None,
              weight_storage_bits: float | None = None) -> Costs:
         """Costs of every op (a trace frame or :class:`OpArrays`), vectorized, at the given
         precisions: weights compute at ``wbits`` and are stored at ``weight_storage_bits``

@@ -1,0 +1,313 @@
+"""A GPU with tensor cores, modelled kernel by kernel: every traced op is one kernel.
+
+GEMMs (and attention matmuls, batched) are tiled the way CUTLASS/cuBLAS kernels are: the output
+C[M,N] is cut into CTA tiles of ``BM x BN`` from a candidate set (``tiles``: BM, BN, BK, stages);
+each CTA walks K in steps of BK through a ``stages``-deep shared-memory pipeline.  For every
+candidate tile and split-K factor the model prices the kernel and keeps the fastest (a search
+over the candidates, as a tuned heuristic would):
+
+- **waves**: ``ctas = batch * ceil(M/BM) * ceil(N/BN) * split``; an SM holds ``occ`` CTAs at once
+  (as many as its shared memory fits, ``stages * (BM + BN) * BK`` operand bytes each, at most
+  ``max_ctas_per_sm``), so the kernel runs ``waves = ceil(ctas / (sms * occ))`` waves and the last
+  one may be part-empty (wave quantization).
+- **compute**: each wave takes ``occ * 2 * BM * BN * BK * ceil(K / split / BK)`` flops per SM at the
+  SM's tensor-core rate (``tensor_tflops`` of the MMA dtype / ``sms``) times ``mma_efficiency``
+  (the fraction of peak a well-fed mainloop sustains).  Padding of M, N and K to whole tiles is
+  computed, not skipped: a decode GEMM with M = 1 pays a full BM-row tile (FlashDecoding++'s
+  flat-GEMM padding) but is memory-bound anyway.
+- **memory**: weights (and the KV cache) come from HBM; an activation operand or output that fits
+  half the L2 stays in L2 (produced and consumed through it), otherwise it goes to HBM.  An operand
+  larger than half the L2 is re-read from HBM once per wave-block of the other operand's tiles
+  (tiles rasterized in square-ish blocks of ``sms * occ`` CTAs).  Every CTA reads its A and B
+  slices from L2 (``l2_bytes_per_s``).  Split-K is serial (CUTLASS GemmUniversal's split-K slices,
+  reduced in the kernel's epilogue): the slices write and re-read fp32 partial sums through L2, in
+  one launch.
+- **time**: ``max(compute, HBM bytes / (hbm_bytes_per_s * hbm_efficiency), L2 bytes / L2 bandwidth)``
+  plus a pipeline fill of ``mem_latency_s`` per wave, plus ``kernel_overhead_s`` per kernel.
+
+Every other op (elementwise, norms, softmax, copies, gathers) is a memory-bound kernel on the CUDA
+cores: ``max(bytes / bandwidth, flops / vector rate)`` with the same L2/HBM residency rule, plus
+the kernel overhead; with ``fuse_vector_ops`` they are fused into their neighbours' kernels (as
+CUDA-graph or compiled runtimes do) and pay no launch of their own.  Views cost nothing.
+
+Precision: a GEMM runs on the tensor-core path named by its precisions (``mma_dtype``): w16a16 is
+``fp16`` (``bf16`` for bf16 traces), w8a8 ``int8`` (``fp8`` where ``int8`` is missing and
+``prefer_fp8``), w4a4 ``int4``, w1a1 ``b1``; weight-only quantization (w<16, a16) runs the fp16 MMA
+with the narrow weights streamed from HBM.  A path the GPU lacks (Hopper has no INT4 tensor cores)
+is an error naming it.  Bytes follow the precisions as in the accelerator template.
+
+Costs: one tile per kernel whose ``compute_cycles`` is the whole kernel at ``freq_hz`` (kernels run
+back to back on the GPU's stream); ``mem_cycles`` is the time its HBM traffic alone would take, so
+reports can say which kernels are memory-bound.  Actions for energy: ``tensor.mac`` (MACs at the MMA
+dtype, padding included), ``vector.flop``, ``l2.byte``, ``hbm.read``, ``hbm.write`` (bytes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from models.errors import SimError
+from sim.targets import register
+from sim.targets.base import Costs, OpArrays, Target
+
+MMA_DTYPES = ("fp16", "bf16", "tf32", "fp8", "int8", "int4", "b1")
+
+
+class GPUParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    sms: int = Field(gt=0, description="streaming multiprocessors")
+    freq_hz: float = Field(gt=0, description="SM clock the peak figures are quoted at")
+    tensor_tflops: dict[str, float] = Field(description="dense tensor-core peak by MMA dtype (TFLOPS or TOPS)")
+    vector_tflops: float = Field(gt=0, description="non-tensor FP32 peak (CUDA cores)")
+    smem_per_sm_bytes: int = Field(gt=0, description="shared memory a CTA can use per SM")
+    max_ctas_per_sm: int = Field(2, gt=0, description="GEMM CTAs resident per SM at most")
+    l2_bytes: int = Field(gt=0)
+    l2_bytes_per_s: float = Field(gt=0)
+    hbm_bytes: int = Field(gt=0, description="HBM capacity")
+    hbm_bytes_per_s: float = Field(gt=0, description="HBM peak bandwidth")
+    hbm_efficiency: float = Field(gt=0, le=1, description="fraction of peak HBM bandwidth streaming kernels reach")
+    mma_efficiency: float = Field(gt=0, le=1, description="fraction of tensor peak a GEMM mainloop sustains")
+    mem_latency_s: float = Field(ge=0, description="HBM load latency: the pipeline fill of each wave")
+    kernel_overhead_s: float = Field(ge=0, description="launch and prologue/epilogue per kernel")
+    fuse_vector_ops: bool = Field(False, description="fuse non-GEMM ops into neighbouring kernels")
+    prefer_fp8: bool = Field(False, description="run w8a8 on FP8 tensor cores")
+    tiles: list[list[int]] = Field(description="CTA tile candidates: BM, BN, BK, stages")
+    split_k: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16], description="split-K candidates")
+    node_nm: int = Field(gt=0)
+
+    @field_validator("tensor_tflops")
+    @classmethod
+    def _known_dtypes(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = sorted(set(v) - set(MMA_DTYPES))
+        if bad:
+            raise ValueError(f"unknown MMA dtype {bad[0]!r} (known: {', '.join(MMA_DTYPES)})")
+        if any(x <= 0 for x in v.values()):
+            raise ValueError("rates must be positive")
+        return v
+
+    @field_validator("tiles")
+    @classmethod
+    def _tiles(cls, v):
+        if not v or any(len(t) != 4 or min(t) <= 0 for t in v):
+            raise ValueError("at least one tile, each [BM, BN, BK, stages] of positive sizes")
+        return v
+
+    @field_validator("split_k")
+    @classmethod
+    def _split(cls, v):
+        if not v or min(v) < 1 or 1 not in v:
+            raise ValueError("split-K candidates must include 1 and be positive")
+        return v
+
+
+def _cdiv(a, b):
+    return -(-np.asarray(a, dtype=np.int64) // np.asarray(b, dtype=np.int64))
+
+
+def mma_dtype(wbits: int, abits: int, trace_dtype: str = "f16", prefer_fp8: bool = False,
+              have: dict | None = None) -> str:
+    """The tensor-core path a GEMM at these precisions runs on (see the module docstring)."""
+    if abits >= 16:
+        key = "bf16" if trace_dtype == "bf16" else "fp16"
+        if wbits > 16:
+            key = "tf32"
+    elif wbits == 1 and abits == 1:
+        key = "b1"
+    elif max(wbits, abits) <= 4:
+        key = "int4"
+    elif max(wbits, abits) <= 8:
+        key = "fp8" if prefer_fp8 or (have is not None and "int8" not in have and "fp8" in have) else "int8"
+    else:
+        key = "fp16"
+    return key
+
+
+def gemm_plan(p: GPUParams, M, N, K, batch, a_bytes, b_bytes, c_bytes, tflops: float,
+              a_resident=None, b_resident=None, c_resident=None) -> dict[str, np.ndarray]:
+    """Price GEMMs C[M,N] = A[M,K] B[K,N] (``batch`` of them) on the GPU, choosing each one's tile
+    and split-K by search; arrays in, arrays out (one entry per GEMM).
+
+    ``a_bytes``/``b_bytes``/``c_bytes``: bytes per element; ``tflops``: the MMA dtype's dense peak;
+    ``*_resident``: operand may stay in L2 when it fits half of it (default: A and C may, B may not:
+    B is weights).  The chosen candidate is the fastest, ties (within 0.1%) going to the least
+    padded work.  Returns time_s, the chosen tile (bm, bn, bk, stages), split, waves, ctas,
+    compute_s, hbm_s, l2_s, hbm_read, hbm_write, l2_bytes and padded MACs.
+    """
+    M, N, K, batch = (np.atleast_1d(np.asarray(x, dtype=np.int64)) for x in (M, N, K, batch))
+    n = len(M)
+    ab = np.broadcast_to(np.asarray(a_bytes, dtype=np.float64), (n,))
+    bb = np.broadcast_to(np.asarray(b_bytes, dtype=np.float64), (n,))
+    cb = np.broadcast_to(np.asarray(c_bytes, dtype=np.float64), (n,))
+    half_l2 = p.l2_bytes / 2
+    a_res = np.ones(n, bool) if a_resident is None else np.broadcast_to(a_resident, (n,))
+    b_res = np.zeros(n, bool) if b_resident is None else np.broadcast_to(b_resident, (n,))
+    c_res = np.ones(n, bool) if c_resident is None else np.broadcast_to(c_resident, (n,))
+
+    A = (batch * M * K * ab).astype(np.float64)
+    B = (batch * K * N * bb).astype(np.float64)
+    C = (batch * M * N * cb).astype(np.float64)
+    a_in_l2 = a_res & (A <= half_l2)
+    b_in_l2 = b_res & (B <= half_l2)
+    c_in_l2 = c_res & (C <= half_l2)
+
+    sm_flops = tflops * 1e12 / p.sms * p.mma_efficiency
+    hbm_bw = p.hbm_bytes_per_s * p.hbm_efficiency
+    cands = [(t, s) for t in p.tiles for s in p.split_k]
+    T = np.full((n, len(cands)), np.inf)
+    out_cols = {}
+    for ci, ((bm, bn, bk, st), s) in enumerate(cands):
+        tm, tn = _cdiv(M, bm), _cdiv(N, bn)
+        k_per = _cdiv(K, s)
+        ok = (s == 1) | (k_per >= 2 * bk)  # a split must leave each CTA a pipeline's worth of K
+        kit = _cdiv(k_per, bk)
+        ctas = batch * tm * tn * s
+        smem = st * (bm + bn) * bk * np.maximum(ab, bb)
+        occ = np.minimum(p.max_ctas_per_sm, np.floor(p.smem_per_sm_bytes / smem)).astype(np.int64)
+        ok &= occ >= 1
+        occ = np.maximum(occ, 1)
+        conc = p.sms * occ
+        waves = _cdiv(ctas, conc)
+        compute = waves * occ * 2.0 * bm * bn * bk * kit / sm_flops
+        # HBM: compulsory traffic, plus re-reads of an operand too large for L2, once per wave-block
+        # of the other operand's tiles (waves rasterized as square-ish blocks of tiles)
+        side = np.maximum(1.0, np.sqrt(conc / s))
+        wm = np.minimum(tm, np.maximum(1, np.floor(side))).astype(np.int64)
+        wn = np.minimum(tn, np.maximum(1, _cdiv(conc // s, wm)))
+        a_reads = np.where(A + B <= half_l2, 1, np.where(A > half_l2, _cdiv(tn, wn), 1))
+        b_reads = np.where(A + B <= half_l2, 1, np.where(B > half_l2, _cdiv(tm, wm), 1))
+        hbm_r = np.where(a_in_l2, 0.0, A * a_reads) + np.where(b_in_l2, 0.0, B * b_reads)
+        hbm_w = np.where(c_in_l2, 0.0, C)
+        l2 = ctas * kit * bk * (bm * ab + bn * bb) + C + np.where(s > 1, 2.0 * s * batch * M * N * 4, 0.0)
+        t = (np.maximum.reduce([compute, (hbm_r + hbm_w) / hbm_bw, l2 / p.l2_bytes_per_s])
+             + waves * p.mem_latency_s + p.kernel_overhead_s)
+        T[:, ci] = np.where(ok, t, np.inf)
+        out_cols[ci] = (waves, ctas, compute, hbm_r, hbm_w, l2, batch * tm * bm * tn * bn * kit * bk)
+    rows = np.arange(n)
+    if not np.isfinite(T.min(axis=1)).all():
+        raise SimError("no GEMM tile candidate fits the GPU's shared memory; check tiles and smem_per_sm_bytes")
+    stacked = [np.stack([np.broadcast_to(np.asarray(out_cols[c][j], dtype=np.float64), (n,))
+                         for c in range(len(cands))]) for j in range(7)]
+    # the fastest candidate; among those within 0.1% of it, the one with the least padded work (a
+    # memory-bound flat GEMM takes the narrowest tile rather than the first listed)
+    near = T <= T.min(axis=1, keepdims=True) * (1 + 1e-3)
+    best = np.argmin(np.where(near, stacked[6].T, np.inf), axis=1)
+    pick = lambda j: stacked[j][best, rows]
+    tiles = np.array([list(t) for t, _ in cands], dtype=np.int64)[best]
+    hbm_r, hbm_w, l2 = pick(3), pick(4), pick(5)
+    return {
+        "time_s": T[rows, best], "bm": tiles[:, 0], "bn": tiles[:, 1], "bk": tiles[:, 2], "stages": tiles[:, 3],
+        "split": np.array([s for _, s in cands], dtype=np.int64)[best],
+        "waves": pick(0).astype(np.int64), "ctas": pick(1).astype(np.int64), "compute_s": pick(2),
+        "hbm_s": (hbm_r + hbm_w) / hbm_bw, "l2_s": l2 / p.l2_bytes_per_s,
+        "hbm_read": hbm_r, "hbm_write": hbm_w, "l2_bytes": l2, "padded_macs": pick(6),
+    }
+
+
+@register
+class GPU(Target):
+    name = "gpu"
+    Params = GPUParams
+
+    def rate(self, key: str) -> float:
+        try:
+            return float(self.params.tensor_tflops[key])
+        except KeyError:
+            have = ", ".join(sorted(self.params.tensor_tflops))
+            raise SimError(f"this GPU has no {key} tensor-core path (it has {have})") from None
+
+    def mma_key(self, wbits: int, abits: int, trace_dtype: str = "f16") -> str:
+        return mma_dtype(wbits, abits, trace_dtype, self.params.prefer_fp8, self.params.tensor_tflops)
+
+    def peak_macs_per_cycle(self, wbits: int, abits: int) -> float:
+        return self.rate(self.mma_key(wbits, abits)) * 1e12 / 2 / self.freq_hz
+
+    def dram_bytes_per_cycle(self) -> float:
+        return self.params.hbm_bytes_per_s / self.freq_hz
+
+    def cost(self, ops: OpArrays | pd.DataFrame, wbits: int, abits: int, kv_bits: int | None = None,
+             weight_storage_bits: float | None = None) -> Costs:
+        trace_dtype = "f16"
+        if isinstance(ops, pd.DataFrame):
+            trace_dtype = str(ops.attrs.get("dtype", "fp16")).replace("fp16", "f16")
+            ops = OpArrays.from_frame(ops)
+        p = self.params
+        kvb = kv_bits or abits
+        wsb = weight_storage_bits or wbits
+        n = len(ops)
+        kind = ops.kind
+        storage = ops.storage_bytes
+        rd, wr = ops.bytes_read.astype(np.float64), ops.bytes_written.astype(np.float64)
+        wt, kvr = ops.weight_bytes.astype(np.float64), ops.kv_bytes_read.astype(np.float64)
+        kvw = ops.kv_bytes_written.astype(np.float64)
+        ascale, wscale, kvscale = abits / (8 * storage), wsb / (8 * storage), kvb / (8 * storage)
+
+        time_s = np.zeros(n)
+        math_s = np.zeros(n)
+        hbm_r = np.zeros(n)
+        hbm_w = np.zeros(n)
+        l2b = np.zeros(n)
+        macs = np.zeros(n, np.int64)
+        tensor_macs = np.zeros(n)
+        vec_flops = np.zeros(n)
+        half_l2 = p.l2_bytes / 2
+
+        is_mm = (kind == "gemm") | (kind == "attn_matmul")
+        i = np.flatnonzero(is_mm)
+        if len(i):
+            gemm = kind[i] == "gemm"
+            m, nn, k, b = ops.gemm_m[i], ops.gemm_n[i], ops.gemm_k[i], ops.gemm_batch[i]
+            macs[i] = b * m * nn * k
+            for is_g in (True, False):
+                sel = np.flatnonzero(gemm == is_g)
+                if not len(sel):
+                    continue
+                wb = wbits if is_g else kvb
+                key = self.mma_key(wb, abits, trace_dtype)
+                idx = i[sel]
+                a_el = ops.a_elems[idx]
+                # B per batch entry: weights (shared by the batch: one copy), or K/V / activations
+                b_trace = np.where(is_g, wt[idx] * wscale[idx], (rd[idx] - a_el * storage[idx]) * kvscale[idx])
+                # bytes per B element: the weight width, or (attention) what the trace reads of K/V per
+                # element of every batch entry's B (GQA: heads sharing a KV head read it once)
+                b_el = (np.full(len(sel), wsb / 8) if is_g
+                        else np.maximum(b_trace, 0.0) / np.maximum(1, b[sel] * k[sel] * nn[sel]))
+                b_is_act = np.zeros(len(sel), bool) if is_g else kvr[idx] == 0  # a fresh K/V in prefill
+                plan = gemm_plan(p, m[sel], nn[sel], k[sel], b[sel], abits / 8, b_el, abits / 8, self.rate(key),
+                                 b_resident=b_is_act)
+                time_s[idx] = plan["time_s"]
+                math_s[idx] = plan["compute_s"]
+                hbm_r[idx] = plan["hbm_read"]
+                hbm_w[idx] = plan["hbm_write"]
+                l2b[idx] = plan["l2_bytes"]
+                tensor_macs[idx] = plan["padded_macs"]
+
+        j = np.flatnonzero(~is_mm & (kind != "view"))
+        if len(j):
+            act = (rd[j] - wt[j] - kvr[j]) * ascale[j] + (wr[j] - kvw[j]) * ascale[j]
+            dram_fixed = wt[j] * wscale[j] + kvr[j] * kvscale[j] + kvw[j] * kvscale[j]
+            act_in_l2 = act <= half_l2
+            hbm = dram_fixed + np.where(act_in_l2, 0.0, act)
+            hbm_r[j] = wt[j] * wscale[j] + kvr[j] * kvscale[j] + np.where(act_in_l2, 0.0, (rd[j] - wt[j] - kvr[j])
+                                                                        * ascale[j])
+            hbm_w[j] = hbm - hbm_r[j]
+            l2b[j] = act + dram_fixed
+            vec_flops[j] = ops.flops[j]
+            t = np.maximum.reduce([hbm / (p.hbm_bytes_per_s * p.hbm_efficiency), l2b[j] / p.l2_bytes_per_s,
+                                   vec_flops[j] / (p.vector_tflops * 1e12)])
+            time_s[j] = t + (0.0 if p.fuse_vector_ops else p.kernel_overhead_s)
+            math_s[j] = vec_flops[j] / (p.vector_tflops * 1e12)
+
+        busy = time_s > 0
+        cycles = np.ceil(time_s * p.freq_hz).astype(np.int64)
+        mem = np.ceil((hbm_r + hbm_w) / (p.hbm_bytes_per_s * p.hbm_efficiency) * p.freq_hz).astype(np.int64)
+        zeros = np.zeros(n, np.int64)
+        return Costs(
+            n_tiles=busy.astype(np.int64), load_cycles=zeros, compute_cycles=cycles, store_cycles=zeros.copy(),
+            tile_bytes=zeros.copy(), prefetch=np.ones(n, bool), dram_read_bytes=np.rint(hbm_r).astype(np.int64),
+            dram_write_bytes=np.rint(hbm_w).astype(np.int64), macs=macs,
+            actions={"tensor.mac": tensor_macs, "vector.flop": vec_flops.astype(np.float64), "l2.byte": l2b,
+                     "hbm.read": hbm_r, "hbm.write": hbm_w},
+            buffer_bytes=0, mem_cycles=mem, math_cycles=np.ceil(math_s * p.freq_hz).astype(np.int64))
