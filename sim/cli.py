@@ -232,8 +232,14 @@ def _int_arg(name: str, value, minimum: int):
 
 def _cmd_sweep(args) -> int:
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from sim.sweep import load_sweep, run_sweep
     from sim.sweep_report import write_sweep_report
@@ -305,6 +311,38 @@ def _cmd_quantize(args) -> int:
     return 0
 
 
+def _add_validate(sub) -> None:
+    p = sub.add_parser("validate", help="time real GEMM kernels on this device and check the target's predictions",
+                       description="Run torch GEMMs over a shape set on the local device (warm-up, repeats, "
+                       "median), write measured.csv and machine.json, predict each shape with the matching "
+                       "target (the host CPU calibrated by micro-benchmarks, or the GPU's target file) and write "
+                       "the errors, the MAPE and a predicted-vs-measured plot.")
+    p.add_argument("--device", required=True, help="cpu | cuda")
+    p.add_argument("--shapes", default="default",
+                   help="smoke | default | zoo | square | flat, or a CSV file with columns M, N, K[, batch]")
+    p.add_argument("--out", default=None, help="output folder (default results/validation/<device name>)")
+    p.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (default bf16 on a CPU, fp16 on a GPU)")
+    p.add_argument("--samples", default="7", help="timed samples per shape; the median is kept (default 7)")
+    p.add_argument("--quick", action="store_true", help="shorter CPU calibration (smaller micro-benchmarks)")
+    p.set_defaults(func=_cmd_validate)
+
+
+def _cmd_validate(args) -> int:
+    import sys as _sys
+
+    from rich.console import Console
+
+    from sim import validate
+
+    samples = _int_arg("--samples", args.samples, 1)
+    err = Console(stderr=True)
+    live = _sys.stderr.isatty()
+    s = validate.run(args.device, args.shapes, args.out, args.dtype, samples, args.quick,
+                     progress=(lambda m: err.print(m, end="\r" if live else "\n")) if live else None)
+    validate.print_summary(s)
+    return 0
+
+
 def _add_hdl(sub) -> None:
     p = sub.add_parser("hdl", help="RTL units: Verilog export and simulation",
                        description="Export an Amaranth unit to Verilog, or simulate the BitMoD PE on random groups "
@@ -360,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quantize(sub)
     _add_hdl(sub)
     _add_trace(sub)
+    _add_validate(sub)
     return p
 
 

@@ -1,0 +1,286 @@
+"""The host CPU as a target: an empirical roofline whose every figure is measured on the host.
+
+Nothing here is a datasheet number.  :func:`measure` runs micro-benchmarks with torch on the local
+CPU (all of torch's threads) and returns the parameters; ``sim validate --device cpu`` runs it
+first, and a config can carry its output (``hardware.params``) to simulate on the machine it was
+measured on.
+
+The micro-benchmarks (shapes chosen apart from the validation set, which they must not overlap):
+
+- ``peak_flops_per_s``: a large square GEMM (``peak_n``^3) per dtype: the rate the BLAS library
+  sustains when blocking, threads and vector units are all well fed;
+- ``eff_m``/``eff_n``/``eff_k``: the same GEMM with one dimension swept from 1 upwards and the other
+  two at ``sweep_n`` (a size whose operands fit in the last-level cache, so the sweep sees the
+  compute side of the shape effects: register blocking of a narrow M, packing costs of a narrow N
+  or K, the threads a small dimension leaves idle), each normalized to its plateau (its best point);
+- ``stream_m``: flat GEMMs (M from 1 to 32) whose B (``stream_n`` x ``stream_n``) is several times
+  the last-level cache: the rate at which the library streams B from DRAM at each M (a GEMV or a
+  small-M GEMM with its packing of B, well below a plain reduction's bandwidth);
+- ``batched_entry``: batched GEMMs (``BATCH`` cubes of ``BATCH_CUBES`` sizes): time per entry vs
+  flops per entry, the cost of attention's many small matmuls (threads take whole entries, and a
+  tiny entry costs its dispatch, not its flops);
+- ``dram_bytes_per_s``: a reduction over a buffer several times the last-level cache;
+  ``cache_bytes_per_s``: the same over a buffer that fits it (``llc_bytes``, read from the OS);
+- ``overhead_s``: a 1 x 1 x 1 matmul: the fixed cost of a call through torch into the library.
+
+A GEMM (``batch`` independent M x N x K products, C = A B) then takes
+
+    overhead + max(flops / (peak * eff_m(M) * eff_n(N) * eff_k(K)),  bytes / bandwidth)
+
+with each efficiency interpolated in log2 of the size (clamped to 1 past the sweep; a batched GEMM
+takes ``batch`` times the measured per-entry time at its flops instead of the efficiencies), bytes the
+compulsory traffic of A, B and C, and the bandwidth the cache's when all three fit the last-level
+cache (a repeated call finds them there) and otherwise the flat-GEMM streaming rate at that M
+(``stream_m``; past its last point, its last value).  A batched GEMM pays the overhead
+once and ``batch`` products.  Non-GEMM ops are streams: overhead + bytes / bandwidth.
+
+Time is counted in nanoseconds (``freq_hz`` = 1e9 is the time base, not the core clock).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.errors import SimError
+from sim.targets import register
+from sim.targets.base import Costs, OpArrays, Target
+
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+
+
+class HostCPUParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
+
+    description: str = ""
+    threads: int = Field(gt=0)
+    peak_flops_per_s: dict[str, float] = Field(description="large-square GEMM rate per dtype")
+    eff_m: dict[str, list[tuple[int, float]]] = Field(description="efficiency vs M per dtype: (M, fraction)")
+    eff_n: dict[str, list[tuple[int, float]]]
+    eff_k: dict[str, list[tuple[int, float]]]
+    stream_m: dict[str, list[tuple[int, float]]] = Field(
+        description="bytes/s at which a GEMM whose B is far larger than the cache streams B, vs M, per dtype")
+    batched_entry: dict[str, list[tuple[float, float]]] = Field(
+        description="batched GEMMs: seconds per batch entry vs flops per entry, per dtype")
+    dram_bytes_per_s: float = Field(gt=0)
+    cache_bytes_per_s: float = Field(gt=0)
+    llc_bytes: int = Field(gt=0)
+    overhead_s: float = Field(ge=0)
+    freq_hz: float = Field(1e9, gt=0, description="time base (ns)")
+
+
+def _interp(table: list[tuple[int, float]], x: np.ndarray, clamp_one: bool = True) -> np.ndarray:
+    """A measured curve at ``x``, linear in log2 of the size, held at its end points (efficiency
+    curves are 1 past their last point, the plateau they were normalized to)."""
+    sizes = np.log2(np.array([s for s, _ in table], dtype=np.float64))
+    vals = np.array([e for _, e in table], dtype=np.float64)
+    return np.interp(np.log2(np.maximum(np.asarray(x, dtype=np.float64), 1.0)), sizes, vals,
+                     left=vals[0], right=1.0 if clamp_one else vals[-1])
+
+
+def gemm_time(p: HostCPUParams, M, N, K, batch, dtype: str) -> dict[str, np.ndarray]:
+    """Predicted seconds of ``batch`` GEMMs C[M,N] = A[M,K] B[K,N] in ``dtype`` (arrays)."""
+    if dtype not in p.peak_flops_per_s:
+        raise SimError(f"the host CPU was not measured at {dtype!r} (measured: {', '.join(p.peak_flops_per_s)})")
+    M, N, K, batch = (np.asarray(x, dtype=np.float64) for x in (M, N, K, batch))
+    el = DTYPE_BYTES[dtype]
+    eff = _interp(p.eff_m[dtype], M) * _interp(p.eff_n[dtype], N) * _interp(p.eff_k[dtype], K)
+    eff = np.clip(eff, 1e-4, 1.0)
+    compute = batch * 2 * M * N * K / (p.peak_flops_per_s[dtype] * eff)
+    nbytes = batch * (M * K + K * N + M * N) * el
+    stream = _interp(p.stream_m[dtype], M, clamp_one=False)
+    bw = np.where(nbytes <= p.llc_bytes, p.cache_bytes_per_s, stream)
+    mem = nbytes / bw
+    # a batch of small GEMMs: the threads take whole entries; each entry costs what the measured
+    # batched curve says for its flops (log-log interpolation), at least its share of the peak
+    fl = 2 * M * N * K
+    tbl = p.batched_entry[dtype]
+    per_entry = np.exp(np.interp(np.log(np.maximum(fl, 1.0)), np.log([f for f, _ in tbl]), np.log([t for _, t in tbl])))
+    big = fl > tbl[-1][0]
+    per_entry = np.where(big, tbl[-1][1] * fl / tbl[-1][0], per_entry)
+    compute = np.where(batch > 1, batch * np.maximum(per_entry, fl / p.peak_flops_per_s[dtype]), compute)
+    return {"time_s": p.overhead_s + np.maximum(compute, mem), "compute_s": compute, "mem_s": mem, "eff": eff}
+
+
+@register
+class HostCPU(Target):
+    name = "host_cpu"
+    Params = HostCPUParams
+
+    def _dtype(self, abits: int) -> str:
+        return "fp32" if abits > 16 else ("bf16" if "bf16" in self.params.peak_flops_per_s else "fp32")
+
+    def peak_macs_per_cycle(self, wbits: int, abits: int) -> float:
+        return self.params.peak_flops_per_s[self._dtype(abits)] / 2 / self.freq_hz
+
+    def dram_bytes_per_cycle(self) -> float:
+        return self.params.dram_bytes_per_s / self.freq_hz
+
+    def cost(self, ops: OpArrays | pd.DataFrame, wbits: int, abits: int, kv_bits: int | None = None,
+             weight_storage_bits: float | None = None) -> Costs:
+        if isinstance(ops, pd.DataFrame):
+            ops = OpArrays.from_frame(ops)
+        p = self.params
+        n = len(ops)
+        dt = self._dtype(abits)
+        is_mm = (ops.kind == "gemm") | (ops.kind == "attn_matmul")
+        t = np.zeros(n)
+        mem = np.zeros(n)
+        i = np.flatnonzero(is_mm)
+        if len(i):
+            g = gemm_time(p, ops.gemm_m[i], ops.gemm_n[i], ops.gemm_k[i], ops.gemm_batch[i], dt)
+            t[i], mem[i] = g["time_s"], g["mem_s"]
+        j = np.flatnonzero(~is_mm & (ops.kind != "view"))
+        if len(j):
+            nbytes = (ops.bytes_read[j] + ops.bytes_written[j]).astype(np.float64)
+            bw = np.where(nbytes <= p.llc_bytes, p.cache_bytes_per_s, p.dram_bytes_per_s)
+            mem[j] = nbytes / bw
+            t[j] = p.overhead_s + mem[j]
+        cyc = np.ceil(t * p.freq_hz).astype(np.int64)
+        z = np.zeros(n, np.int64)
+        dram = (ops.bytes_read + ops.bytes_written).astype(np.int64)
+        return Costs(n_tiles=(t > 0).astype(np.int64), load_cycles=z, compute_cycles=cyc, store_cycles=z.copy(),
+                     tile_bytes=z.copy(), prefetch=np.ones(n, bool), dram_read_bytes=ops.bytes_read.astype(np.int64),
+                     dram_write_bytes=ops.bytes_written.astype(np.int64),
+                     macs=np.where(is_mm, ops.gemm_batch * ops.gemm_m * ops.gemm_n * ops.gemm_k, 0),
+                     actions={"cpu.byte": dram.astype(np.float64)}, buffer_bytes=0,
+                     mem_cycles=np.ceil(mem * p.freq_hz).astype(np.int64))
+
+
+# ---------------------------------------------------------------- micro-benchmarks
+
+def _llc_bytes() -> int:
+    """Size of the largest CPU cache, as the OS reports it (sysfs)."""
+    best = 0
+    for f in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        s = f.read_text().strip()
+        mult = {"K": 1024, "M": 1024**2, "G": 1024**3}.get(s[-1], 1)
+        best = max(best, int(s.rstrip("KMG")) * mult)
+    return best or 32 * 1024**2
+
+
+def time_call(fn, min_sample_s: float = 2e-3, samples: int = 7, warmup: int = 2) -> float:
+    """Median seconds of one call: warm-up calls, then ``samples`` samples, each of enough calls
+    back to back to last ``min_sample_s`` (so microsecond calls are timed above the timer's noise)."""
+    for _ in range(warmup):
+        fn()
+    t0 = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - t0, 1e-7)
+    reps = max(1, int(min_sample_s / once))
+    out = []
+    for _ in range(samples):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        out.append((time.perf_counter() - t0) / reps)
+    return statistics.median(out)
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def gemm_runner(M: int, N: int, K: int, batch: int, dtype: str, device: str = "cpu", seed: int = 0,
+                copies: int = 1):
+    """A zero-argument function running the GEMM with torch (A[M,K] @ B[K,N]; batched with bmm).
+
+    With ``copies`` > 1 it cycles through that many independent copies of the operands, so that each
+    call finds its operands cold in the caches (as a weight streamed once per token is)."""
+    import itertools
+
+    import torch
+
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    dt = _torch_dtype(dtype)
+    shape_a, shape_b = ((batch, M, K), (batch, K, N)) if batch > 1 else ((M, K), (K, N))
+    pairs = [(torch.randn(*shape_a, generator=g).to(device=device, dtype=dt),
+              torch.randn(*shape_b, generator=g).to(device=device, dtype=dt)) for _ in range(max(1, copies))]
+    op = torch.bmm if batch > 1 else torch.mm
+    if len(pairs) == 1:
+        a, b = pairs[0]
+        return lambda: op(a, b)
+    cycle = itertools.cycle(pairs)
+
+    def call():
+        a, b = next(cycle)
+        return op(a, b)
+
+    return call
+
+
+SWEEP = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+STREAM_M = [1, 2, 4, 8, 16, 32]
+BATCH, BATCH_CUBES = 24, [1, 8, 24, 48, 96, 192]
+
+
+def measure(dtypes: tuple[str, ...] = ("bf16", "fp32"), quick: bool = False, progress=None) -> HostCPUParams:
+    """Measure the host: peak GEMM rate and shape efficiencies per dtype, bandwidths, overhead."""
+    import platform
+
+    import torch
+
+    step = progress or (lambda msg: None)
+    peak_n = 768 if quick else 1536
+    sweep_n = 512 if quick else 1024
+    sweep = [s for s in SWEEP if s <= sweep_n]
+    samples = 3 if quick else 7
+    peak, em, en, ek, sm, bt = {}, {}, {}, {}, {}, {}
+    llc = _llc_bytes()
+    for dt in dtypes:
+        step(f"measuring {dt} GEMM peak ({peak_n}^3)")
+        t = time_call(gemm_runner(peak_n, peak_n, peak_n, 1, dt), samples=samples)
+        peak[dt] = 2 * peak_n**3 / t
+        for name, table in (("M", em), ("N", en), ("K", ek)):
+            step(f"measuring {dt} efficiency vs {name}")
+            rows = []
+            for s in sweep:
+                dims = {"M": sweep_n, "N": sweep_n, "K": sweep_n, name: s}
+                t = time_call(gemm_runner(dims["M"], dims["N"], dims["K"], 1, dt), samples=samples)
+                rows.append((s, 2 * dims["M"] * dims["N"] * dims["K"] / t))
+            top = max(r for _, r in rows)
+            table[dt] = [(s, r / top) for s, r in rows]
+        step(f"measuring {dt} batched GEMMs")
+        rows = []
+        for c in BATCH_CUBES:
+            t = time_call(gemm_runner(c, c, c, BATCH, dt), samples=samples)
+            rows.append((2.0 * c**3, t / BATCH))
+        bt[dt] = rows
+        step(f"measuring {dt} flat-GEMM streaming")
+        el = DTYPE_BYTES[dt]
+        stream_n = int(np.sqrt((2 if quick else 3) * llc / el)) // 64 * 64
+        rows = []
+        for m in STREAM_M:
+            t = time_call(gemm_runner(m, stream_n, stream_n, 1, dt), samples=samples)
+            rows.append((m, (m * stream_n * 2 + stream_n * stream_n) * el / t))
+        sm[dt] = rows
+    step("measuring memory bandwidth")
+    big = torch.ones((4 * llc if not quick else 2 * llc) // 4, dtype=torch.float32)
+    dram = big.numel() * 4 / time_call(lambda: big.sum(), samples=samples)
+    small = torch.ones(llc // 4 // 4, dtype=torch.float32)
+    cache = small.numel() * 4 / time_call(lambda: small.sum(), samples=samples)
+    a = torch.ones(1, 1)
+    overhead = time_call(lambda: torch.mm(a, a), samples=samples)
+    desc = f"{platform.processor() or platform.machine()}; {_cpu_model()}; torch {torch.__version__}; " \
+           f"{torch.get_num_threads()} threads"
+    return HostCPUParams(description=desc, threads=torch.get_num_threads(), peak_flops_per_s=peak, eff_m=em,
+                         eff_n=en, eff_k=ek, stream_m=sm, batched_entry=bt, dram_bytes_per_s=dram, cache_bytes_per_s=cache, llc_bytes=llc,
+                         overhead_s=overhead)
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPUs"

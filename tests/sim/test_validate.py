@@ -1,0 +1,142 @@
+"""`sim validate`: shape sets, the host-CPU model on a hand-worked case, the CPU run end to end, and
+the GPU model against every committed GPU measurement set."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.errors import SimError
+from sim import validate
+from sim.cli import main
+from sim.targets.cpu import HostCPU, HostCPUParams, gemm_time
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def flat_params(**kw) -> HostCPUParams:
+    """A host with round numbers: 100 GFLOP/s, efficiencies 1 except a narrow M, 10/100 GB/s."""
+    ones = [(1, 1.0), (1024, 1.0)]
+    base = dict(threads=2, peak_flops_per_s={"fp32": 1e11}, eff_m={"fp32": [(1, 0.25), (16, 1.0)]},
+                eff_n={"fp32": ones}, eff_k={"fp32": ones}, stream_m={"fp32": [(1, 1e10), (32, 1e10)]},
+                batched_entry={"fp32": [(2.0, 1e-6), (2.0 * 64**3, 2 * 64**3 / 1e11)]},
+                dram_bytes_per_s=2e10, cache_bytes_per_s=1e11, llc_bytes=1 << 20, overhead_s=1e-6)
+    base.update(kw)
+    return HostCPUParams(**base)
+
+
+def test_host_cpu_gemm_time_by_hand():
+    p = flat_params()
+    # compute-bound, in cache: 2*64*64*64 flops at 1e11 + overhead
+    r = gemm_time(p, 64, 64, 64, 1, "fp32")
+    assert r["time_s"] == pytest.approx(1e-6 + 2 * 64**3 / 1e11)
+    # M = 4 runs at eff_m(4) = 0.25 + (1 - 0.25) * log2(4)/log2(16) = 0.625
+    r = gemm_time(p, 4, 128, 128, 1, "fp32")
+    assert r["eff"] == pytest.approx(0.625)
+    # a flat GEMM whose B is far larger than the cache streams at stream_m: 4096^2 * 4 bytes / 1e10
+    r = gemm_time(p, 1, 4096, 4096, 1, "fp32")
+    nbytes = (4096 + 4096 * 4096 + 4096) * 4
+    assert r["time_s"] == pytest.approx(1e-6 + nbytes / 1e10)
+    assert r["mem_s"] > r["compute_s"]
+    # a batch of tiny GEMMs costs the measured per-entry time, not its flops
+    r = gemm_time(p, 1, 1, 1, 32, "fp32")
+    assert r["time_s"] == pytest.approx(1e-6 + 32 * 1e-6)
+    with pytest.raises(SimError, match="not measured at 'bf16'"):
+        gemm_time(p, 1, 1, 1, 1, "bf16")
+
+
+def test_host_cpu_target_costs_a_trace():
+    from workloads import trace
+
+    df = trace("Llama-2-7B", "decode", 1, 1, 64)
+    c = HostCPU(flat_params()).cost(df, 32, 32)
+    mm = df.kind.isin(["gemm", "attn_matmul"]).to_numpy()
+    assert (c.compute_cycles[mm] > 0).all() and c.macs[mm].sum() == (df.gemm_batch * df.gemm_m * df.gemm_n
+                                                                      * df.gemm_k)[mm].sum()
+    assert (c.compute_cycles[df.kind.to_numpy() == "view"] == 0).all()
+
+
+def test_shape_sets(tmp_path):
+    d = validate.shape_set("default")
+    assert set(d["set"]) == {"zoo", "square", "flat"}
+    assert not d.duplicated(subset=["M", "N", "K", "batch"]).any()
+    # the zoo GEMMs include decode (M = 1) and attention's batched matmuls (batch = heads)
+    assert ((d["set"] == "zoo") & (d.M == 1)).any() and (d.batch == 32).any()
+    # calibration cubes are not validation shapes
+    assert not ((d.M == d.N) & (d.N == d.K) & d.M.isin([1024, 1536])).any()
+    f = tmp_path / "s.csv"
+    f.write_text("M,N,K\n8,16,32\n8,16,32\n")
+    s = validate.shape_set(str(f))
+    assert len(s) == 1 and s.batch.iloc[0] == 1
+    f.write_text("M,N\n1,2\n")
+    with pytest.raises(SimError, match="missing column"):
+        validate.shape_set(str(f))
+    f.write_text("M,N,K\n0,2,3\n")
+    with pytest.raises(SimError, match="positive"):
+        validate.shape_set(str(f))
+    with pytest.raises(SimError, match="neither a shape set"):
+        validate.shape_set("nope")
+
+
+def test_validate_cpu_end_to_end(tmp_path, capsys):
+    out = tmp_path / "v"
+    assert main(["validate", "--device", "cpu", "--shapes", "smoke", "--quick", "--samples", "2",
+                 "--out", str(out)]) == 0
+    for f in ("measured.csv", "machine.json", "calibration.yaml", "predictions.csv", "summary.json",
+              "validation.png"):
+        assert (out / f).stat().st_size > 0, f
+    m = pd.read_csv(out / "measured.csv")
+    assert len(m) == len(validate.shape_set("smoke")) and (m.measured_s > 0).all()
+    info = json.loads((out / "machine.json").read_text())
+    assert info["device"] == "cpu" and info["threads"] >= 1 and info["torch"]
+    s = json.loads((out / "summary.json").read_text())
+    p = pd.read_csv(out / "predictions.csv")
+    assert s["mape"] == pytest.approx(p.error.abs().mean())
+    assert np.isfinite(p.predicted_s).all() and (p.predicted_s > 0).all()
+    # an order-of-magnitude sanity bound even on the smallest set and the shortest calibration
+    assert s["median_ape"] < 1.0
+    assert "MAPE" in capsys.readouterr().out
+
+
+def test_validate_bad_input():
+    assert main(["validate", "--device", "tpu"]) == 2
+    assert main(["validate", "--device", "cpu", "--samples", "0"]) == 2
+    import torch
+
+    if not torch.cuda.is_available():
+        assert main(["validate", "--device", "cuda"]) == 2
+
+
+def _gpu_sets():
+    return sorted(p.parent for p in (ROOT / "results" / "validation").glob("*/machine.json")
+                  if json.loads(p.read_text()).get("device") == "cuda")
+
+
+@pytest.mark.parametrize("folder", _gpu_sets() or [None])
+def test_gpu_model_against_committed_measurements(folder):
+    """Goal: MAPE at most 10% per op against every committed GPU measurement set."""
+    if folder is None:
+        pytest.skip("no GPU measurement set is committed under results/validation/ yet: run "
+                    "benchmarks/gpu_validate.sh on a CUDA machine and commit its folder")
+    info = json.loads((folder / "machine.json").read_text())
+    meas = pd.read_csv(folder / "measured.csv")
+    pred = validate.predict(meas, "cuda", validate.gpu_target_for(info["name"]))
+    assert pred.error.abs().mean() <= 0.10, validate.summarize(pred, info)
+
+
+def test_gpu_prediction_of_the_committed_shape_set():
+    """The GPU script's shape file is the `gpu` set, and every GPU target file predicts all of it."""
+    shapes = pd.read_csv(ROOT / "benchmarks" / "gpu_shapes.csv")
+    fresh = validate.shape_set("gpu")
+    assert shapes[["M", "N", "K", "batch"]].equals(fresh[["M", "N", "K", "batch"]])
+    for name in ("NVIDIA H100 80GB HBM3", "NVIDIA H200", "NVIDIA A100-SXM4-80GB"):
+        pred = validate.predict(shapes.assign(dtype="fp16", measured_s=1.0), "cuda", validate.gpu_target_for(name))
+        assert (pred.predicted_s > 0).all() and np.isfinite(pred.predicted_s).all()
+        flat = pred[(pred.M == 1) & (pred.batch == 1) & (pred.N * pred.K >= 1 << 20)]
+        assert (flat.bound == "memory").all()
+        big = pred[(pred.M == 8192) & (pred.N == 8192)]
+        assert (big.bound == "compute").all()
+    with pytest.raises(SimError, match="no GPU target file matches"):
+        validate.gpu_target_for("Radeon 9700")
