@@ -26,6 +26,11 @@ speedup over the reference is averaged (arithmetic mean) over the models, and ``
 is the ratio of those means; ``task: all`` averages the per-task ratios.  ``energy_efficiency`` is
 the same with energy.  The run writes ``runs.csv`` (every run's latency and energy),
 ``paper_vs_sim.csv`` (metric, paper, simulated, rel_error, source) and ``report.html``.
+
+Kernel-level metrics (``gemm_tokens`` and ``gemm_metrics``): the linear layers' GEMMs of each model's
+prefill trace at each token count, priced on each accelerator at its precision (``gemms.csv``); a
+metric is the ratio of two accelerators' summed times, reduced over models and token counts (the
+maximum for a paper's "up to").
 """
 
 from __future__ import annotations
@@ -60,6 +65,20 @@ class Metric(BaseModel):
     source: str
 
 
+class GemmMetric(BaseModel):
+    """A kernel-level metric: the linear layers' GEMMs of each model at each token count, priced on
+    two accelerators at their precisions; the ratio of their summed times, reduced over models and
+    token counts by ``stat`` (``max`` for a paper's "up to")."""
+
+    model_config = ConfigDict(extra="forbid")
+    metric: str
+    acc: str
+    over: str
+    stat: Literal["max", "mean", "min"] = "max"
+    paper: float
+    source: str
+
+
 class ReproduceFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reproduce: str
@@ -71,6 +90,8 @@ class ReproduceFile(BaseModel):
     reference: str
     accelerators: dict[str, Accel]
     metrics: list[Metric] = Field(default_factory=list)
+    gemm_tokens: list[int] = Field(default_factory=list)  # token counts (M) of the kernel-level GEMM table
+    gemm_metrics: list[GemmMetric] = Field(default_factory=list)
     notes: str = ""  # where and why the simulation and the paper differ (shown in the report)
 
 
@@ -116,10 +137,16 @@ def load(path: Path) -> tuple[ReproduceFile, list[tuple[str, str, str, dict]]]:
                                            f"model {model!r} (not in models; or default)")
     if rf.reference not in rf.accelerators:
         raise SimError(f"{located(path, 'reference', lines)}: {rf.reference!r} is not an accelerator")
+    for key, ms in (("metrics", rf.metrics), ("gemm_metrics", rf.gemm_metrics)):
+        for i, m in enumerate(ms):
+            for who in (m.acc, m.over):
+                if who not in rf.accelerators:
+                    raise SimError(f"{located(path, (key, i), lines)}: unknown accelerator {who!r}")
+    if rf.gemm_metrics and not rf.gemm_tokens:
+        raise SimError(f"{located(path, 'gemm_metrics', lines)}: gemm_metrics need gemm_tokens (token counts)")
+    if any(t <= 0 for t in rf.gemm_tokens):
+        raise SimError(f"{located(path, 'gemm_tokens', lines)}: token counts must be positive")
     for i, m in enumerate(rf.metrics):
-        for who in (m.acc, m.over):
-            if who not in rf.accelerators:
-                raise SimError(f"{located(path, ('metrics', i), lines)}: unknown accelerator {who!r}")
         if m.task != "all" and m.task not in rf.tasks:
             raise SimError(f"{located(path, ('metrics', i), lines)}: unknown task {m.task!r}")
     runs = []
@@ -157,6 +184,48 @@ def compute_metrics(rf: ReproduceFile, runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["metric", "paper", "simulated", "rel_error", "source"])
 
 
+def gemm_table(rf: ReproduceFile, path: Path) -> pd.DataFrame:
+    """Kernel level: every model's linear-layer GEMMs (the prefill trace at each of ``gemm_tokens``
+    tokens, attention and the LM head left out) on every accelerator at its precision; one row per
+    model, token count and accelerator with the summed time."""
+    from sim.config import Hardware
+    from sim.engine import analytic
+    from sim.run import prepare
+    from sim.targets import build
+    from workloads import api
+
+    task = next(iter(rf.tasks))
+    rows = []
+    for model in rf.models:
+        for tokens in rf.gemm_tokens:
+            df = api.trace(model, "prefill", 1, tokens, 0, rf.workload.get("dtype", "fp16"))
+            g = df[(df.kind == "gemm") & (df.role != "lm_head")]
+            for name, acc in rf.accelerators.items():
+                cfg = {"workload": {**rf.workload, **rf.tasks[task], "model": model,
+                                    **_pick(acc.precision, task, model)},
+                       "hardware": {"file": acc.file, "params": _pick(acc.params, "all")}}
+                w = prepare(cfg, path).config.workload
+                target, _, _ = build(Hardware(file=acc.file, params=_pick(acc.params, "all")), path)
+                c = target.cost(g, *w.precision)
+                rows.append({"model": model, "tokens": tokens, "accelerator": name, "gemms": len(g),
+                             "weight_bits": w.wbits, "act_bits": w.abits,
+                             "time_s": analytic(c).makespan / target.freq_hz})
+    return pd.DataFrame(rows)
+
+
+def compute_gemm_metrics(rf: ReproduceFile, table: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for m in rf.gemm_metrics:
+        t = table.pivot_table(index=["model", "tokens"], columns="accelerator", values="time_s")
+        ratio = t[m.over] / t[m.acc]
+        sim = float(getattr(ratio, m.stat)())
+        at = ratio.idxmax() if m.stat == "max" else (ratio.idxmin() if m.stat == "min" else None)
+        where = f" (at {at[0]}, {at[1]} tokens)" if at is not None else ""
+        rows.append({"metric": m.metric, "paper": m.paper, "simulated": sim, "rel_error": (sim - m.paper) / m.paper,
+                     "source": m.source + where})
+    return pd.DataFrame(rows, columns=["metric", "paper", "simulated", "rel_error", "source"])
+
+
 def run(path: str | Path, fidelity: str | None = None, progress=None) -> tuple[pd.DataFrame, pd.DataFrame, ReproduceFile]:
     from sim.run import execute, prepare
 
@@ -178,7 +247,12 @@ def run(path: str | Path, fidelity: str | None = None, progress=None) -> tuple[p
     if progress:
         progress(len(runs), len(runs), "done")
     df = pd.DataFrame(rows)
-    return df, compute_metrics(rf, df), rf
+    metrics = compute_metrics(rf, df)
+    if rf.gemm_tokens:
+        table = gemm_table(rf, path)
+        metrics = pd.concat([metrics, compute_gemm_metrics(rf, table)], ignore_index=True)
+        df.attrs["gemm_table"] = table
+    return df, metrics, rf
 
 
 def write(out: str | Path, runs: pd.DataFrame, metrics: pd.DataFrame, rf: ReproduceFile) -> Path:
@@ -193,6 +267,9 @@ def write(out: str | Path, runs: pd.DataFrame, metrics: pd.DataFrame, rf: Reprod
     out.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out / "runs.csv", index=False)
     metrics.to_csv(out / "paper_vs_sim.csv", index=False)
+    gemms = runs.attrs.get("gemm_table")
+    if gemms is not None:
+        gemms.to_csv(out / "gemms.csv", index=False)
     parts = [f"<h1>Reproduction: {html.escape(rf.reproduce)}</h1>", "<h2>Paper vs simulation</h2>",
              metrics.to_html(index=False, float_format=lambda v: f"{v:.4g}")]
     if rf.notes.strip():
@@ -213,6 +290,11 @@ def write(out: str | Path, runs: pd.DataFrame, metrics: pd.DataFrame, rf: Reprod
             ax.set_ylabel(label)
         axes[0][0].legend(fontsize=8)
         parts.append(f"<h2>{html.escape(label)}</h2><img src='data:image/png;base64,{_png(fig)}'>")
+    if gemms is not None:
+        t = gemms.pivot_table(index=["model", "tokens"], columns="accelerator", values="time_s")
+        speed = (t[[rf.reference]].to_numpy() / t).reset_index()
+        parts.append(f"<h2>Linear-layer GEMMs: speedup over {html.escape(rf.reference)}</h2>"
+                     + speed.to_html(index=False, float_format=lambda v: f"{v:.3g}"))
     parts.append("<h2>Runs</h2>" + runs.to_html(index=False, float_format=lambda v: f"{v:.4g}"))
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>reproduction</title><style>"
             "body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse}"

@@ -34,12 +34,17 @@ Precision: a GEMM runs on the tensor-core path named by its precisions (``mma_dt
 ``fp16`` (``bf16`` for bf16 traces), w8a8 ``int8`` (``fp8`` where ``int8`` is missing and
 ``prefer_fp8``), w4a4 ``int4``, w1a1 ``b1``; weight-only quantization (w<16, a16) runs the fp16 MMA
 with the narrow weights streamed from HBM.  A path the GPU lacks (Hopper has no INT4 tensor cores)
-is an error naming it.  Bytes follow the precisions as in the accelerator template.
+is an error naming it.  Bytes follow the precisions as in the accelerator template.  With
+``arbitrary_precision``, weight GEMMs whose operands are both 8 bits or narrower run as bipolar-INT
+binary MMAs instead (:func:`apmm_plan`): a W``p``A``q`` GEMM costs one binary GEMM p*q times the size.
+``tiles_by_dtype`` gives the tile candidates of MMA dtypes whose K step differs (CUTLASS's INT8, INT4
+and binary kernels step K by 64, 128 and 512).
 
 Costs: one tile per kernel whose ``compute_cycles`` is the whole kernel at ``freq_hz`` (kernels run
 back to back on the GPU's stream); ``mem_cycles`` is the time its HBM traffic alone would take, so
-reports can say which kernels are memory-bound.  Actions for energy: ``tensor.mac`` (MACs at the MMA
-dtype, padding included), ``vector.flop``, ``l2.byte``, ``hbm.read``, ``hbm.write`` (bytes).
+reports can say which kernels are memory-bound.  Actions for energy: ``tensor.mac`` (MACs, padding
+included, in fp16-MAC equivalents: scaled by the operands' bits, w x a / (16 x 16), a first-order
+multiplier-energy assumption), ``vector.flop``, ``l2.byte``, ``hbm.read``, ``hbm.write`` (bytes).
 """
 
 from __future__ import annotations
@@ -75,6 +80,10 @@ class GPUParams(BaseModel):
     fuse_vector_ops: bool = Field(False, description="fuse non-GEMM ops into neighbouring kernels")
     prefer_fp8: bool = Field(False, description="run w8a8 on FP8 tensor cores")
     tiles: list[list[int]] = Field(description="CTA tile candidates: BM, BN, BK, stages")
+    tiles_by_dtype: dict[str, list[list[int]]] = Field(
+        default_factory=dict, description="tile candidates of an MMA dtype whose K step differs (int8, int4, b1)")
+    arbitrary_precision: bool = Field(
+        False, description="run GEMMs whose operands are both 8 bits or narrower as bipolar-INT binary MMAs (APMM)")
     split_k: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16], description="split-K candidates")
     node_nm: int = Field(gt=0)
 
@@ -95,6 +104,15 @@ class GPUParams(BaseModel):
             raise ValueError("at least one tile, each [BM, BN, BK, stages] of positive sizes")
         return v
 
+    @field_validator("tiles_by_dtype")
+    @classmethod
+    def _tiles_by(cls, v):
+        for key, tiles in v.items():
+            if key not in MMA_DTYPES:
+                raise ValueError(f"unknown MMA dtype {key!r} (known: {', '.join(MMA_DTYPES)})")
+            cls._tiles(tiles)
+        return v
+
     @field_validator("split_k")
     @classmethod
     def _split(cls, v):
@@ -105,6 +123,25 @@ class GPUParams(BaseModel):
 
 def _cdiv(a, b):
     return -(-np.asarray(a, dtype=np.int64) // np.asarray(b, dtype=np.int64))
+
+
+def apmm_plan(p: GPUParams, M, N, K, batch, wbits: int, abits: int, tops_b1: float, out_bytes: float = 2.0,
+              a_resident=None, b_resident=None, c_resident=None, tiles=None) -> dict[str, np.ndarray]:
+    """Price ``wbits`` x ``abits`` GEMMs run as bipolar-INT binary MMAs (APMM, arXiv 2409.17870;
+    numerics in :mod:`models.bipolar`): the ``abits`` bit-planes of A stacked along M and the ``wbits``
+    planes of B along N make one binary GEMM of (abits*M) x (wbits*N) x K at the b1 tensor-core rate;
+    the p*q partial products are recombined with shifts in the epilogue, which writes the M x N output
+    at ``out_bytes`` per element.  A is turned into bit-planes by one more kernel that reads it in fp16
+    and writes its planes, priced as a stream through L2 plus a launch (none with ``fuse_vector_ops``).
+    """
+    M, N, K, batch = (np.atleast_1d(np.asarray(x, dtype=np.int64)) for x in (M, N, K, batch))
+    r = gemm_plan(p, abits * M, wbits * N, K, batch, 1 / 8, 1 / 8, out_bytes / (abits * wbits), tops_b1,
+                  a_resident, b_resident, c_resident, tiles)
+    planes = batch * M * K * (2.0 + abits / 8)  # read fp16 activations, write their bit-planes
+    launch = 0.0 if p.fuse_vector_ops else p.kernel_overhead_s  # fused into the op before, like other vector ops
+    r["time_s"] = r["time_s"] + planes / p.l2_bytes_per_s + launch
+    r["l2_bytes"] = r["l2_bytes"] + planes
+    return r
 
 
 def mma_dtype(wbits: int, abits: int, trace_dtype: str = "f16", prefer_fp8: bool = False,
@@ -126,7 +163,7 @@ def mma_dtype(wbits: int, abits: int, trace_dtype: str = "f16", prefer_fp8: bool
 
 
 def gemm_plan(p: GPUParams, M, N, K, batch, a_bytes, b_bytes, c_bytes, tflops: float,
-              a_resident=None, b_resident=None, c_resident=None) -> dict[str, np.ndarray]:
+              a_resident=None, b_resident=None, c_resident=None, tiles=None) -> dict[str, np.ndarray]:
     """Price GEMMs C[M,N] = A[M,K] B[K,N] (``batch`` of them) on the GPU, choosing each one's tile
     and split-K by search; arrays in, arrays out (one entry per GEMM).
 
@@ -155,7 +192,7 @@ def gemm_plan(p: GPUParams, M, N, K, batch, a_bytes, b_bytes, c_bytes, tflops: f
 
     sm_flops = tflops * 1e12 / p.sms * p.mma_efficiency
     hbm_bw = p.hbm_bytes_per_s * p.hbm_efficiency
-    cands = [(t, s) for t in p.tiles for s in p.split_k]
+    cands = [(t, s) for t in (tiles or p.tiles) for s in p.split_k]
     T = np.full((n, len(cands)), np.inf)
     out_cols = {}
     for ci, ((bm, bn, bk, st), s) in enumerate(cands):
@@ -218,10 +255,15 @@ class GPU(Target):
             have = ", ".join(sorted(self.params.tensor_tflops))
             raise SimError(f"this GPU has no {key} tensor-core path (it has {have})") from None
 
+    def tiles_for(self, key: str) -> list[list[int]]:
+        return self.params.tiles_by_dtype.get(key, self.params.tiles)
+
     def mma_key(self, wbits: int, abits: int, trace_dtype: str = "f16") -> str:
         return mma_dtype(wbits, abits, trace_dtype, self.params.prefer_fp8, self.params.tensor_tflops)
 
     def peak_macs_per_cycle(self, wbits: int, abits: int) -> float:
+        if self.params.arbitrary_precision and max(wbits, abits) <= 8:
+            return self.rate("b1") * 1e12 / 2 / self.freq_hz / (wbits * abits)
         return self.rate(self.mma_key(wbits, abits)) * 1e12 / 2 / self.freq_hz
 
     def dram_bytes_per_cycle(self) -> float:
@@ -266,6 +308,7 @@ class GPU(Target):
                     continue
                 wb = wbits if is_g else kvb
                 key = self.mma_key(wb, abits, trace_dtype)
+                apmm = bool(is_g and p.arbitrary_precision and max(wb, abits) <= 8)
                 idx = i[sel]
                 a_el = ops.a_elems[idx]
                 # B per batch entry: weights (shared by the batch: one copy), or K/V / activations
@@ -275,14 +318,21 @@ class GPU(Target):
                 b_el = (np.full(len(sel), wsb / 8) if is_g
                         else np.maximum(b_trace, 0.0) / np.maximum(1, b[sel] * k[sel] * nn[sel]))
                 b_is_act = np.zeros(len(sel), bool) if is_g else kvr[idx] == 0  # a fresh K/V in prefill
-                plan = gemm_plan(p, m[sel], nn[sel], k[sel], b[sel], abits / 8, b_el, abits / 8, self.rate(key),
-                                 b_resident=b_is_act)
+                if apmm:
+                    plan = apmm_plan(p, m[sel], nn[sel], k[sel], b[sel], wb, abits, self.rate("b1"),
+                                     tiles=self.tiles_for("b1"))
+                    # energy: a binary MAC priced as the fp16 MAC scaled by operand bits, (1 x 1) / (16 x 16)
+                    mac_scale = 1 / 256
+                else:
+                    plan = gemm_plan(p, m[sel], nn[sel], k[sel], b[sel], abits / 8, b_el, abits / 8, self.rate(key),
+                                     b_resident=b_is_act, tiles=self.tiles_for(key))
+                    mac_scale = min(wb, 16) * min(abits, 16) / 256
                 time_s[idx] = plan["time_s"]
                 math_s[idx] = plan["compute_s"]
                 hbm_r[idx] = plan["hbm_read"]
                 hbm_w[idx] = plan["hbm_write"]
                 l2b[idx] = plan["l2_bytes"]
-                tensor_macs[idx] = plan["padded_macs"]
+                tensor_macs[idx] = plan["padded_macs"] * mac_scale
 
         j = np.flatnonzero(~is_mm & (kind != "view"))
         if len(j):
