@@ -180,3 +180,36 @@ def test_gpu_target_files_load_and_decode_scales_with_bandwidth(tmp_path):
     # memory-bound: the per-token time follows the HBM bandwidth (4.8 vs 3.35 TB/s) up to fixed costs
     assert out["gpu_h100_sxm"] / out["gpu_h200"] == pytest.approx(4.8 / 3.35, rel=0.12)
     assert np.isfinite(list(out.values())).all()
+
+
+def test_apmm_is_one_stacked_binary_gemm():
+    from sim.targets.gpu import apmm_plan
+
+    p = toy(tensor_tflops={"fp16": 4.0, "b1": 64.0}, sms=16)
+    r = apmm_plan(p, [128], [256], [4096], [1], 2, 4, 64.0)
+    # W2A4: the 4 activation planes stacked along M, the 2 weight planes along N, one binary GEMM
+    g = gemm_plan(p, [4 * 128], [2 * 256], [4096], [1], 1 / 8, 1 / 8, 2 / 8, 64.0)
+    planes = 128 * 4096 * (2 + 4 / 8)
+    assert r["time_s"][0] == pytest.approx(g["time_s"][0] + planes / p.l2_bytes_per_s)
+    assert r["padded_macs"][0] == 4 * 128 * 2 * 256 * 4096
+
+
+def test_apmm_against_native_integer_paths_on_a100():
+    a100, _, _ = build(Hardware(file="targets/gpu_a100_sxm_80gb.yaml", params={"arbitrary_precision": True}),
+                       CONFIGS_DIR / "t.yaml")
+    native, _, _ = build(Hardware(file="targets/gpu_a100_sxm_80gb.yaml"), CONFIGS_DIR / "t.yaml")
+    df = trace("Llama-2-7B", "prefill", 1, 1024)
+    g = df[(df.kind == "gemm") & (df.role != "lm_head")]
+    t = lambda tgt, w, a: tgt.cost(g, w, a).compute_cycles.sum()  # noqa: E731
+    # compute-bound: W1A4 is 4 binary GEMMs at 4992 TOPS = INT4's 1248 TOPS; W2A4 twice the work
+    assert t(a100, 1, 4) / t(native, 4, 4) == pytest.approx(1.0, rel=0.1)
+    assert t(a100, 2, 4) / t(a100, 1, 4) == pytest.approx(2.0, rel=0.1)
+    # memory-bound decode: W1 weights are a quarter of INT4's bytes
+    d = trace("Llama-2-7B", "decode", 1, 1, 128)
+    d = d[(d.kind == "gemm") & (d.role != "lm_head")]
+    assert a100.cost(d, 1, 4).dram_read_bytes.sum() < 0.3 * native.cost(d, 4, 4).dram_read_bytes.sum()
+    assert a100.peak_macs_per_cycle(2, 4) == pytest.approx(native.peak_macs_per_cycle(4, 4) / 2)
+    h100, _, _ = build(Hardware(file="targets/gpu_h100_sxm.yaml", params={"arbitrary_precision": True}),
+                       CONFIGS_DIR / "t.yaml")
+    with pytest.raises(SimError, match="no b1 tensor-core path"):
+        h100.cost(d, 2, 4)
