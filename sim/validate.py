@@ -156,25 +156,28 @@ def measure(shapes: pd.DataFrame, device: str, dtype: str, samples: int = 7, pro
     l2_bytes = 0
     if device == "cuda":
         l2_bytes = int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 * 2**20))
-    out = []
-    for i, r in enumerate(shapes.itertuples()):
-        step(i, len(shapes), r.name)
+    out = np.zeros(len(shapes))
+    # in a shuffled (seeded) order, so that a slow spell of a shared machine does not fall on one set
+    order = np.random.default_rng(0).permutation(len(shapes))
+    for i, pos in enumerate(order):
+        r = shapes.iloc[pos]
+        step(i, len(shapes), r["name"])
         el = 4 if dtype == "fp32" else 2
         # on a GPU, enough operand copies to exceed twice the L2, so every call starts cold (as a weight
         # streamed once per token does); the CPU model accounts for cache residency itself
-        copies = 1 if device == "cpu" else int(min(64, -(-l2_bytes * 2 // ((r.M * r.K + r.K * r.N) * r.batch * el))))
-        fn = gemm_runner(r.M, r.N, r.K, r.batch, dtype, device, copies=copies)
+        M, N, K, B = (int(r[c]) for c in ("M", "N", "K", "batch"))
+        copies = 1 if device == "cpu" else int(min(64, -(-l2_bytes * 2 // ((M * K + K * N) * B * el))))
+        fn = gemm_runner(M, N, K, B, dtype, device, copies=copies)
         if device == "cuda":
-            t = _time_cuda(fn, samples, warmup=3)
+            out[pos] = _time_cuda(fn, samples, warmup=3)
         else:
-            t = time_call(fn, min_sample_s=5e-3, samples=samples, warmup=2)
-        out.append(t)
+            out[pos] = time_call(fn, min_sample_s=5e-3, samples=samples, warmup=2)
         del fn
     if device == "cuda":
         torch.cuda.empty_cache()
     step(len(shapes), len(shapes), "done")
     return shapes.assign(dtype=dtype, measured_s=out,
-                         measured_tflops=2.0 * shapes.M * shapes.N * shapes.K * shapes.batch / np.array(out) / 1e12)
+                         measured_tflops=2.0 * shapes.M * shapes.N * shapes.K * shapes.batch / out / 1e12)
 
 
 # ---------------------------------------------------------------- prediction
@@ -240,12 +243,12 @@ def plot(pred: pd.DataFrame, summary: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 5.5))
     for s, g in pred.groupby("set"):
-        ax.scatter(g.measured_s * 1e3, g.predicted_s * 1e3, s=18, label=s)
+        ax.scatter(g.measured_s * 1e3, g.predicted_s * 1e3, s=18, label=s, zorder=3)
     lo = min(pred.measured_s.min(), pred.predicted_s.min()) * 1e3 * 0.8
     hi = max(pred.measured_s.max(), pred.predicted_s.max()) * 1e3 * 1.25
     xs = np.array([lo, hi])
-    ax.plot(xs, xs, "k-", lw=0.8)
-    ax.fill_between(xs, xs * 0.85, xs * 1.15, color="0.85", label="±15%")
+    ax.fill_between(xs, xs * 0.85, xs * 1.15, color="0.88", label="±15%", zorder=0)
+    ax.plot(xs, xs, "k-", lw=0.8, zorder=1)
     ax.set(xscale="log", yscale="log", xlabel="measured (ms)", ylabel="predicted (ms)",
            title=f"{summary['name']}: MAPE {summary['mape'] * 100:.1f}% over {summary['shapes']} GEMMs")
     ax.legend(fontsize=8)

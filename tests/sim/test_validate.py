@@ -22,6 +22,7 @@ def flat_params(**kw) -> HostCPUParams:
     base = dict(threads=2, peak_flops_per_s={"fp32": 1e11}, eff_m={"fp32": [(1, 0.25), (16, 1.0)]},
                 eff_n={"fp32": ones}, eff_k={"fp32": ones}, stream_m={"fp32": [(1, 1e10), (32, 1e10)]},
                 batched_entry={"fp32": [(2.0, 1e-6), (2.0 * 64**3, 2 * 64**3 / 1e11)]},
+                small_gemm={"fp32": [(2.0, 1e-7), (2.0 * 8**3, 1e-7)]},
                 dram_bytes_per_s=2e10, cache_bytes_per_s=1e11, llc_bytes=1 << 20, overhead_s=1e-6)
     base.update(kw)
     return HostCPUParams(**base)
@@ -40,6 +41,10 @@ def test_host_cpu_gemm_time_by_hand():
     nbytes = (4096 + 4096 * 4096 + 4096) * 4
     assert r["time_s"] == pytest.approx(1e-6 + nbytes / 1e10)
     assert r["mem_s"] > r["compute_s"]
+    # a single small GEMM costs at least the measured cube of its flops (up to 8^3: 0.1 us), and past the
+    # largest measured cube the model alone
+    assert gemm_time(flat_params(overhead_s=0.0), 8, 8, 8, 1, "fp32")["time_s"] == pytest.approx(1e-7)
+    assert gemm_time(p, 16, 16, 16, 1, "fp32")["time_s"] == pytest.approx(1e-6 + 2 * 16**3 / 1e11)
     # a batch of tiny GEMMs costs the measured per-entry time, not its flops
     r = gemm_time(p, 1, 1, 1, 32, "fp32")
     assert r["time_s"] == pytest.approx(1e-6 + 32 * 1e-6)
