@@ -226,7 +226,8 @@ def compute_gemm_metrics(rf: ReproduceFile, table: pd.DataFrame) -> pd.DataFrame
     return pd.DataFrame(rows, columns=["metric", "paper", "simulated", "rel_error", "source"])
 
 
-def run(path: str | Path, fidelity: str | None = None, progress=None) -> tuple[pd.DataFrame, pd.DataFrame, ReproduceFile]:
+def run(path: str | Path, fidelity: str | None = None,
+        progress=None) -> tuple[pd.DataFrame, pd.DataFrame, ReproduceFile]:
     from sim.run import execute, prepare
 
     path = Path(path)

@@ -37,10 +37,12 @@ SETS = ("smoke", "default", "zoo", "square", "flat", "gpu")
 SQUARES = [128, 256, 384, 512, 768, 2048]  # 1024 and 1536 are calibration shapes on the CPU
 FLAT_M = [1, 2, 4, 8, 16]
 FLAT_NK = [(4096, 4096), (11008, 4096), (4096, 11008)]
-GPU_FILES = {"H100": "targets/gpu_h100_sxm.yaml", "H200": "targets/gpu_h200.yaml", "A100": "targets/gpu_a100_sxm_80gb.yaml"}
+GPU_FILES = {"H100": "targets/gpu_h100_sxm.yaml", "H200": "targets/gpu_h200.yaml",
+             "A100": "targets/gpu_a100_sxm_80gb.yaml"}
 
 
-ZOO_STEPS = (("Llama-2-7B", "prefill", 128, 0), ("Llama-2-7B", "decode", 1, 128), ("all-MiniLM-L6-v2", "prefill", 128, 0))
+ZOO_STEPS = (("Llama-2-7B", "prefill", 128, 0), ("Llama-2-7B", "decode", 1, 128),
+             ("all-MiniLM-L6-v2", "prefill", 128, 0))
 # a GPU runs larger shapes in the same few minutes: longer prompts and contexts, a 13B model
 GPU_STEPS = ZOO_STEPS + (("Llama-2-7B", "prefill", 2048, 0), ("Llama-2-7B", "decode", 1, 2048),
                          ("Llama-2-13B", "prefill", 512, 0), ("Llama-2-13B", "decode", 1, 512))
@@ -129,12 +131,14 @@ def machine(device: str) -> dict:
         props = torch.cuda.get_device_properties(0)
         info.update(name=torch.cuda.get_device_name(0), sms=props.multi_processor_count,
                     memory_bytes=props.total_memory, cuda=torch.version.cuda,
-                    cudnn=torch.backends.cudnn.version(), capability=".".join(map(str, torch.cuda.get_device_capability())))
+                    cudnn=torch.backends.cudnn.version(),
+                    capability=".".join(map(str, torch.cuda.get_device_capability())))
         try:
             import subprocess
 
-            info["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version,clocks.max.sm", "--format=csv,noheader"],
-                                            capture_output=True, text=True, timeout=20, check=False).stdout.strip()
+            info["driver"] = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version,clocks.max.sm", "--format=csv,noheader"],
+                capture_output=True, text=True, timeout=20, check=False).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             info["driver"] = "unknown"
     else:

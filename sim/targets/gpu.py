@@ -7,8 +7,10 @@ candidate tile and split-K factor the model prices the kernel and keeps the fast
 over the candidates, as a tuned heuristic would):
 
 - **waves**: ``ctas = batch * ceil(M/BM) * ceil(N/BN) * split``; an SM holds ``occ`` CTAs at once
-  (as many as its shared memory fits, ``stages * (BM + BN) * BK`` operand bytes each, at most
-  ``max_ctas_per_sm``), so the kernel runs ``waves = ceil(ctas / (sms * occ))`` waves and the last
+  (as many as its shared memory fits, ``stages * (BM + BN) * BK`` operand bytes each, and its
+  register file, ``2 * BM * BN * 4`` bytes each: fp32 accumulators and as much again for operand
+  fragments, an assumption; at most ``max_ctas_per_sm``), so the kernel runs
+  ``waves = ceil(ctas / (sms * occ))`` waves and the last
   one may be part-empty (wave quantization).
 - **compute**: each wave takes ``occ * 2 * BM * BN * BK * ceil(K / split / BK)`` flops per SM at the
   SM's tensor-core rate (``tensor_tflops`` of the MMA dtype / ``sms``) times ``mma_efficiency``
@@ -68,6 +70,7 @@ class GPUParams(BaseModel):
     tensor_tflops: dict[str, float] = Field(description="dense tensor-core peak by MMA dtype (TFLOPS or TOPS)")
     vector_tflops: float = Field(gt=0, description="non-tensor FP32 peak (CUDA cores)")
     smem_per_sm_bytes: int = Field(gt=0, description="shared memory a CTA can use per SM")
+    regs_per_sm_bytes: int = Field(gt=0, description="register file per SM")
     max_ctas_per_sm: int = Field(2, gt=0, description="GEMM CTAs resident per SM at most")
     l2_bytes: int = Field(gt=0)
     l2_bytes_per_s: float = Field(gt=0)
@@ -202,7 +205,9 @@ def gemm_plan(p: GPUParams, M, N, K, batch, a_bytes, b_bytes, c_bytes, tflops: f
         kit = _cdiv(k_per, bk)
         ctas = batch * tm * tn * s
         smem = st * (bm + bn) * bk * np.maximum(ab, bb)
-        occ = np.minimum(p.max_ctas_per_sm, np.floor(p.smem_per_sm_bytes / smem)).astype(np.int64)
+        regs = 2 * bm * bn * 4  # fp32 accumulators, and as much again for operand fragments and addressing
+        occ = np.minimum.reduce([np.full(len(M), p.max_ctas_per_sm), np.floor(p.smem_per_sm_bytes / smem),
+                                 np.full(len(M), p.regs_per_sm_bytes // regs)]).astype(np.int64)
         ok &= occ >= 1
         occ = np.maximum(occ, 1)
         conc = p.sms * occ
@@ -231,7 +236,7 @@ def gemm_plan(p: GPUParams, M, N, K, batch, a_bytes, b_bytes, c_bytes, tflops: f
     # memory-bound flat GEMM takes the narrowest tile rather than the first listed)
     near = T <= T.min(axis=1, keepdims=True) * (1 + 1e-3)
     best = np.argmin(np.where(near, stacked[6].T, np.inf), axis=1)
-    pick = lambda j: stacked[j][best, rows]
+    pick = lambda j: stacked[j][best, rows]  # noqa: E731
     tiles = np.array([list(t) for t, _ in cands], dtype=np.int64)[best]
     hbm_r, hbm_w, l2 = pick(3), pick(4), pick(5)
     return {

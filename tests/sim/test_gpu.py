@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def toy(**kw) -> GPUParams:
     """A small GPU with round numbers: 4 SMs of 1 TFLOPS each (mma_efficiency 1), 1 TB/s HBM."""
     base = dict(sms=4, freq_hz=1e9, tensor_tflops={"fp16": 4.0}, vector_tflops=1.0, smem_per_sm_bytes=1 << 20,
+                regs_per_sm_bytes=1 << 24,
                 max_ctas_per_sm=1, l2_bytes=1 << 30, l2_bytes_per_s=1e15, hbm_bytes=1 << 34, hbm_bytes_per_s=1e12,
                 hbm_efficiency=1.0, mma_efficiency=1.0, mem_latency_s=0.0, kernel_overhead_s=0.0,
                 tiles=[[128, 128, 32, 2]], split_k=[1], node_nm=4)
@@ -89,6 +90,9 @@ def test_shared_memory_limits_occupancy_and_tiles():
     assert two["compute_s"][0] == pytest.approx(one["compute_s"][0])  # same SM throughput either way
     with pytest.raises(SimError, match="shared memory"):
         plan(toy(smem_per_sm_bytes=16 * 1024), 128, 128, 128)
+    # registers: 2 x 128 x 128 x 4 bytes = 128 KB per CTA; a 256 KB register file holds 2
+    regs = plan(toy(smem_per_sm_bytes=1 << 20, max_ctas_per_sm=4, regs_per_sm_bytes=256 * 1024), 128 * 16, 128, 4096)
+    assert regs["waves"][0] == 2
 
 
 def test_decode_gemm_is_memory_bound_at_weight_bytes_over_bandwidth():
