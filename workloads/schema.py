@@ -1,15 +1,15 @@
 """The trace's column schema (torch-free, so cached traces load without importing torch)."""
 
 # Bump when the meaning or the set of columns changes: it is part of every cache key.
-TRACE_SCHEMA_VERSION = 1
+TRACE_SCHEMA_VERSION = 2
 
 #: The trace's columns: name -> (dtype, meaning).  Documented in the README; tests check that every
 #: trace has exactly these columns with these dtypes.
 COLUMNS: dict[str, tuple[str, str]] = {
     "idx": ("int64", "position of the op in execution order, from 0"),
     "op": ("str", "aten op without overload ('mm', 'add', ...) or 'mlhw.attn_score'/'mlhw.attn_context'"),
-    "kind": ("str", "gemm | attn_matmul | elementwise | reduction | norm | softmax | embedding | copy | "
-             "creation | view | other"),
+    "kind": ("str", "gemm | attn_matmul | ternary_gemm (a BitLinear's matmul: ternary weights, adds and "
+             "subtracts) | elementwise | reduction | norm | softmax | embedding | copy | creation | view | other"),
     "role": ("str", "what the op does in the model: embedding, pos_embedding, q_proj, k_proj, v_proj, "
              "qkv_proj, o_proj, attn_score, attn_mask, attn_softmax, attn_context, kv_write, attn_other, "
              "mlp_gate, mlp_up, mlp_gate_up, mlp_down, activation, mlp_other, norm, residual, rotary, "

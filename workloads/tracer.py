@@ -81,6 +81,18 @@ def _(p, v):
     return p.new_empty((p.shape[0], p.shape[2], p.shape[1], v.shape[3]))
 
 
+@torch.library.custom_op("mlhw::ternary_mm", mutates_args=())
+def ternary_mm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Y = X W^T with W ternary ({-1, 0, +1} as floats) and X 8-bit integers as floats: the matmul of
+    a BitLinear, which hardware runs as additions, subtractions and skips. x: [..., K], w: [N, K]."""
+    return torch.matmul(x, w.t())
+
+
+@ternary_mm.register_fake
+def _(x, w):
+    return x.new_empty((*x.shape[:-1], w.shape[0]))
+
+
 # ---------------------------------------------------------------------------------------------
 # Run context: what the attention function needs to know about the traced run.
 # ---------------------------------------------------------------------------------------------
@@ -197,6 +209,8 @@ def _opinfo(func) -> _OpInfo:
     plain = base[:-1] if base.endswith("_") and not base.startswith("_") else base
     if ns == "mlhw" and base in _ATTN_OPS:
         kind = "attn_matmul"
+    elif ns == "mlhw" and base == "ternary_mm":
+        kind = "ternary_gemm"
     elif base in _MM_OPS:
         kind = "matmul"
     elif base == "embedding":
@@ -430,8 +444,11 @@ class Tracer(TorchDispatchMode):
                 self._mark(self._kv, outs)
         else:
             base = info.name
-            if kind in ("gemm", "attn_matmul"):
-                if base in ("mm", "addmm"):
+            if kind in ("gemm", "attn_matmul", "ternary_gemm"):
+                if base == "mlhw.ternary_mm":  # x [..., K], w [N, K]
+                    x, w = ins[0], ins[1]
+                    m, k, n, batch = x.numel() // x.shape[-1], x.shape[-1], w.shape[0], 1
+                elif base in ("mm", "addmm"):
                     a, b_ = ins[-2], ins[-1]
                     m, k, n, batch = a.shape[0], a.shape[1], b_.shape[1], 1
                 elif base in ("bmm", "baddbmm"):

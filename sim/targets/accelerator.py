@@ -108,7 +108,7 @@ class Accelerator(Target):
         kvb = kv_bits or abits
         wsb = weight_storage_bits or wbits
         n = len(ops)
-        kind = ops.kind
+        kind = np.where(ops.kind == "ternary_gemm", "gemm", ops.kind)  # ternary: a GEMM at the run's precision
         storage = ops.storage_bytes
         wscale = wsb / (8 * storage)  # trace bytes at storage width -> hardware width (with metadata)
         ascale = abits / (8 * storage)

@@ -139,7 +139,7 @@ class HostCPU(Target):
         p = self.params
         n = len(ops)
         dt = self._dtype(abits)
-        is_mm = (ops.kind == "gemm") | (ops.kind == "attn_matmul")
+        is_mm = (ops.kind == "gemm") | (ops.kind == "attn_matmul") | (ops.kind == "ternary_gemm")
         t = np.zeros(n)
         mem = np.zeros(n)
         i = np.flatnonzero(is_mm)

@@ -32,7 +32,8 @@ cores: ``max(bytes / bandwidth, flops / vector rate)`` with the same L2/HBM resi
 the kernel overhead; with ``fuse_vector_ops`` they are fused into their neighbours' kernels (as
 CUDA-graph or compiled runtimes do) and pay no launch of their own.  Views cost nothing.
 
-Precision: a GEMM runs on the tensor-core path named by its precisions (``mma_dtype``): w16a16 is
+Precision: a GEMM runs on the tensor-core path named by its precisions (``mma_dtype``; a ternary GEMM,
+a BitLinear's, runs on the INT8 path at 8-bit activations with 2-bit weights): w16a16 is
 ``fp16`` (``bf16`` for bf16 traces), w8a8 ``int8`` (``fp8`` where ``int8`` is missing and
 ``prefer_fp8``), w4a4 ``int4``, w1a1 ``b1``; weight-only quantization (w<16, a16) runs the fp16 MMA
 with the narrow weights streamed from HBM.  A path the GPU lacks (Hopper has no INT4 tensor cores)
@@ -53,7 +54,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.errors import SimError
 from sim.targets import register
@@ -68,6 +69,7 @@ class GPUParams(BaseModel):
     sms: int = Field(gt=0, description="streaming multiprocessors")
     freq_hz: float = Field(gt=0, description="SM clock the peak figures are quoted at")
     tensor_tflops: dict[str, float] = Field(description="dense tensor-core peak by MMA dtype (TFLOPS or TOPS)")
+    mma_shapes: dict[str, list[int]] = Field(description="MMA instruction shape [m, n, k] per MMA dtype")
     vector_tflops: float = Field(gt=0, description="non-tensor FP32 peak (CUDA cores)")
     smem_per_sm_bytes: int = Field(gt=0, description="shared memory a CTA can use per SM")
     regs_per_sm_bytes: int = Field(gt=0, description="register file per SM")
@@ -99,6 +101,21 @@ class GPUParams(BaseModel):
         if any(x <= 0 for x in v.values()):
             raise ValueError("rates must be positive")
         return v
+
+    @model_validator(mode="after")
+    def _shapes(self):
+        missing = sorted(set(self.tensor_tflops) - set(self.mma_shapes))
+        if missing:
+            raise ValueError(f"mma_shapes: no MMA shape for {missing[0]!r}")
+        for key, shape in self.mma_shapes.items():
+            if len(shape) != 3 or min(shape) <= 0:
+                raise ValueError(f"mma_shapes: {key!r} must be [m, n, k] of positive sizes")
+            if key not in self.tensor_tflops:
+                continue
+            for t in self.tiles_by_dtype.get(key, self.tiles):
+                if t[2] % shape[2]:
+                    raise ValueError(f"tile {t} of {key!r}: BK must be a multiple of the MMA's k ({shape[2]})")
+        return self
 
     @field_validator("tiles")
     @classmethod
@@ -301,37 +318,41 @@ class GPU(Target):
         vec_flops = np.zeros(n)
         half_l2 = p.l2_bytes / 2
 
-        is_mm = (kind == "gemm") | (kind == "attn_matmul")
+        is_mm = (kind == "gemm") | (kind == "attn_matmul") | (kind == "ternary_gemm")
         i = np.flatnonzero(is_mm)
         if len(i):
-            gemm = kind[i] == "gemm"
             m, nn, k, b = ops.gemm_m[i], ops.gemm_n[i], ops.gemm_k[i], ops.gemm_batch[i]
             macs[i] = b * m * nn * k
-            for is_g in (True, False):
-                sel = np.flatnonzero(gemm == is_g)
+            for group in ("gemm", "ternary_gemm", "attn_matmul"):
+                sel = np.flatnonzero(kind[i] == group)
                 if not len(sel):
                     continue
-                wb = wbits if is_g else kvb
-                key = self.mma_key(wb, abits, trace_dtype)
-                apmm = bool(is_g and p.arbitrary_precision and max(wb, abits) <= 8)
+                is_g = group != "attn_matmul"
+                # weight GEMMs at the run's precision; a ternary GEMM (a BitLinear) at 8-bit activations on
+                # the INT8 path, its weights streamed at 2 bits; attention at the KV precision
+                wb, ab, w_store = {"gemm": (wbits, abits, wsb), "ternary_gemm": (2, 8, 2),
+                                   "attn_matmul": (kvb, abits, kvb)}[group]
+                key = self.mma_key(8 if group == "ternary_gemm" else wb, ab, trace_dtype)
+                apmm = bool(is_g and p.arbitrary_precision and max(wb, ab) <= 8)
                 idx = i[sel]
                 a_el = ops.a_elems[idx]
                 # B per batch entry: weights (shared by the batch: one copy), or K/V / activations
-                b_trace = np.where(is_g, wt[idx] * wscale[idx], (rd[idx] - a_el * storage[idx]) * kvscale[idx])
+                b_trace = (wt[idx] * w_store / (8 * storage[idx]) if is_g
+                           else (rd[idx] - a_el * storage[idx]) * kvscale[idx])
                 # bytes per B element: the weight width, or (attention) what the trace reads of K/V per
                 # element of every batch entry's B (GQA: heads sharing a KV head read it once)
-                b_el = (np.full(len(sel), wsb / 8) if is_g
+                b_el = (np.full(len(sel), w_store / 8) if is_g
                         else np.maximum(b_trace, 0.0) / np.maximum(1, b[sel] * k[sel] * nn[sel]))
                 b_is_act = np.zeros(len(sel), bool) if is_g else kvr[idx] == 0  # a fresh K/V in prefill
                 if apmm:
-                    plan = apmm_plan(p, m[sel], nn[sel], k[sel], b[sel], wb, abits, self.rate("b1"),
+                    plan = apmm_plan(p, m[sel], nn[sel], k[sel], b[sel], wb, ab, self.rate("b1"),
                                      tiles=self.tiles_for("b1"))
                     # energy: a binary MAC priced as the fp16 MAC scaled by operand bits, (1 x 1) / (16 x 16)
                     mac_scale = 1 / 256
                 else:
-                    plan = gemm_plan(p, m[sel], nn[sel], k[sel], b[sel], abits / 8, b_el, abits / 8, self.rate(key),
+                    plan = gemm_plan(p, m[sel], nn[sel], k[sel], b[sel], ab / 8, b_el, ab / 8, self.rate(key),
                                      b_resident=b_is_act, tiles=self.tiles_for(key))
-                    mac_scale = min(wb, 16) * min(abits, 16) / 256
+                    mac_scale = min(wb, 16) * min(ab, 16) / 256
                 time_s[idx] = plan["time_s"]
                 math_s[idx] = plan["compute_s"]
                 hbm_r[idx] = plan["hbm_read"]

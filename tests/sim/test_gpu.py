@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def toy(**kw) -> GPUParams:
     """A small GPU with round numbers: 4 SMs of 1 TFLOPS each (mma_efficiency 1), 1 TB/s HBM."""
-    base = dict(sms=4, freq_hz=1e9, tensor_tflops={"fp16": 4.0}, vector_tflops=1.0, smem_per_sm_bytes=1 << 20,
+    base = dict(sms=4, freq_hz=1e9, tensor_tflops={"fp16": 4.0}, mma_shapes={"fp16": [16, 8, 16]},
+                vector_tflops=1.0, smem_per_sm_bytes=1 << 20,
                 regs_per_sm_bytes=1 << 24,
                 max_ctas_per_sm=1, l2_bytes=1 << 30, l2_bytes_per_s=1e15, hbm_bytes=1 << 34, hbm_bytes_per_s=1e12,
                 hbm_efficiency=1.0, mma_efficiency=1.0, mem_latency_s=0.0, kernel_overhead_s=0.0,
@@ -127,6 +128,10 @@ def test_bad_parameters_are_rejected():
         toy(tiles=[[128, 128, 32]])
     with pytest.raises(ValueError, match="include 1"):
         toy(split_k=[2, 4])
+    with pytest.raises(ValueError, match="no MMA shape for 'int8'"):
+        toy(tensor_tflops={"fp16": 4.0, "int8": 8.0})
+    with pytest.raises(ValueError, match="multiple of the MMA's k"):
+        toy(tiles=[[128, 128, 40, 2]])
 
 
 def test_fused_vector_ops_pay_no_launch():
@@ -189,10 +194,12 @@ def test_gpu_target_files_load_and_decode_scales_with_bandwidth(tmp_path):
 def test_apmm_is_one_stacked_binary_gemm():
     from sim.targets.gpu import apmm_plan
 
-    p = toy(tensor_tflops={"fp16": 4.0, "b1": 64.0}, sms=16)
-    r = apmm_plan(p, [128], [256], [4096], [1], 2, 4, 64.0)
+    b1 = [[128, 128, 512, 2]]
+    p = toy(tensor_tflops={"fp16": 4.0, "b1": 64.0}, mma_shapes={"fp16": [16, 8, 16], "b1": [16, 8, 256]},
+            tiles_by_dtype={"b1": b1}, sms=16)
+    r = apmm_plan(p, [128], [256], [4096], [1], 2, 4, 64.0, tiles=b1)
     # W2A4: the 4 activation planes stacked along M, the 2 weight planes along N, one binary GEMM
-    g = gemm_plan(p, [4 * 128], [2 * 256], [4096], [1], 1 / 8, 1 / 8, 2 / 8, 64.0)
+    g = gemm_plan(p, [4 * 128], [2 * 256], [4096], [1], 1 / 8, 1 / 8, 2 / 8, 64.0, tiles=b1)
     planes = 128 * 4096 * (2 + 4 / 8)
     assert r["time_s"][0] == pytest.approx(g["time_s"][0] + planes / p.l2_bytes_per_s)
     assert r["padded_macs"][0] == 4 * 128 * 2 * 256 * 4096
