@@ -72,6 +72,8 @@ def run_decoder(model: torch.nn.Module, input_ids: torch.Tensor, phase: str) -> 
     Prefill computes logits for the last position only (what generation needs); decode computes
     them for every new position (``seq`` > 1 is speculative verification).
     """
+    if hasattr(model, "trace_run"):  # a project-native model runs its own step
+        return model.trace_run(input_ids, phase)
     hidden = model.base_model(input_ids=input_ids, use_cache=False).last_hidden_state
     if phase == "prefill":
         hidden = hidden[:, -1:, :]

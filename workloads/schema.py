@@ -7,11 +7,13 @@ TRACE_SCHEMA_VERSION = 2
 #: trace has exactly these columns with these dtypes.
 COLUMNS: dict[str, tuple[str, str]] = {
     "idx": ("int64", "position of the op in execution order, from 0"),
-    "op": ("str", "aten op without overload ('mm', 'add', ...) or 'mlhw.attn_score'/'mlhw.attn_context'"),
+    "op": ("str", "aten op without overload ('mm', 'add', ...) or 'mlhw.attn_score'/'mlhw.attn_context'/"
+           "'mlhw.ternary_mm'"),
     "kind": ("str", "gemm | attn_matmul | ternary_gemm (a BitLinear's matmul: ternary weights, adds and "
              "subtracts) | elementwise | reduction | norm | softmax | embedding | copy | creation | view | other"),
     "role": ("str", "what the op does in the model: embedding, pos_embedding, q_proj, k_proj, v_proj, "
              "qkv_proj, o_proj, attn_score, attn_mask, attn_softmax, attn_context, kv_write, attn_other, "
+             "mix_candidate, mix_forget, mix_gate (a MatMul-free LM's MLGRU projections), "
              "mlp_gate, mlp_up, mlp_gate_up, mlp_down, activation, mlp_other, norm, residual, rotary, "
              "lm_head, pooler, mask, layer_other, model_other"),
     "module": ("str", "dotted path of the module that issued the op ('' for the top level)"),

@@ -81,18 +81,6 @@ def _(p, v):
     return p.new_empty((p.shape[0], p.shape[2], p.shape[1], v.shape[3]))
 
 
-@torch.library.custom_op("mlhw::ternary_mm", mutates_args=())
-def ternary_mm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Y = X W^T with W ternary ({-1, 0, +1} as floats) and X 8-bit integers as floats: the matmul of
-    a BitLinear, which hardware runs as additions, subtractions and skips. x: [..., K], w: [N, K]."""
-    return torch.matmul(x, w.t())
-
-
-@ternary_mm.register_fake
-def _(x, w):
-    return x.new_empty((*x.shape[:-1], w.shape[0]))
-
-
 # ---------------------------------------------------------------------------------------------
 # Run context: what the attention function needs to know about the traced run.
 # ---------------------------------------------------------------------------------------------
@@ -289,7 +277,8 @@ _LEAF_ROLES = {
     "down_proj": "mlp_down", "fc2": "mlp_down",
     "embed_tokens": "embedding", "word_embeddings": "embedding", "embed_positions": "pos_embedding",
     "position_embeddings": "pos_embedding", "token_type_embeddings": "pos_embedding",
-    "lm_head": "lm_head", "rotary_emb": "rotary", "act_fn": "activation", "activation_fn": "activation",
+    "lm_head": "lm_head", "embeddings": "embedding", "i_proj": "mix_candidate", "f_proj": "mix_forget",
+    "g_proj": "mix_gate", "rotary_emb": "rotary", "act_fn": "activation", "activation_fn": "activation",
     "intermediate_act_fn": "activation", "act": "activation", "pooler": "pooler",
 }
 _ATTN_CONTAINERS = {"self_attn", "attn", "attention", "self", "self_attention"}

@@ -297,3 +297,44 @@ for _spec in [
     ),
 ]:
     register(_spec)
+
+
+# ---- project-native models -------------------------------------------------------------------
+
+
+def _matmulfree_builder(spec: ModelSpec, dtype, device):
+    """A MatMul-free LM (models/matmulfree.py) from a zoo entry's config (its layer count may be cut
+    for tracing)."""
+    import dataclasses
+
+    from models import matmulfree
+
+    keys = {f.name for f in dataclasses.fields(matmulfree.MatMulFreeConfig)}
+    # the inference form: weights stored ternary with their scales
+    return matmulfree.build({k: v for k, v in spec.config.items() if k in keys}, dtype, device).freeze()
+
+
+def _matmulfree_specs() -> list[ModelSpec]:
+    from models import matmulfree_config as matmulfree  # torch-free
+
+    out = []
+    for size, cfg in matmulfree.SIZES.items():
+        conf = matmulfree.config_dict(cfg)
+        # the recurrence has no positions; the release trains on 2048-token sequences (paper Sec. 4)
+        conf.update(num_attention_heads=1, max_position_embeddings=2048)
+        n = matmulfree.param_count(cfg)
+        out.append(ModelSpec(
+            f"MMfreeLM-{size}", "matmulfree", "decoder", conf,
+            published_params=int(matmulfree.NOMINAL[size]),
+            params_source=f"the paper's nominal size ({size}; Zhu et al., arXiv 2406.02528): the released config "
+            f"counts {n:,} parameters (embedding and untied ternary LM head included)",
+            nominal=size, source=cfg.source + " (release config; see models/matmulfree_config.py)",
+            notes="MatMul-free LM (HGRN-bit): ternary BitLinear layers (traced as ternary_gemm), MLGRU token "
+            "mixer with a recurrent state instead of a KV cache",
+            uniform_layers=True, builder=_matmulfree_builder))
+    return out
+
+
+for _spec in _matmulfree_specs():
+    register(_spec)
+
