@@ -6,5 +6,7 @@
 
 def units() -> dict:
     from hw.bitmod_pe import BitModPE, Dequant
+    from hw.matmulfree import RowUnit, TernaryUnit
 
-    return {"bitmod_pe": BitModPE, "bitmod_dequant": Dequant}
+    return {"bitmod_pe": BitModPE, "bitmod_dequant": Dequant, "matmulfree_ternary": TernaryUnit,
+            "matmulfree_row": RowUnit}

@@ -349,7 +349,7 @@ def _add_hdl(sub) -> None:
                        "against its numpy reference (optionally writing a waveform).")
     hsub = p.add_subparsers(dest="hdl_command", parser_class=_Parser)
     e = hsub.add_parser("export", help="write <unit>.v")
-    e.add_argument("unit", help="bitmod_pe | bitmod_dequant")
+    e.add_argument("unit", help="bitmod_pe | bitmod_dequant | matmulfree_ternary | matmulfree_row")
     e.add_argument("--out", required=True, help="output folder")
     e.set_defaults(func=_cmd_hdl_export)
     s = hsub.add_parser("sim", help="simulate random groups and check them bit for bit")
