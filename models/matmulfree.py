@@ -80,7 +80,7 @@ from torch import nn
 
 from models.errors import SimError
 from models.matmulfree_config import (  # noqa: F401  (re-exported: the model's API in one module)
-    ACT_QMAX, NOMINAL, QUANT_EPS, SIZES, MatMulFreeConfig, bitlinear_shapes, config_dict, param_breakdown,
+    ACT_QMAX, FPGA_BLOCK, NOMINAL, QUANT_EPS, SIZES, MatMulFreeConfig, bitlinear_shapes, config_dict, param_breakdown,
     param_count, resolve_config, tiny_config)
 
 # ---------------------------------------------------------------------------------------------

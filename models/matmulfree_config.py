@@ -72,6 +72,10 @@ SIZES: dict[str, MatMulFreeConfig] = {
     "2.7B": MatMulFreeConfig(hidden_size=2560, num_hidden_layers=32, source=_CFG.format("2.7B")),
 }
 NOMINAL = {"370M": 370e6, "1.3B": 1.3e9, "2.7B": 2.7e9}
+#: The paper's FPGA test: "one core running one block at d=512" (arXiv 2406.02528 v1-v5, Sec. 5);
+#: the other fields as the released models (GLU width 1536).
+FPGA_BLOCK = MatMulFreeConfig(hidden_size=512, num_hidden_layers=1,
+                              source="arXiv 2406.02528 (v1-v5) Sec. 5: the FPGA test, one block at d=512")
 
 
 def resolve_config(size_or_config: str | MatMulFreeConfig | dict) -> MatMulFreeConfig:

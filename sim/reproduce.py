@@ -57,12 +57,21 @@ class Accel(BaseModel):
 class Metric(BaseModel):
     model_config = ConfigDict(extra="forbid")
     metric: str
-    kind: Literal["speedup", "energy_efficiency"]
+    kind: Literal["speedup", "energy_efficiency", "ms_per_token", "blocks_ms_per_token", "tokens_per_s",
+                  "power_w", "tokens_per_s_per_w"]
     acc: str
-    over: str
+    over: str | None = None  # the ratios' denominator (speedup, energy_efficiency)
+    model: str | None = None  # absolute kinds: this model's run (default: the mean over the models)
     task: str
     paper: float
     source: str
+
+
+_ABSOLUTE = {  # kind -> (runs.csv column, scale)
+    "ms_per_token": ("decode_s_per_token", 1e3), "blocks_ms_per_token": ("blocks_s_per_token", 1e3),
+    "tokens_per_s": ("decode_tokens_per_s", 1.0), "power_w": ("average_power_w", 1.0),
+    "tokens_per_s_per_w": ("tokens_per_s_per_w", 1.0),
+}
 
 
 class GemmMetric(BaseModel):
@@ -139,8 +148,12 @@ def load(path: Path) -> tuple[ReproduceFile, list[tuple[str, str, str, dict]]]:
         raise SimError(f"{located(path, 'reference', lines)}: {rf.reference!r} is not an accelerator")
     for key, ms in (("metrics", rf.metrics), ("gemm_metrics", rf.gemm_metrics)):
         for i, m in enumerate(ms):
+            if key == "metrics" and m.kind in ("speedup", "energy_efficiency") and m.over is None:
+                raise SimError(f"{located(path, (key, i), lines)}: a {m.kind} metric needs 'over'")
+            if getattr(m, "model", None) and m.model not in rf.models:
+                raise SimError(f"{located(path, (key, i), lines)}: unknown model {m.model!r}")
             for who in (m.acc, m.over):
-                if who not in rf.accelerators:
+                if who is not None and who not in rf.accelerators:
                     raise SimError(f"{located(path, (key, i), lines)}: unknown accelerator {who!r}")
     if rf.gemm_metrics and not rf.gemm_tokens:
         raise SimError(f"{located(path, 'gemm_metrics', lines)}: gemm_metrics need gemm_tokens (token counts)")
@@ -171,8 +184,17 @@ def compute_metrics(rf: ReproduceFile, runs: pd.DataFrame) -> pd.DataFrame:
     """The paper's metrics from the runs (see the module docstring for the method)."""
     rows = []
     for m in rf.metrics:
-        col = "latency_s" if m.kind == "speedup" else "energy_j"
         tasks = list(rf.tasks) if m.task == "all" else [m.task]
+        if m.kind in _ABSOLUTE:
+            col, scale = _ABSOLUTE[m.kind]
+            sel = runs[runs.task.isin(tasks) & (runs.accelerator == m.acc)]
+            if m.model:
+                sel = sel[sel.model == m.model]
+            sim = float(sel[col].mean()) * scale
+            rows.append({"metric": m.metric, "paper": m.paper, "simulated": sim,
+                         "rel_error": (sim - m.paper) / m.paper, "source": m.source})
+            continue
+        col = "latency_s" if m.kind == "speedup" else "energy_j"
         ratios = []
         for t in tasks:
             r = runs[runs.task == t].pivot(index="model", columns="accelerator", values=col)
@@ -239,10 +261,18 @@ def run(path: str | Path, fidelity: str | None = None,
         if progress:
             progress(k, len(runs), f"{task} {model} {name}")
         cfg["run"]["fidelity"] = rf.fidelity
-        s = execute(prepare(cfg, path)).summary
+        res = execute(prepare(cfg, path))
+        s = res.summary
+        dec = s.get("decode", {})
+        steps = max(1, int(cfg["workload"].get("decode_tokens", 0)))
+        blocks = res.ops[(res.ops.phase == "decode") & (res.ops.layer >= 0)].time_s.sum() / steps
         rows.append({"task": task, "model": model, "accelerator": name, "latency_s": s["latency_s"],
                      "energy_j": s["energy_j"], "prefill_latency_s": s["prefill"]["latency_s"],
-                     "decode_latency_s": s["decode"]["latency_s"] if "decode" in s else 0.0,
+                     "decode_latency_s": dec.get("latency_s", 0.0),
+                     "decode_s_per_token": dec.get("time_per_token_s", 0.0),
+                     "decode_tokens_per_s": dec.get("tokens_per_s", 0.0),
+                     "blocks_s_per_token": float(blocks) if dec else 0.0,
+                     "average_power_w": s["average_power_w"], "tokens_per_s_per_w": s["tokens_per_s_per_w"],
                      "mac_utilization": s["utilization"]["mac"],
                      "dram_energy_j": s["energy_by_component_j"].get("dram", 0.0)})
     if progress:

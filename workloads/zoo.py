@@ -332,6 +332,16 @@ def _matmulfree_specs() -> list[ModelSpec]:
             notes="MatMul-free LM (HGRN-bit): ternary BitLinear layers (traced as ternary_gemm), MLGRU token "
             "mixer with a recurrent state instead of a KV cache",
             uniform_layers=True, builder=_matmulfree_builder))
+    conf = matmulfree.config_dict(matmulfree.FPGA_BLOCK)
+    conf.update(num_attention_heads=1, max_position_embeddings=2048)
+    out.append(ModelSpec(
+        "MMfreeLM-block512", "matmulfree", "decoder", conf,
+        published_params=matmulfree.param_count(matmulfree.FPGA_BLOCK),
+        params_source="not a published model: the paper's FPGA test block (one block at d=512), counted",
+        nominal="block", source=matmulfree.FPGA_BLOCK.source,
+        notes="one MatMul-free block at d=512 with the 32000-token embedding and head around it; the paper's "
+        "43 ms is the block alone (reproductions read the blocks' time)",
+        uniform_layers=True, builder=_matmulfree_builder))
     return out
 
 

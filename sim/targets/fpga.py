@@ -1,0 +1,147 @@
+"""An FPGA accelerator for MatMul-free LMs: cores of ternary accumulate units and a row-wise unit.
+
+The units are the RTL of ``hw/matmulfree.py`` and charge what ``models/ternary.py`` says they take
+(the testbenches check the RTL against those formulas).  A core holds ``ternary_units`` ternary
+units of ``ternary_lanes`` lanes each and one row-wise operation unit of ``row_lanes`` lanes, and
+reads ``ddr_bits_per_cycle`` from DDR; the board's DDR caps all cores together at
+``ddr_bytes_per_s``.  Per traced op (one tile each, the whole op as one compute span):
+
+- **ternary GEMM** (a BitLinear, M tokens x N outputs x K): the M*N dot products are spread over
+  all ``cores * ternary_units`` units; each takes ``ceil(K / lanes)`` beats, back to back, plus the
+  unit's pipeline latency (``ternary_gemm_cycles``).  Its weights, ``N K`` codes of
+  ``weight_code_bits`` each, stream from DDR once per op (tokens reuse them from a buffer), or from
+  on-chip memory when ``weights_on_chip``.  Weight delivery and compute overlap (double-buffered):
+  the op takes the larger of the two.
+- **row ops** (elementwise, reductions, norms, the MLGRU recurrence, activations): the op's
+  elements are spread over the cores' row units, ``ceil(n / (cores * row_lanes))`` beats plus the
+  row latency: one pass per op.  The trace decomposes RMSNorm into its passes (squares, mean,
+  rsqrt, scale), each charged as a pass; the row unit's 40 cycles of divide and inverse square root
+  per row (``RMS_COMPUTE_CYCLES``) are not added (they are small against a d-wide row's passes at a
+  few lanes).  Parameters (norm gains, lower bounds) stream from DDR unless on chip; activations
+  stay on chip.
+- **embedding**: the gathered rows come from DDR (the table, 32000 x d at 16 bits, is off chip).
+- an ordinary GEMM (not in a MatMul-free LM) would need multipliers: ``dsp_macs_per_cycle`` DSP MACs.
+
+Time is in cycles of ``freq_hz``.  Actions for energy: ``ternary.lane_op`` (lane-beats of the
+ternary units: add, subtract or skip of one activation), ``row.lane_op`` (row-unit element-ops),
+``dsp.mac``, ``ddr.read``/``ddr.write`` (bytes), ``onchip.read`` (bytes of on-chip weights).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from models import ternary
+from sim.targets import register
+from sim.targets.base import Costs, OpArrays, Target
+
+
+class FPGAParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    cores: int = Field(gt=0)
+    freq_hz: float = Field(gt=0)
+    ternary_units: int = Field(gt=0, description="ternary accumulate units per core")
+    ternary_lanes: int = Field(gt=0, description="lanes (weights per cycle) of a ternary unit")
+    row_lanes: int = Field(gt=0, description="lanes of a core's row-wise operation unit")
+    ddr_bits_per_cycle: int = Field(gt=0, description="DDR read width of one core, bits per cycle")
+    ddr_bytes_per_s: float = Field(gt=0, description="the board's DDR peak bandwidth (all cores)")
+    weight_code_bits: float = Field(2.0, gt=0, description="bits stored per ternary weight")
+    weights_on_chip: bool = False
+    onchip_bytes: int = Field(gt=0, description="on-chip memory (block RAM)")
+    dsp_macs_per_cycle: int = Field(gt=0, description="multiplier MACs per cycle (non-ternary GEMMs)")
+    node_nm: int = Field(gt=0)
+
+
+def _cdiv(a, b):
+    return -(-np.asarray(a, dtype=np.int64) // np.asarray(b, dtype=np.int64))
+
+
+@register
+class FPGA(Target):
+    name = "fpga"
+    Params = FPGAParams
+
+    def peak_macs_per_cycle(self, wbits: int, abits: int) -> float:
+        p = self.params
+        return float(p.cores * p.ternary_units * p.ternary_lanes)
+
+    def ddr_rate(self) -> float:
+        """Bytes per cycle all cores together read from DDR."""
+        p = self.params
+        return min(p.cores * p.ddr_bits_per_cycle / 8, p.ddr_bytes_per_s / p.freq_hz)
+
+    def dram_bytes_per_cycle(self) -> float:
+        return self.ddr_rate()
+
+    def cost(self, ops: OpArrays | pd.DataFrame, wbits: int, abits: int, kv_bits: int | None = None,
+             weight_storage_bits: float | None = None) -> Costs:
+        if isinstance(ops, pd.DataFrame):
+            ops = OpArrays.from_frame(ops)
+        p = self.params
+        n = len(ops)
+        kind = ops.kind
+        units = p.cores * p.ternary_units
+        rate = self.ddr_rate()
+        compute = np.zeros(n)
+        ddr_rd = np.zeros(n)
+        ddr_wr = np.zeros(n)
+        onchip = np.zeros(n)
+        tern = np.zeros(n)
+        row = np.zeros(n)
+        dsp = np.zeros(n)
+        macs = np.zeros(n, np.int64)
+
+        i = np.flatnonzero(kind == "ternary_gemm")
+        if len(i):
+            m, nn, k = ops.gemm_m[i], ops.gemm_n[i], ops.gemm_k[i]
+            beats = _cdiv(ops.gemm_batch[i] * m * nn, units) * _cdiv(k, p.ternary_lanes)
+            compute[i] = beats + ternary.TERNARY_LATENCY
+            wbytes = (nn * k).astype(np.float64) * p.weight_code_bits / 8
+            if p.weights_on_chip:
+                onchip[i] = wbytes
+            else:
+                ddr_rd[i] = wbytes
+            tern[i] = ops.gemm_batch[i] * m * nn * _cdiv(k, p.ternary_lanes) * p.ternary_lanes
+            macs[i] = ops.gemm_batch[i] * m * nn * k
+
+        g = np.flatnonzero((kind == "gemm") | (kind == "attn_matmul"))
+        if len(g):
+            macs[g] = ops.gemm_batch[g] * ops.gemm_m[g] * ops.gemm_n[g] * ops.gemm_k[g]
+            compute[g] = _cdiv(macs[g], p.dsp_macs_per_cycle)
+            dsp[g] = macs[g]
+            w = ops.weight_bytes[g] * (abits / 8) / ops.storage_bytes[g] + ops.kv_bytes_read[g]
+            (onchip if p.weights_on_chip else ddr_rd)[g] = w
+
+        e = np.flatnonzero(kind == "embedding")
+        if len(e):
+            ddr_rd[e] = ops.weight_bytes[e]
+            compute[e] = 1
+
+        r = np.flatnonzero(np.isin(kind, ["elementwise", "reduction", "norm", "softmax", "copy", "other"]))
+        if len(r):
+            elems = np.where(kind[r] == "copy", ops.bytes_written[r] / ops.storage_bytes[r],
+                             np.where(kind[r] == "norm", ops.flops[r] / 5, ops.flops[r]))
+            elems = np.maximum(np.asarray(elems, dtype=np.float64), 1.0)
+            compute[r] = _cdiv(np.ceil(elems).astype(np.int64), p.cores * p.row_lanes) + ternary.ROW_LATENCY
+            row[r] = elems
+            (onchip if p.weights_on_chip else ddr_rd)[r] += ops.weight_bytes[r]
+
+        mem = np.ceil((ddr_rd + ddr_wr) / rate)
+        total = np.maximum(compute, mem)
+        busy = total > 0
+        z = np.zeros(n, np.int64)
+        return Costs(
+            n_tiles=busy.astype(np.int64), load_cycles=z, compute_cycles=total.astype(np.int64), store_cycles=z.copy(),
+            tile_bytes=z.copy(), prefetch=np.ones(n, bool), dram_read_bytes=np.rint(ddr_rd).astype(np.int64),
+            dram_write_bytes=np.rint(ddr_wr).astype(np.int64), macs=macs,
+            actions={"ternary.lane_op": tern, "row.lane_op": row, "dsp.mac": dsp, "ddr.read": ddr_rd,
+                     "ddr.write": ddr_wr, "onchip.read": onchip},
+            buffer_bytes=0, mem_cycles=mem.astype(np.int64), math_cycles=compute.astype(np.int64))
+
+    def weight_bytes_needed(self, ops: OpArrays) -> float:
+        """Bytes of ternary weights the model keeps (to check ``weights_on_chip`` against on-chip memory)."""
+        t = ops.kind == "ternary_gemm"
+        return float((ops.gemm_n[t] * ops.gemm_k[t]).sum() * self.params.weight_code_bits / 8)
