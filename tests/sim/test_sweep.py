@@ -263,3 +263,11 @@ def test_bad_sweep_options(tmp_path, base, extra, needle):
         args += ["--out", str(tmp_path / "o")]
     r = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr and needle in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[2] / "configs" / "sweeps").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_shipped_sweep_validates(path, tmp_path):
+    """Every sweep file in configs/sweeps/ expands and validates point by point (nothing runs)."""
+    sw = load_sweep(path, out=tmp_path / "out")
+    assert len(sw.points) > 1
