@@ -58,7 +58,8 @@ class Metric(BaseModel):
     model_config = ConfigDict(extra="forbid")
     metric: str
     kind: Literal["speedup", "energy_efficiency", "ms_per_token", "blocks_ms_per_token", "tokens_per_s",
-                  "power_w", "tokens_per_s_per_w"]
+                  "power_w", "tokens_per_s_per_w", "decode_power_w", "decode_tokens_per_s_per_w",
+                  "decode_efficiency"]
     acc: str
     over: str | None = None  # the ratios' denominator (speedup, energy_efficiency)
     model: str | None = None  # absolute kinds: this model's run (default: the mean over the models)
@@ -70,7 +71,8 @@ class Metric(BaseModel):
 _ABSOLUTE = {  # kind -> (runs.csv column, scale)
     "ms_per_token": ("decode_s_per_token", 1e3), "blocks_ms_per_token": ("blocks_s_per_token", 1e3),
     "tokens_per_s": ("decode_tokens_per_s", 1.0), "power_w": ("average_power_w", 1.0),
-    "tokens_per_s_per_w": ("tokens_per_s_per_w", 1.0),
+    "tokens_per_s_per_w": ("tokens_per_s_per_w", 1.0), "decode_power_w": ("decode_power_w", 1.0),
+    "decode_tokens_per_s_per_w": ("decode_tokens_per_j", 1.0),
 }
 
 
@@ -148,7 +150,8 @@ def load(path: Path) -> tuple[ReproduceFile, list[tuple[str, str, str, dict]]]:
         raise SimError(f"{located(path, 'reference', lines)}: {rf.reference!r} is not an accelerator")
     for key, ms in (("metrics", rf.metrics), ("gemm_metrics", rf.gemm_metrics)):
         for i, m in enumerate(ms):
-            if key == "metrics" and m.kind in ("speedup", "energy_efficiency") and m.over is None:
+            ratio = m.kind in ("speedup", "energy_efficiency", "decode_efficiency")
+            if key == "metrics" and ratio and m.over is None:
                 raise SimError(f"{located(path, (key, i), lines)}: a {m.kind} metric needs 'over'")
             if getattr(m, "model", None) and m.model not in rf.models:
                 raise SimError(f"{located(path, (key, i), lines)}: unknown model {m.model!r}")
@@ -194,10 +197,23 @@ def compute_metrics(rf: ReproduceFile, runs: pd.DataFrame) -> pd.DataFrame:
             rows.append({"metric": m.metric, "paper": m.paper, "simulated": sim,
                          "rel_error": (sim - m.paper) / m.paper, "source": m.source})
             continue
+        if m.kind == "decode_efficiency":  # ratio of decode tokens per joule, acc over `over`, per model
+            ratios = []
+            for t in tasks:
+                r = runs[runs.task == t].pivot(index="model", columns="accelerator", values="decode_tokens_per_j")
+                if m.model:
+                    r = r.loc[[m.model]]
+                ratios.append(float((r[m.acc] / r[m.over]).mean()))
+            sim = float(np.mean(ratios))
+            rows.append({"metric": m.metric, "paper": m.paper, "simulated": sim,
+                         "rel_error": (sim - m.paper) / m.paper, "source": m.source})
+            continue
         col = "latency_s" if m.kind == "speedup" else "energy_j"
         ratios = []
         for t in tasks:
             r = runs[runs.task == t].pivot(index="model", columns="accelerator", values=col)
+            if m.model:
+                r = r.loc[[m.model]]
             gain = lambda a: float((r[rf.reference] / r[a]).mean())  # noqa: E731
             ratios.append(gain(m.acc) / gain(m.over))
         sim = float(np.mean(ratios))
@@ -273,6 +289,9 @@ def run(path: str | Path, fidelity: str | None = None,
                      "decode_tokens_per_s": dec.get("tokens_per_s", 0.0),
                      "blocks_s_per_token": float(blocks) if dec else 0.0,
                      "average_power_w": s["average_power_w"], "tokens_per_s_per_w": s["tokens_per_s_per_w"],
+                     "decode_power_w": dec["energy_j"] / dec["latency_s"] if dec.get("latency_s") else 0.0,
+                     "decode_tokens_per_j": dec.get("tokens_per_j", 0.0),
+                     "energy_by_component": ";".join(f"{k}={v:.4g}" for k, v in s["energy_by_component_j"].items()),
                      "mac_utilization": s["utilization"]["mac"],
                      "dram_energy_j": s["energy_by_component_j"].get("dram", 0.0)})
     if progress:

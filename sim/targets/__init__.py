@@ -40,7 +40,7 @@ def names() -> list[str]:
 
 
 def _load_builtin() -> None:
-    from sim.targets import accelerator, cpu, fpga, gpu  # noqa: F401  (register themselves)
+    from sim.targets import accelerator, cpu, etsoc, fpga, gpu  # noqa: F401  (register themselves)
 
 
 def _existing(name: str, base: Path, src: Path, key: str, lines: dict) -> Path:
