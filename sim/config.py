@@ -12,6 +12,11 @@ A config has three sections::
       weight_storage_bits: 16   # bits per weight in memory, metadata included (default: weight_bits)
       act_bits: 16
       kv_bits: 16        # KV-cache precision (default: act_bits)
+      lora:              # LoRA adapters (default: none)
+        rank: 16
+        targets: [q_proj, v_proj]   # projections of every layer (module leaf names of the model)
+        mode: separate   # separate (two low-rank matmuls beside each projection) | merged (in W)
+        alpha: 32        # scaling = alpha / rank (default: 1); no effect on cost
     hardware:            # where it runs
       file: targets/bitmod_fp16_baseline.yaml   # a target file (relative to this file or to configs/)
       params: {...}      # overrides of the file's parameters (or the whole set, with `target:`)
@@ -43,6 +48,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+class Lora(_Strict):
+    """LoRA adapters on the ``targets`` projections of every layer (checked against the model)."""
+
+    rank: int = Field(gt=0)
+    targets: list[str] = Field(min_length=1, description="projection names, e.g. q_proj, v_proj")
+    mode: Literal["separate", "merged"] = "separate"
+    alpha: float | None = Field(None, gt=0, description="scaling = alpha / rank (default: 1)")
+
+
 class Workload(_Strict):
     model: str
     batch: int = Field(1, gt=0)
@@ -54,6 +68,7 @@ class Workload(_Strict):
                                               "per-group metadata included (default: weight_bits)")
     act_bits: int | None = Field(None, gt=0, le=32)
     kv_bits: int | None = Field(None, gt=0, le=32, description="KV-cache precision (default: act_bits)")
+    lora: Lora | None = None
 
     @property
     def storage_bits(self) -> int:

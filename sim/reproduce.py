@@ -150,7 +150,7 @@ def load(path: Path) -> tuple[ReproduceFile, list[tuple[str, str, str, dict]]]:
         raise SimError(f"{located(path, 'reference', lines)}: {rf.reference!r} is not an accelerator")
     for key, ms in (("metrics", rf.metrics), ("gemm_metrics", rf.gemm_metrics)):
         for i, m in enumerate(ms):
-            ratio = m.kind in ("speedup", "energy_efficiency", "decode_efficiency")
+            ratio = getattr(m, "kind", "") in ("speedup", "energy_efficiency", "decode_efficiency")
             if key == "metrics" and ratio and m.over is None:
                 raise SimError(f"{located(path, (key, i), lines)}: a {m.kind} metric needs 'over'")
             if getattr(m, "model", None) and m.model not in rf.models:
@@ -340,6 +340,23 @@ def write(out: str | Path, runs: pd.DataFrame, metrics: pd.DataFrame, rf: Reprod
             ax.set_ylabel(label)
         axes[0][0].legend(fontsize=8)
         parts.append(f"<h2>{html.escape(label)}</h2><img src='data:image/png;base64,{_png(fig)}'>")
+    if "energy_by_component" in runs.columns and len(runs):
+        # energy per generated token (whole request over its decoded tokens), split by component
+        comp = pd.DataFrame([dict(kv.split("=") for kv in str(e).split(";") if "=" in kv)
+                             for e in runs["energy_by_component"]]).astype(float).fillna(0.0)
+        tokens = np.maximum(runs["decode_tokens_per_s"].to_numpy() * runs["decode_latency_s"].to_numpy(), 1.0)
+        per_tok = comp.div(tokens, axis=0)
+        labels = [f"{t} / {m} / {a}" for t, m, a in zip(runs.task, runs.model, runs.accelerator)]
+        fig, ax = plt.subplots(figsize=(8, 0.35 * len(labels) + 1.5))
+        left = np.zeros(len(labels))
+        for c in per_tok.columns:
+            ax.barh(labels, per_tok[c].to_numpy(), left=left, label=c)
+            left += per_tok[c].to_numpy()
+        ax.set_xlabel("energy per generated token (J; prompt tokens when nothing is generated)")
+        ax.legend(fontsize=7, ncol=4)
+        ax.tick_params(axis="y", labelsize=7)
+        fig.tight_layout()
+        parts.append(f"<h2>Energy by component</h2><img src='data:image/png;base64,{_png(fig)}'>")
     if gemms is not None:
         t = gemms.pivot_table(index=["model", "tokens"], columns="accelerator", values="time_s")
         speed = (t[[rf.reference]].to_numpy() / t).reset_index()

@@ -177,6 +177,13 @@ def prepare(raw: dict, config_path: Path, lines: dict | None = None, fidelity: s
     spec = at("workload.model", zoo.get, w.model)
     if spec.kind != "decoder" and w.decode_tokens:
         at("workload.decode_tokens", _fail, f"{spec.name} is an encoder; it cannot decode")
+    if w.lora is not None:
+        valid = at("workload.lora", wl.lora_targets, spec)
+        if not valid:
+            at("workload.lora", _fail, f"{spec.name} has no nn.Linear projections in its layers that LoRA can target")
+        for i, t in enumerate(w.lora.targets):
+            if t not in valid:
+                at(("workload", "lora", "targets", i), _fail, wl.unknown_lora_target(spec, t, valid))
     at("workload.prompt", wl.check_args, spec, "prefill", w.batch, w.prompt, 0, w.dtype)
     if w.decode_tokens:
         at("workload.decode_tokens", wl.check_args, spec, "decode", w.batch, 1, w.prompt + w.decode_tokens - 1,
@@ -208,14 +215,23 @@ def _memo(key, make):
     return hit
 
 
+def lora_spec(w):
+    """The workload's LoRA adapters as the trace API takes them (None without)."""
+    from workloads import api as wl
+
+    return None if w.lora is None else wl.LoraSpec.of(w.lora.model_dump())
+
+
 def _prefill_arrays(spec, w) -> tuple[pd.DataFrame, OpArrays]:
     from workloads import api as wl
 
+    lora = lora_spec(w)
+
     def make():
-        df = wl.trace(spec.name, "prefill", w.batch, w.prompt, 0, w.dtype)
+        df = wl.trace(spec.name, "prefill", w.batch, w.prompt, 0, w.dtype, lora=lora)
         return df, OpArrays.from_frame(df)
 
-    return _memo(("prefill", spec.fingerprint(), w.batch, w.prompt, w.dtype), make)
+    return _memo(("prefill", spec.fingerprint(), w.batch, w.prompt, w.dtype, lora), make)
 
 
 def execute(prep: Prepared, progress=None) -> Result:
@@ -244,11 +260,12 @@ def execute(prep: Prepared, progress=None) -> Result:
     # ---- decode ----
     if w.decode_tokens:
         step("tracing decode")
-        tpl = wl.decode_template(spec.name, w.batch, 1, w.dtype)
+        lora = lora_spec(w)
+        tpl = wl.decode_template(spec.name, w.batch, 1, w.dtype, lora=lora)
         contexts = [w.prompt + k for k in range(w.decode_tokens)]
         n_steps, n_ops = len(contexts), len(tpl.base)
         step(f"costing {n_steps} decode steps")
-        arrays = _memo(("decode", spec.fingerprint(), w.batch, w.dtype, tuple(contexts)),
+        arrays = _memo(("decode", spec.fingerprint(), w.batch, w.dtype, tuple(contexts), lora),
                        lambda: OpArrays.from_template(tpl, contexts))
         allc = target.cost(arrays, *w.precision)
         costs = lambda k: allc.take(np.arange(k * n_ops, (k + 1) * n_ops))  # noqa: E731
@@ -276,7 +293,7 @@ def execute(prep: Prepared, progress=None) -> Result:
         step_cycles = [int(x) for x in per_step.sum(axis=1)]
         dec_cycles = int(sum(step_cycles))
         sums = _sum_costs(allc, n_steps)
-        last = _memo(("decode_frame", spec.fingerprint(), w.batch, w.dtype, contexts[-1]),
+        last = _memo(("decode_frame", spec.fingerprint(), w.batch, w.dtype, contexts[-1], lora),
                      lambda: tpl.at(contexts[-1]))
         dec = _cost_frame(last, sums, per_step.sum(axis=0), freq, energy, "decode")
         frames.append(dec)

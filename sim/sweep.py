@@ -471,13 +471,14 @@ def _prewarm(points: list[Point]) -> None:
     seen = set()
     for p in points:
         w = p.config["workload"]
-        k = (w["model"], w.get("batch", 1), w["prompt"], w.get("dtype", "fp16"), bool(w.get("decode_tokens")))
+        lora = wl.LoraSpec.of(w.get("lora"))
+        k = (w["model"], w.get("batch", 1), w["prompt"], w.get("dtype", "fp16"), bool(w.get("decode_tokens")), lora)
         if k in seen:
             continue
         seen.add(k)
-        wl.trace(w["model"], "prefill", k[1], k[2], 0, k[3])
+        wl.trace(w["model"], "prefill", k[1], k[2], 0, k[3], lora=lora)
         if k[4]:
-            wl.decode_template(w["model"], k[1], 1, k[3])
+            wl.decode_template(w["model"], k[1], 1, k[3], lora=lora)
 
 
 def run_sweep(sweep: Sweep, workers: int | None = None, scheduler: str | None = None,

@@ -15,11 +15,20 @@ Decode changes with the context length only through the attention and cache term
 number in a decode trace (FLOPs, bytes, shape dims) is affine in the context length.  A
 :class:`DecodeTemplate` holds two traces and evaluates the trace at any context, or sums a whole
 generation, in closed form: ``N`` generated tokens cost two traces, not ``N``.
+
+LoRA
+----
+Every trace takes an optional :class:`LoraSpec` (``lora=``): low-rank adapters of rank ``r`` on
+the named projections of every layer.  Mode ``separate`` runs each adapter as two extra weight
+matmuls beside its projection, ``x A^T`` (K -> r) then ``(.) B^T`` (r -> N), scaled and added to
+the projection's output (role ``lora``; A and B are weights).  Mode ``merged`` folds ``B A`` into
+the projection's weight: the trace is the base model's.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,6 +75,108 @@ def check_args(spec: zoo.ModelSpec, phase: str, batch, seq, context, dtype: str)
     return batch, seq, context
 
 
+LORA_MODES = ("separate", "merged")
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """LoRA adapters on every layer's ``targets`` projections (module leaf names, e.g. q_proj).
+
+    ``scaling`` (``alpha / rank``; 1 without ``alpha``) multiplies the adapter's output; it does not
+    change the trace's numbers, so it is not part of the cache key.  Hashable: a memo key."""
+
+    rank: int
+    targets: tuple[str, ...]
+    mode: str = "separate"
+    alpha: float | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "rank", _positive("lora rank", self.rank))
+        targets = self.targets
+        if isinstance(targets, str) or not all(isinstance(t, str) and t for t in (targets or ())):
+            raise SimError(f"lora targets must be a non-empty list of projection names, got {targets!r}")
+        if not targets:
+            raise SimError("lora targets must be a non-empty list of projection names, got []")
+        object.__setattr__(self, "targets", tuple(sorted(set(targets))))
+        if self.mode not in LORA_MODES:
+            raise SimError(f"lora mode must be one of {', '.join(LORA_MODES)}, got {self.mode!r}")
+        a = self.alpha
+        if a is not None and (isinstance(a, bool) or not isinstance(a, (int, float, np.number)) or not a > 0):
+            raise SimError(f"lora alpha must be a positive number, got {a!r}")
+        if a is not None:
+            object.__setattr__(self, "alpha", float(a))
+
+    @classmethod
+    def of(cls, lora) -> LoraSpec | None:
+        """A spec from None, a LoraSpec, or a mapping {rank, targets, mode?, alpha?}."""
+        if lora is None or isinstance(lora, LoraSpec):
+            return lora
+        if isinstance(lora, Mapping):
+            unknown = set(lora) - {"rank", "targets", "mode", "alpha"}
+            if unknown:
+                raise SimError(f"unknown lora key(s): {', '.join(sorted(map(str, unknown)))}")
+            if "rank" not in lora or "targets" not in lora:
+                raise SimError("lora needs `rank` and `targets`")
+            return cls(lora["rank"], tuple(lora["targets"]) if isinstance(lora["targets"], (list, tuple))
+                       else lora["targets"], lora.get("mode", "separate"), lora.get("alpha"))
+        raise SimError(f"lora must be a mapping {{rank, targets, mode, alpha}} or None, got {lora!r}")
+
+    @property
+    def scaling(self) -> float:
+        return (self.alpha if self.alpha is not None else self.rank) / self.rank
+
+    @property
+    def traced(self) -> bool:
+        """Whether the adapters show in the trace (mode 'separate')."""
+        return self.mode == "separate"
+
+    def key(self) -> dict:
+        """What shapes the trace (the cache key's part)."""
+        return {"rank": self.rank, "targets": list(self.targets), "mode": self.mode}
+
+    def describe(self) -> dict:
+        return {**self.key(), "alpha": self.alpha}
+
+
+_LORA_TARGETS: dict = {}
+
+
+def lora_targets(model) -> tuple[str, ...]:
+    """The projections LoRA can target in ``model`` (a name or a ModelSpec): the leaf names of the
+    ``nn.Linear`` modules inside its layers, from the model built on the meta device."""
+    import dataclasses
+
+    spec = model if isinstance(model, zoo.ModelSpec) else zoo.get(model)
+    fp = spec.fingerprint()
+    if fp not in _LORA_TARGETS:
+        from workloads.build import build, lora_leaf_names
+
+        cut = spec.uniform_layers and spec.layers > 2
+        m = build(dataclasses.replace(spec, config={**spec.config, "num_hidden_layers": 2}) if cut else spec,
+                  "fp16", "meta")
+        _LORA_TARGETS[fp] = lora_leaf_names(m)
+    return _LORA_TARGETS[fp]
+
+
+def check_lora(spec: zoo.ModelSpec, lora) -> LoraSpec | None:
+    """Validate a LoRA spec against the model; returns it normalized (a :class:`LoraSpec` or None).
+    An unknown target is a SimError naming the valid ones."""
+    lora = LoraSpec.of(lora)
+    if lora is None:
+        return None
+    valid = lora_targets(spec)
+    if not valid:
+        raise SimError(f"model {spec.name!r} has no nn.Linear projections in its layers that LoRA can target")
+    bad = [t for t in lora.targets if t not in valid]
+    if bad:
+        raise SimError(unknown_lora_target(spec, bad[0], valid))
+    return lora
+
+
+def unknown_lora_target(spec: zoo.ModelSpec, target: str, valid) -> str:
+    return f"unknown LoRA target {target!r} for {spec.name}; valid targets: {', '.join(valid)}"
+
+
 _LAYER_IN_PATH = re.compile(r"((?:^|\.)(?:layers|layer|h|blocks)\.)(\d+)(?=\.|$)")
 
 
@@ -95,20 +206,23 @@ def _replicate_layers(df: pd.DataFrame, n_layers: int) -> pd.DataFrame:
 
 
 def _trace_uncached(spec: zoo.ModelSpec, phase: str, batch: int, seq: int, context: int, dtype: str,
-                    replicate: bool = True) -> pd.DataFrame:
+                    replicate: bool = True, lora: LoraSpec | None = None) -> pd.DataFrame:
     """Trace on the meta device.  Models whose layers are identical (``spec.uniform_layers``) are
     traced with two layers and expanded (see :func:`_replicate_layers`): tracing time then does not
-    grow with depth."""
+    grow with depth.  ``lora`` in mode 'separate' adds its adapters to the built model."""
     import dataclasses
 
     import torch
 
-    from workloads.build import build, run_decoder, run_encoder
+    from workloads.build import add_lora, build, run_decoder, run_encoder
     from workloads.tracer import tracing
 
+    lora = LoraSpec.of(lora)
     cut = replicate and spec.uniform_layers and spec.layers > 2
     model = build(dataclasses.replace(spec, config={**spec.config, "num_hidden_layers": 2}) if cut else spec,
                   dtype, "meta")
+    if lora is not None and lora.traced:
+        add_lora(model, lora.rank, lora.targets, lora.scaling)
     ids = torch.zeros((batch, seq), dtype=torch.long, device="meta")
     mask = torch.ones((batch, seq), dtype=torch.long, device="meta")  # inputs are made outside the trace
     with tracing(model, context=context, kv_cache=spec.kind == "decoder") as tr:
@@ -120,26 +234,42 @@ def _trace_uncached(spec: zoo.ModelSpec, phase: str, batch: int, seq: int, conte
     return _replicate_layers(df, spec.layers) if cut else df
 
 
+def trace_key(spec: zoo.ModelSpec, phase: str, batch: int, seq: int, context: int, dtype: str,
+              lora: LoraSpec | None = None) -> str:
+    """The cache key of a trace.  Adapters that do not show in the trace (mode 'merged') leave the
+    base model's key: the two traces are the same."""
+    parts = dict(model=spec.fingerprint(), phase=phase, batch=batch, seq=seq, context=context, dtype=dtype)
+    if lora is not None and lora.traced:
+        parts["lora"] = lora.key()
+    return _cache.key(**parts)
+
+
 def trace(model: str, phase: str = "prefill", batch=1, seq=None, context=0, dtype: str = "fp16",
-          use_cache: bool = True) -> pd.DataFrame:
+          use_cache: bool = True, lora=None) -> pd.DataFrame:
     """The aten-level trace of one step of ``model`` (see :data:`workloads.schema.COLUMNS`).
 
-    The frame's ``attrs`` carry the model, phase, batch, seq, context and dtype.
+    ``lora``: a :class:`LoraSpec` (or a mapping ``{rank, targets, mode, alpha}``) adding LoRA
+    adapters; None (the default) traces the base model.  The frame's ``attrs`` carry the model,
+    phase, batch, seq, context and dtype (and ``lora``, when given).
     """
     spec = zoo.get(model)
     batch, seq, context = check_args(spec, phase, batch, seq, context, dtype)
-    k = _cache.key(model=spec.fingerprint(), phase=phase, batch=batch, seq=seq, context=context, dtype=dtype)
+    lora = check_lora(spec, lora)  # unknown targets: a SimError naming the valid ones
+    k = trace_key(spec, phase, batch, seq, context, dtype, lora)
     df = _MEMO.get(k) if use_cache else None
     if df is None:
         df = _cache.load(k) if use_cache else None
         if df is None:
-            df = _trace_uncached(spec, phase, batch, seq, context, dtype)
+            df = _trace_uncached(spec, phase, batch, seq, context, dtype, lora=lora)
             if use_cache:
                 _cache.store(k, df)
-        df.attrs = dict(model=spec.name, phase=phase, batch=batch, seq=seq, context=context, dtype=dtype)
         if use_cache:
             _remember(k, df)
-    return df.copy()
+    out = df.copy()
+    out.attrs = dict(model=spec.name, phase=phase, batch=batch, seq=seq, context=context, dtype=dtype)
+    if lora is not None:
+        out.attrs["lora"] = lora.describe()
+    return out
 
 
 # In-memory layer of the cache: a process that runs many points (a sweep worker) reads each trace
@@ -310,18 +440,21 @@ class DecodeTemplate:
         return df
 
 
-def decode_template(model: str, batch=1, seq=1, dtype: str = "fp16", use_cache: bool = True) -> DecodeTemplate:
-    """A :class:`DecodeTemplate` for ``model`` (two cached traces, at contexts 16 and 48).
+def decode_template(model: str, batch=1, seq=1, dtype: str = "fp16", use_cache: bool = True,
+                    lora=None) -> DecodeTemplate:
+    """A :class:`DecodeTemplate` for ``model`` (two cached traces, at contexts 16 and 48), with
+    ``lora`` adapters as in :func:`trace`.
 
     Templates are kept in memory per process and shared: treat them as read-only."""
     spec = zoo.get(model)
     check_args(spec, "decode", batch, seq, 1, dtype)
+    lora = check_lora(spec, lora)
     ctx_a, ctx_b = 16, 48
-    k = ("template", spec.fingerprint(), int(batch), int(seq), dtype)
+    k = ("template", spec.fingerprint(), int(batch), int(seq), dtype, lora)
     tpl = _MEMO.get(k) if use_cache else None
     if tpl is None:
-        a = trace(model, "decode", batch, seq, ctx_a, dtype, use_cache)
-        b = trace(model, "decode", batch, seq, ctx_b, dtype, use_cache)
+        a = trace(model, "decode", batch, seq, ctx_a, dtype, use_cache, lora=lora)
+        b = trace(model, "decode", batch, seq, ctx_b, dtype, use_cache, lora=lora)
         tpl = DecodeTemplate.from_traces(a, b, max_context=(spec.max_positions or 1 << 62) - int(seq))
         if use_cache:
             _remember(k, tpl)
@@ -336,5 +469,5 @@ def summarize(df: pd.DataFrame, by: str = "role") -> pd.DataFrame:
     return g.sort_values("flops", ascending=False)
 
 
-__all__ = ["COLUMNS", "DecodeTemplate", "PHASES", "check_args", "decode_template", "summarize", "trace",
-           "trace_text"]
+__all__ = ["COLUMNS", "DecodeTemplate", "LoraSpec", "PHASES", "check_args", "check_lora", "decode_template",
+           "lora_targets", "summarize", "trace", "trace_text"]

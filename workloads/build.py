@@ -1,6 +1,8 @@
-"""Build zoo models (meta device or real weights) and run the forward pass of each phase."""
+"""Build zoo models (meta device or real weights), add LoRA adapters, run the forward pass of each phase."""
 
 from __future__ import annotations
+
+import re
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +61,85 @@ def tokenize(spec: ModelSpec, sentences: list[str]) -> dict[str, torch.Tensor]:
     tok = AutoTokenizer.from_pretrained(str(get_model_path()))
     enc = tok(sentences, padding=True, truncation=True, max_length=spec.max_positions, return_tensors="pt")
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+# --------------------------------------------------------------------------------------------
+# LoRA adapters
+# --------------------------------------------------------------------------------------------
+
+_IN_LAYER = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks)\.\d+\.")  # as the tracer finds layers
+
+
+class LoraLinear(torch.nn.Module):
+    """A Linear with a LoRA adapter run beside it: ``y = x W^T + b + scaling * (x A^T) B^T``.
+
+    The projection's own matmul is issued by this module (its path is the projection's: the role
+    stays q_proj, ...); the adapter's ops (``lora_A``: K -> r, ``lora_B``: r -> N, the scaling and
+    the add) are in the tracer's ``lora`` scope.  B starts at zero on a real device (the adapter
+    is the identity until trained), as in PEFT.
+    """
+
+    def __init__(self, base: torch.nn.Linear, rank: int, scaling: float = 1.0):
+        super().__init__()
+        w = base.weight
+        self.base = base
+        self.lora_A = torch.nn.Linear(base.in_features, rank, bias=False, device=w.device, dtype=w.dtype)
+        self.lora_B = torch.nn.Linear(rank, base.out_features, bias=False, device=w.device, dtype=w.dtype)
+        if w.device.type != "meta":
+            with torch.no_grad():
+                self.lora_B.weight.zero_()
+        self.scaling = float(scaling)
+
+    # what model code may read of the projection it replaces
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.linear(x, self.base.weight, self.base.bias)
+        with _scope("lora"):
+            return y + self.lora_B(self.lora_A(x)) * self.scaling
+
+
+def _targetable(model: torch.nn.Module):
+    """(path, module) of the ``nn.Linear`` modules inside the layers, adapters' own excluded."""
+    wrapped = [name + "." for name, mod in model.named_modules() if isinstance(mod, LoraLinear)]
+    for name, mod in model.named_modules():
+        if isinstance(mod, torch.nn.Linear) and _IN_LAYER.search(name) and not name.startswith(tuple(wrapped)):
+            yield name, mod
+
+
+def lora_leaf_names(model: torch.nn.Module) -> tuple[str, ...]:
+    """Leaf names of the ``nn.Linear`` modules inside the model's layers: what LoRA can target."""
+    return tuple(sorted({name.rsplit(".", 1)[-1] for name, _ in _targetable(model)}))
+
+
+def add_lora(model: torch.nn.Module, rank: int, targets, scaling: float = 1.0) -> int:
+    """Replace every ``nn.Linear`` inside the layers whose leaf name is in ``targets`` with a
+    :class:`LoraLinear` (in place); returns how many.  A target that matches nothing is a SimError
+    naming the valid ones."""
+    targets = set(targets)
+    valid = lora_leaf_names(model)
+    missing = sorted(targets - set(valid))
+    if missing:
+        raise SimError(f"unknown LoRA target {missing[0]!r}; valid targets: {', '.join(valid) or '(none)'}")
+    hits = [(name, mod) for name, mod in _targetable(model) if name.rsplit(".", 1)[-1] in targets]
+    for name, mod in hits:
+        parent, leaf = name.rsplit(".", 1)
+        setattr(model.get_submodule(parent), leaf, LoraLinear(mod, rank, scaling))
+    return len(hits)
 
 
 # --------------------------------------------------------------------------------------------

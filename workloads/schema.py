@@ -15,7 +15,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
              "qkv_proj, o_proj, attn_score, attn_mask, attn_softmax, attn_context, kv_write, attn_other, "
              "mix_candidate, mix_forget, mix_gate (a MatMul-free LM's MLGRU projections), "
              "mlp_gate, mlp_up, mlp_gate_up, mlp_down, activation, mlp_other, norm, residual, rotary, "
-             "lm_head, pooler, mask, layer_other, model_other"),
+             "lm_head, pooler, mask, lora (a LoRA adapter run beside its projection: its two low-rank matmuls, "
+             "scaling and add), layer_other, model_other"),
     "module": ("str", "dotted path of the module that issued the op ('' for the top level)"),
     "layer": ("int64", "index of the transformer layer, -1 outside the layers"),
     "in_shapes": ("str", "shapes of the tensor operands, dims joined by 'x', operands by ';' ('' for 0-d)"),

@@ -280,6 +280,7 @@ _LEAF_ROLES = {
     "lm_head": "lm_head", "embeddings": "embedding", "i_proj": "mix_candidate", "f_proj": "mix_forget",
     "g_proj": "mix_gate", "rotary_emb": "rotary", "act_fn": "activation", "activation_fn": "activation",
     "intermediate_act_fn": "activation", "act": "activation", "pooler": "pooler",
+    "lora_A": "lora", "lora_B": "lora",  # LoRA adapters run beside a projection (workloads.build.LoraLinear)
 }
 _ATTN_CONTAINERS = {"self_attn", "attn", "attention", "self", "self_attention"}
 _MLP_CONTAINERS = {"mlp", "feed_forward", "intermediate", "ffn"}
