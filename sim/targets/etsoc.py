@@ -17,7 +17,7 @@ Work distribution (one op at a time, all shires together, a chip-wide barrier be
 
 Precision: a GEMM runs int8 when both weights and activations are 8 bits or fewer, else fp16 (fp32
 at 32 bits).  Voltage and frequency: ``freq_hz`` picks the voltage from ``dvfs`` (linear between
-points, extrapolated at the ends); dynamic energies, measured at ``v_ref``, scale with (V / v_ref)^2;
+points, extrapolated at the ends, never below ``v_min``; above ``v_max`` is an error); dynamic energies, measured at ``v_ref``, scale with (V / v_ref)^2;
 static power scales with (V / v_ref)^``static_exponent``.
 
 Time is in cycles of ``freq_hz``.  Actions (in energy at ``v_ref``, scaled as above): ``compute.mac_int8``,
@@ -32,6 +32,7 @@ import pandas as pd
 import simpy
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from models.errors import SimError
 from sim.targets import register
 from sim.targets.base import Costs, OpArrays, Target
 
@@ -44,6 +45,8 @@ class ETSoCParams(BaseModel):
     freq_hz: float = Field(gt=0)
     dvfs: list[list[float]] = Field(description="[frequency Hz, minion-rail volts] points")
     v_ref: float = Field(gt=0, description="voltage the energy table was measured at")
+    v_min: float = Field(gt=0, description="lowest rail voltage: lower frequencies keep it")
+    v_max: float = Field(gt=0, description="highest rail voltage: a frequency that needs more is refused")
     static_exponent: float = Field(ge=0, description="static power ~ V^exponent")
     tensor_ops_per_cycle: dict[str, float] = Field(description="per minion: int8, fp16, fp32 (2 per MAC)")
     mm_efficiency: dict[str, float] = Field(description="measured fraction of the tensor peak per dtype")
@@ -75,15 +78,21 @@ class ETSoCParams(BaseModel):
 
     @property
     def voltage(self) -> float:
+        """The rail voltage at ``freq_hz``: the V/f points, linear between them and extrapolated beyond,
+        held at ``v_min`` below it; a frequency that needs more than ``v_max`` is an error."""
         f = np.array([p[0] for p in self.dvfs])
         v = np.array([p[1] for p in self.dvfs])
         if len(f) == 1:
-            return float(v[0])
-        if self.freq_hz <= f[0]:
-            return float(v[0] + (self.freq_hz - f[0]) * (v[1] - v[0]) / (f[1] - f[0]))
-        if self.freq_hz >= f[-1]:
-            return float(v[-1] + (self.freq_hz - f[-1]) * (v[-1] - v[-2]) / (f[-1] - f[-2]))
-        return float(np.interp(self.freq_hz, f, v))
+            out = float(v[0])
+        elif self.freq_hz <= f[0]:
+            out = float(v[0] + (self.freq_hz - f[0]) * (v[1] - v[0]) / (f[1] - f[0]))
+        elif self.freq_hz >= f[-1]:
+            out = float(v[-1] + (self.freq_hz - f[-1]) * (v[-1] - v[-2]) / (f[-1] - f[-2]))
+        else:
+            out = float(np.interp(self.freq_hz, f, v))
+        if out > self.v_max + 1e-9:
+            raise SimError(f"{self.freq_hz / 1e6:.0f} MHz needs {out:.3f} V, above the rail's {self.v_max} V limit")
+        return max(out, self.v_min)
 
 
 def _cdiv(a, b):

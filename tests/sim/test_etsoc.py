@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from models.errors import SimError
 from sim.config import CONFIGS_DIR, Hardware
 from sim.energy import load_energy
 from sim.targets import build
@@ -20,7 +21,8 @@ MB = 1 << 20
 def chip(**kw) -> ETSoC:
     """One shire of 32 minions at 1 GHz, fp16 at 32 FLOP (16 MACs) per minion-cycle, efficiency 1,
     one DRAM channel of 1 GB/s, a 4 MB scratchpad (2 MB chunks), no fixed costs."""
-    base = dict(shires=1, minions_per_shire=32, freq_hz=1e9, dvfs=[[1e9, 0.5]], v_ref=0.5, static_exponent=1.0,
+    base = dict(shires=1, minions_per_shire=32, freq_hz=1e9, dvfs=[[1e9, 0.5]], v_ref=0.5, v_min=0.3, v_max=0.7,
+                static_exponent=1.0,
                 tensor_ops_per_cycle={"int8": 128.0, "fp16": 32.0, "fp32": 16.0},
                 mm_efficiency={"int8": 1.0, "fp16": 1.0, "fp32": 1.0}, vector_ops_per_cycle=8.0, l1_bytes=4096,
                 scratchpad_bytes=4 * MB, l3_bytes=32 * MB, dram_bytes_per_s=1e9, dram_channels=1,
@@ -73,7 +75,10 @@ def test_shires_contend_for_dram_channels():
 def test_dvfs_scales_voltage_and_energy():
     p = dict(dvfs=[[6e8, 0.517], [8e8, 0.618]], v_ref=0.517, static_exponent=1.23)
     assert chip(freq_hz=7e8, **p).params.voltage == pytest.approx((0.517 + 0.618) / 2)
-    assert chip(freq_hz=4e8, **p).params.voltage == pytest.approx(0.517 - 0.101)  # extrapolated
+    assert chip(freq_hz=5e8, **p).params.voltage == pytest.approx(0.517 - 0.0505)  # extrapolated
+    assert chip(freq_hz=2e8, v_min=0.4, **p).params.voltage == 0.4  # held at the rail's floor
+    with pytest.raises(SimError, match="above the rail's 0.7 V limit"):
+        chip(freq_hz=1.2e9, **p).params.voltage
     lo, hi = chip(freq_hz=6e8, **p), chip(freq_hz=8e8, **p)
     a, b = lo.cost(gemm(1, 256, 256), 16, 16), hi.cost(gemm(1, 256, 256), 16, 16)
     assert b.actions["compute.mac_fp16"][0] / a.actions["compute.mac_fp16"][0] == pytest.approx((0.618 / 0.517) ** 2)
