@@ -54,6 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from models.errors import SimError
 from sim.targets import register
 from sim.targets.base import Costs, OpArrays, Target
+from sim.targets.base import cdiv as _ceil
 
 
 class AcceleratorParams(BaseModel):
@@ -77,9 +78,6 @@ class AcceleratorParams(BaseModel):
         return self.pe_rows * self.pe_cols
 
 
-def _ceil(a, b):
-    return -(-np.asarray(a, dtype=np.int64) // np.asarray(b, dtype=np.int64))
-
 
 @register
 class Accelerator(Target):
@@ -102,8 +100,7 @@ class Accelerator(Target):
 
     def cost(self, ops: OpArrays | pd.DataFrame, wbits: int, abits: int, kv_bits: int | None = None,
              weight_storage_bits: float | None = None) -> Costs:
-        if isinstance(ops, pd.DataFrame):
-            ops = OpArrays.from_frame(ops)
+        ops = OpArrays.of(ops)
         p = self.params
         kvb = kv_bits or abits
         wsb = weight_storage_bits or wbits

@@ -19,6 +19,11 @@ _NUMERIC = ("flops", "bytes_read", "bytes_written", "weight_bytes", "kv_bytes_re
             "gemm_m", "gemm_n", "gemm_k", "gemm_batch")
 
 
+def cdiv(a, b) -> np.ndarray:
+    """Ceiling division of integer arrays (tiles, beats, waves)."""
+    return -(-np.asarray(a, dtype=np.int64) // np.asarray(b, dtype=np.int64))
+
+
 @dataclass
 class OpArrays:
     """What a target costs of a trace, as numpy arrays with one entry per op (trace column names).
@@ -43,6 +48,11 @@ class OpArrays:
 
     def __len__(self) -> int:
         return len(self.kind)
+
+    @classmethod
+    def of(cls, ops: OpArrays | pd.DataFrame) -> OpArrays:
+        """``ops`` as arrays (a trace frame is converted; arrays pass through)."""
+        return cls.from_frame(ops) if isinstance(ops, pd.DataFrame) else ops
 
     @classmethod
     def from_frame(cls, df: pd.DataFrame) -> OpArrays:

@@ -134,8 +134,7 @@ class HostCPU(Target):
 
     def cost(self, ops: OpArrays | pd.DataFrame, wbits: int, abits: int, kv_bits: int | None = None,
              weight_storage_bits: float | None = None) -> Costs:
-        if isinstance(ops, pd.DataFrame):
-            ops = OpArrays.from_frame(ops)
+        ops = OpArrays.of(ops)
         p = self.params
         n = len(ops)
         dt = self._dtype(abits)

@@ -17,8 +17,9 @@ Work distribution (one op at a time, all shires together, a chip-wide barrier be
 
 Precision: a GEMM runs int8 when both weights and activations are 8 bits or fewer, else fp16 (fp32
 at 32 bits).  Voltage and frequency: ``freq_hz`` picks the voltage from ``dvfs`` (linear between
-points, extrapolated at the ends, never below ``v_min``; above ``v_max`` is an error); dynamic energies, measured at ``v_ref``, scale with (V / v_ref)^2;
-static power scales with (V / v_ref)^``static_exponent``.
+points, extrapolated at the ends, never below ``v_min``; above ``v_max`` is an error); dynamic
+energies, measured at ``v_ref``, scale with (V / v_ref)^2; static power scales with
+(V / v_ref)^``static_exponent``.
 
 Time is in cycles of ``freq_hz``.  Actions (in energy at ``v_ref``, scaled as above): ``compute.mac_int8``,
 ``compute.mac_fp16``, ``compute.mac_fp32``, ``compute.vector_op``, ``l1.byte``, ``l2.byte``, ``l3.byte``,
@@ -94,9 +95,6 @@ class ETSoCParams(BaseModel):
             raise SimError(f"{self.freq_hz / 1e6:.0f} MHz needs {out:.3f} V, above the rail's {self.v_max} V limit")
         return max(out, self.v_min)
 
-
-def _cdiv(a, b):
-    return -(-np.asarray(a, dtype=np.int64) // np.asarray(b, dtype=np.int64))
 
 
 def shire_hops(p: ETSoCParams) -> np.ndarray:
@@ -179,8 +177,7 @@ class ETSoC(Target):
 
     def cost(self, ops: OpArrays | pd.DataFrame, wbits: int, abits: int, kv_bits: int | None = None,
              weight_storage_bits: float | None = None) -> Costs:
-        if isinstance(ops, pd.DataFrame):
-            ops = OpArrays.from_frame(ops)
+        ops = OpArrays.of(ops)
         p = self.params
         kvb = kv_bits or abits
         wsb = weight_storage_bits or wbits

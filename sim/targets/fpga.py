@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from models import ternary
 from sim.targets import register
 from sim.targets.base import Costs, OpArrays, Target
+from sim.targets.base import cdiv as _cdiv
 
 
 class FPGAParams(BaseModel):
@@ -54,9 +55,6 @@ class FPGAParams(BaseModel):
     dsp_macs_per_cycle: int = Field(gt=0, description="multiplier MACs per cycle (non-ternary GEMMs)")
     node_nm: int = Field(gt=0)
 
-
-def _cdiv(a, b):
-    return -(-np.asarray(a, dtype=np.int64) // np.asarray(b, dtype=np.int64))
 
 
 @register
@@ -78,8 +76,7 @@ class FPGA(Target):
 
     def cost(self, ops: OpArrays | pd.DataFrame, wbits: int, abits: int, kv_bits: int | None = None,
              weight_storage_bits: float | None = None) -> Costs:
-        if isinstance(ops, pd.DataFrame):
-            ops = OpArrays.from_frame(ops)
+        ops = OpArrays.of(ops)
         p = self.params
         n = len(ops)
         kind = ops.kind

@@ -59,6 +59,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from models.errors import SimError
 from sim.targets import register
 from sim.targets.base import Costs, OpArrays, Target
+from sim.targets.base import cdiv as _cdiv
 
 MMA_DTYPES = ("fp16", "bf16", "tf32", "fp8", "int8", "int4", "b1")
 
@@ -140,9 +141,6 @@ class GPUParams(BaseModel):
             raise ValueError("split-K candidates must include 1 and be positive")
         return v
 
-
-def _cdiv(a, b):
-    return -(-np.asarray(a, dtype=np.int64) // np.asarray(b, dtype=np.int64))
 
 
 def apmm_plan(p: GPUParams, M, N, K, batch, wbits: int, abits: int, tops_b1: float, out_bytes: float = 2.0,
