@@ -1,0 +1,277 @@
+"""Multi-GPU decoding timelines: tensor-parallel vanilla decoding, speculative decoding and EasySpec's
+layer-parallel drafting (arXiv 2502.02493), on N GPUs of the GPU target, scheduled with SimPy.
+
+Per-kernel times come from the GPU target (``sim/targets/gpu.py``) on the models' traces, sharded
+for tensor parallelism over ``tp`` GPUs (:func:`shard`): column-parallel projections (q, k, v, gate,
+up, the LM head) split their outputs, row-parallel ones (o, down) their inputs, attention its heads
+(KV heads too, down to one per GPU); norms and residuals are replicated.  A row-parallel projection
+is followed by an all-reduce of the activations: the ring cost 2 (n - 1) / n x bytes / bandwidth plus
+a small-message floor (:class:`Link`).
+
+Decoders, one iteration each (a :class:`Timeline` of tasks on GPUs; SimPy runs the tasks when their
+GPUs are free and their inputs are ready):
+
+- **vanilla**: one base decode step on all N GPUs (TP = N), one token.
+- **speculative**: ``gamma`` draft decode steps (the draft on its own TP group of ``draft_tp`` GPUs),
+  then one base forward over the gamma + 1 positions (TP = N) to verify; accepted tokens per
+  iteration from the measured acceptance (or Leviathan et al.'s expectation).
+- **easyspec**: as speculative, but each draft step runs the draft's layers in groups of
+  ``group``: the attentions of a group's layers run at once on different GPUs (each GPU one layer,
+  unsharded) from the group's input, an all-gather brings their outputs together, then the group's
+  MLPs run in order (on the draft's TP group); after verification one exact draft forward over the
+  accepted and bonus tokens calibrates the draft's KV cache.
+
+:func:`run_decoder` returns time per iteration, tokens per iteration and time per token;
+:func:`chrome_trace` writes the timeline for chrome://tracing or Perfetto.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from models.errors import SimError
+
+COLUMN = {"q_proj", "k_proj", "v_proj", "qkv_proj", "mlp_gate", "mlp_up", "mlp_gate_up", "lm_head"}
+ROW = {"o_proj", "mlp_down"}
+ATTN = {"attn_score", "attn_context", "attn_softmax", "attn_mask", "kv_write"}
+
+
+@dataclass(frozen=True)
+class Link:
+    """NVLink between GPUs: bytes per second per direction and a per-collective floor."""
+
+    bytes_per_s: float
+    floor_s: float
+
+    def all_reduce(self, nbytes: float, n: int) -> float:
+        return 0.0 if n <= 1 else self.floor_s + 2 * (n - 1) / n * nbytes / self.bytes_per_s
+
+    def all_gather(self, nbytes: float, n: int) -> float:
+        """``nbytes`` in total, each GPU contributing 1/n (ring: (n - 1) / n of it over each link)."""
+        return 0.0 if n <= 1 else self.floor_s + (n - 1) / n * nbytes / self.bytes_per_s
+
+
+def shard(df: pd.DataFrame, tp: int, kv_heads: int) -> pd.DataFrame:
+    """A trace as one of ``tp`` tensor-parallel GPUs runs it (see the module docstring)."""
+    if tp == 1:
+        return df
+    d = df.copy()
+    role = d["role"].to_numpy()
+    col = np.isin(role, list(COLUMN)) & (d.kind == "gemm").to_numpy()
+    row = np.isin(role, list(ROW)) & (d.kind == "gemm").to_numpy()
+    att = np.isin(role, list(ATTN)) | (d.kind == "attn_matmul").to_numpy()
+    kv_split = min(tp, max(1, kv_heads))
+    for mask, cols in ((col, ("gemm_n", "weight_bytes", "flops", "bytes_written")),
+                       (row, ("gemm_k", "weight_bytes", "flops"))):
+        for c in cols:
+            d.loc[mask, c] = np.ceil(d.loc[mask, c] / tp).astype(np.int64)
+    d.loc[row, "bytes_read"] = np.ceil((d.loc[row, "bytes_read"] - df.loc[row, "weight_bytes"]) / tp
+                                       + d.loc[row, "weight_bytes"]).astype(np.int64)
+    d.loc[col, "bytes_read"] = np.ceil(d.loc[col, "bytes_read"] - df.loc[col, "weight_bytes"]
+                                       + d.loc[col, "weight_bytes"]).astype(np.int64)
+    for c in ("gemm_batch", "flops", "bytes_read", "bytes_written"):
+        d.loc[att, c] = np.ceil(d.loc[att, c] / tp).astype(np.int64)
+    for c in ("kv_bytes_read", "kv_bytes_written"):
+        d.loc[att, c] = np.ceil(d.loc[att, c] / kv_split).astype(np.int64)
+    return d
+
+
+@dataclass
+class StepTimes:
+    """Seconds of one forward step of a model on its TP group, by part."""
+
+    layer_attn: float  # one layer's attention block (norm, q/k/v, attention, o) on one GPU of the group
+    layer_mlp: float  # one layer's MLP block
+    layer_allreduce: float  # the layer's two all-reduces (after o and down)
+    other: float  # embedding, final norm, LM head
+    layers: int
+    hidden_bytes: float  # one layer's output activations (batch x seq x d)
+
+    @property
+    def total(self) -> float:
+        return self.layers * (self.layer_attn + self.layer_mlp + self.layer_allreduce) + self.other
+
+
+def step_times(model: str, phase: str, seq: int, context: int, tp: int, gpu, link: Link, batch: int = 1,
+               dtype: str = "fp16", precision=(16, 16, 16, 16)) -> StepTimes:
+    """Per-part times of one step of ``model`` on a TP group of ``tp`` GPUs of target ``gpu``."""
+    from workloads import trace, zoo
+
+    spec = zoo.get(model)
+    df = trace(model, phase, batch, seq, context, dtype)
+    sh = shard(df, tp, spec.kv_heads)
+    c = gpu.cost(sh, *precision)
+    t = c.compute_cycles / gpu.freq_hz
+    layer = sh["layer"].to_numpy()
+    one = layer == 1
+    mlp = one & np.char.startswith(sh["role"].to_numpy().astype(str), "mlp")
+    mlp |= one & (sh["role"].to_numpy() == "activation")
+    hidden = batch * seq * spec.hidden * 2.0
+    return StepTimes(layer_attn=float(t[one & ~mlp].sum()), layer_mlp=float(t[mlp].sum()),
+                     layer_allreduce=2 * link.all_reduce(hidden, tp), other=float(t[layer < 0].sum()),
+                     layers=spec.layers, hidden_bytes=hidden)
+
+
+@dataclass
+class Task:
+    name: str
+    gpus: tuple[int, ...]
+    seconds: float
+    after: tuple[str, ...] = ()
+    cat: str = "compute"
+
+
+@dataclass
+class Timeline:
+    tasks: list[Task] = field(default_factory=list)
+    start: dict[str, float] = field(default_factory=dict)
+    end: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name, gpus, seconds, after=(), cat="compute") -> str:
+        if any(t.name == name for t in self.tasks):
+            raise SimError(f"duplicate task {name!r}")
+        self.tasks.append(Task(name, tuple(gpus), float(seconds), tuple(a for a in after if a), cat))
+        return name
+
+    def run(self, n_gpus: int) -> float:
+        """Schedule with SimPy: a task starts when the tasks it follows are done and all its GPUs are
+        free (each GPU a resource, requested in order, so tasks on one GPU serialize)."""
+        env = simpy.Environment()
+        gpus = [simpy.Resource(env, capacity=1) for _ in range(n_gpus)]
+        done = {t.name: env.event() for t in self.tasks}
+
+        def proc(t: Task):
+            if t.after:
+                yield simpy.AllOf(env, [done[a] for a in t.after])
+            reqs = [gpus[g].request() for g in t.gpus]
+            yield simpy.AllOf(env, reqs)
+            self.start[t.name] = env.now
+            yield env.timeout(t.seconds)
+            self.end[t.name] = env.now
+            for g, r in zip(t.gpus, reqs):
+                gpus[g].release(r)
+            done[t.name].succeed()
+
+        for t in self.tasks:
+            env.process(proc(t))
+        env.run()
+        if len(self.end) != len(self.tasks):
+            raise SimError("timeline deadlock: a task waits on one that never runs")
+        return max(self.end.values()) if self.end else 0.0
+
+
+def chrome_trace(tl: Timeline, path: str | Path, label: str = "") -> Path:
+    """The timeline as Chrome trace events (one row per GPU), for chrome://tracing or ui.perfetto.dev."""
+    events = []
+    for t in tl.tasks:
+        for g in t.gpus:
+            events.append({"name": t.name, "cat": t.cat, "ph": "X", "pid": label or "iteration", "tid": f"GPU {g}",
+                           "ts": tl.start[t.name] * 1e6, "dur": t.seconds * 1e6})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"traceEvents": events, "displayTimeUnit": "ms"}))
+    return path
+
+
+def expected_tokens(alpha: float, gamma: int) -> float:
+    """Leviathan et al. (ICML 2023): expected tokens per iteration with per-token acceptance alpha."""
+    if alpha >= 1.0:
+        return gamma + 1.0
+    return (1 - alpha ** (gamma + 1)) / (1 - alpha)
+
+
+def _model_step(tl: Timeline, prefix: str, st: StepTimes, gpus: tuple[int, ...], link: Link, after: str,
+                layered: int | None = None) -> str:
+    """Add one TP forward step (layer by layer) to the timeline; returns its last task."""
+    last = after
+    n = len(gpus)
+    for i in range(st.layers if layered is None else layered):
+        last = tl.add(f"{prefix} L{i} attn", gpus, st.layer_attn, (last,))
+        if n > 1:
+            last = tl.add(f"{prefix} L{i} allreduce1", gpus, st.layer_allreduce / 2, (last,), "comm")
+        last = tl.add(f"{prefix} L{i} mlp", gpus, st.layer_mlp, (last,))
+        if n > 1:
+            last = tl.add(f"{prefix} L{i} allreduce2", gpus, st.layer_allreduce / 2, (last,), "comm")
+    return tl.add(f"{prefix} head", gpus, st.other, (last,))
+
+
+def vanilla_iteration(base: StepTimes, n: int, link: Link) -> Timeline:
+    tl = Timeline()
+    _model_step(tl, "base", base, tuple(range(n)), link, "")
+    return tl
+
+
+def speculative_iteration(draft: StepTimes, verify: StepTimes, gamma: int, n: int, draft_tp: int, link: Link,
+                          draft_parallel: StepTimes | None = None, group: int = 1,
+                          calibrate: StepTimes | None = None) -> Timeline:
+    """One draft-then-verify iteration; with ``draft_parallel`` (unsharded per-layer times) and
+    ``group`` > 1, EasySpec's layer-parallel drafting and a calibration forward."""
+    tl = Timeline()
+    dg = tuple(range(draft_tp))
+    last = ""
+    for s in range(gamma):
+        if draft_parallel is None or group <= 1:
+            last = _model_step(tl, f"draft{s}", draft, dg, link, last)
+            continue
+        layers = draft.layers
+        for g0 in range(0, layers, group):
+            members = list(range(g0, min(layers, g0 + group)))
+            attn = [tl.add(f"draft{s} L{i} attn", ((i - g0) % n,), draft_parallel.layer_attn, (last,))
+                    for i in members]
+            last = tl.add(f"draft{s} G{g0} allgather", tuple(range(min(n, len(members)))),
+                          link.all_gather(draft_parallel.hidden_bytes * len(members), min(n, len(members))),
+                          tuple(attn), "comm")
+            for i in members:
+                last = tl.add(f"draft{s} L{i} mlp", dg, draft.layer_mlp, (last,))
+                if draft_tp > 1:
+                    last = tl.add(f"draft{s} L{i} allreduce", dg, draft.layer_allreduce / 2, (last,), "comm")
+        last = tl.add(f"draft{s} head", dg, draft.other, (last,))
+    last = _model_step(tl, "verify", verify, tuple(range(n)), link, last)
+    if calibrate is not None:
+        _model_step(tl, "calibrate", calibrate, dg, link, last)
+    return tl
+
+
+def run_decoder(kind: str, *, base: str, draft: str | None, gpu, link: Link, n: int, context: int, gamma: int = 4,
+                alpha: float | None = None, tokens_per_iter: float | None = None, draft_tp: int | None = None,
+                group: int = 1, batch: int = 1, trace_to: str | Path | None = None) -> dict:
+    """Time per iteration and per token of one decoder (see the module docstring)."""
+    if kind not in ("vanilla", "speculative", "easyspec"):
+        raise SimError(f"unknown decoder {kind!r} (vanilla, speculative, easyspec)")
+    if n < 1 or gamma < 1 or group < 1:
+        raise SimError("GPUs, gamma and group size must be at least 1")
+    bstep = step_times(base, "decode", 1, context, n, gpu, link, batch)
+    if kind == "vanilla":
+        tl = vanilla_iteration(bstep, n, link)
+        t = tl.run(n)
+        tokens = 1.0
+    else:
+        if draft is None:
+            raise SimError(f"the {kind} decoder needs a draft model")
+        dtp = draft_tp or n
+        dstep = step_times(draft, "decode", 1, context, dtp, gpu, link, batch)
+        verify = step_times(base, "decode", gamma + 1, context, n, gpu, link, batch)
+        if tokens_per_iter is None:
+            if alpha is None:
+                raise SimError("give the acceptance rate (alpha) or the measured tokens per iteration")
+            tokens_per_iter = expected_tokens(alpha, gamma)
+        if kind == "easyspec":
+            par = step_times(draft, "decode", 1, context, 1, gpu, link, batch)
+            accepted = max(1, int(round(tokens_per_iter)))
+            cal = step_times(draft, "decode", accepted, context, dtp, gpu, link, batch)
+            tl = speculative_iteration(dstep, verify, gamma, n, dtp, link, par, group, cal)
+        else:
+            tl = speculative_iteration(dstep, verify, gamma, n, dtp, link)
+        t = tl.run(n)
+        tokens = float(tokens_per_iter)
+    draft_end = max((tl.end[x.name] for x in tl.tasks if x.name.startswith("draft")), default=0.0)
+    if trace_to:
+        chrome_trace(tl, trace_to, f"{kind} n={n}")
+    return {"decoder": kind, "gpus": n, "gamma": gamma, "group": group, "iteration_s": t, "tokens_per_iter": tokens,
+            "time_per_token_s": t / tokens, "drafting_s": draft_end}

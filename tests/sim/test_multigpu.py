@@ -1,0 +1,93 @@
+"""The multi-GPU timing model on hand-worked two-GPU cases: collectives, the SimPy timeline,
+tensor-parallel sharding, and the three decoders' iterations."""
+
+import json
+
+import pytest
+
+from sim.config import CONFIGS_DIR, Hardware
+from sim.multigpu import (Link, StepTimes, Timeline, expected_tokens, run_decoder, shard,
+                          speculative_iteration, vanilla_iteration)
+from sim.targets import build
+from workloads import trace
+
+LINK = Link(bytes_per_s=100e9, floor_s=10e-6)
+
+
+def test_ring_collectives_by_hand():
+    # 2 GPUs, 1 MB: all-reduce moves 2 (n-1)/n = 1x the bytes, all-gather (n-1)/n = 0.5x
+    assert LINK.all_reduce(1e6, 2) == pytest.approx(10e-6 + 1e6 / 100e9)
+    assert LINK.all_gather(1e6, 2) == pytest.approx(10e-6 + 0.5e6 / 100e9)
+    assert LINK.all_reduce(1e6, 8) == pytest.approx(10e-6 + 1.75e6 / 100e9)
+    assert LINK.all_reduce(1e6, 1) == 0.0
+
+
+def test_timeline_runs_independent_gpus_in_parallel():
+    tl = Timeline()
+    a = tl.add("a", (0,), 1.0)
+    b = tl.add("b", (1,), 2.0)
+    tl.add("c", (0, 1), 0.5, (a, b))
+    tl.add("d", (0,), 1.0)  # no dependency: runs on GPU 0 when it is free
+    assert tl.run(2) == pytest.approx(2.5)
+    assert tl.start["c"] == pytest.approx(2.0)
+
+
+def step(attn, mlp, layers=2, other=0.0, allreduce=0.0):
+    return StepTimes(layer_attn=attn, layer_mlp=mlp, layer_allreduce=allreduce, other=other, layers=layers,
+                     hidden_bytes=1e6)
+
+
+def test_vanilla_iteration_is_the_sum_of_layers_and_collectives():
+    base = step(1.0, 2.0, layers=3, other=0.5, allreduce=LINK.all_reduce(1e6, 2) * 2)
+    t = vanilla_iteration(base, 2, LINK).run(2)
+    assert t == pytest.approx(3 * (1.0 + 2.0 + 2 * LINK.all_reduce(1e6, 2)) + 0.5)
+
+
+def test_easyspec_runs_a_groups_attentions_on_different_gpus():
+    """Two GPUs, a 2-layer draft in one group of 2: the two attentions (unsharded, 4 s each) overlap,
+    an all-gather joins them, then the two MLPs (1 s each) run in order; one draft step, then verify."""
+    draft = step(3.0, 1.0, layers=2)
+    par = step(4.0, 1.0, layers=2)
+    verify = step(0.0, 0.0, layers=1, other=10.0)
+    tl = speculative_iteration(draft, verify, gamma=1, n=2, draft_tp=1, link=LINK, draft_parallel=par, group=2)
+    gather = LINK.all_gather(2e6, 2)
+    assert tl.run(2) == pytest.approx(4.0 + gather + 2 * 1.0 + 10.0)
+    assert tl.start["draft0 L0 attn"] == tl.start["draft0 L1 attn"] == 0.0
+    # exact drafting takes the layers in sequence: 2 x (3 + 1) then verify
+    seq = speculative_iteration(draft, verify, gamma=1, n=2, draft_tp=1, link=LINK)
+    assert seq.run(2) == pytest.approx(2 * 4.0 + 10.0)
+
+
+def test_expected_tokens_per_iteration():
+    assert expected_tokens(0.0, 4) == 1.0
+    assert expected_tokens(1.0, 4) == 5.0
+    assert expected_tokens(0.5, 2) == pytest.approx(1 + 0.5 + 0.25)
+
+
+def test_tensor_parallel_shard_splits_weights_and_heads():
+    df = trace("Llama-2-7B", "decode", 1, 1, 64)
+    sh = shard(df, 2, 32)
+    q = df[df.role == "q_proj"].iloc[0]
+    q2 = sh[sh.role == "q_proj"].iloc[0]
+    assert q2.gemm_n == q.gemm_n // 2 and q2.weight_bytes == q.weight_bytes // 2
+    o, o2 = df[df.role == "o_proj"].iloc[0], sh[sh.role == "o_proj"].iloc[0]
+    assert o2.gemm_k == o.gemm_k // 2 and o2.gemm_n == o.gemm_n
+    s, s2 = df[df.role == "attn_score"].iloc[0], sh[sh.role == "attn_score"].iloc[0]
+    assert s2.gemm_batch == s.gemm_batch // 2 and s2.kv_bytes_read == s.kv_bytes_read // 2
+    assert sh.weight_bytes.sum() < 0.55 * df.weight_bytes.sum()
+
+
+def test_decoders_end_to_end_on_two_h100s(tmp_path):
+    gpu, _, _ = build(Hardware(file="targets/gpu_h100_sxm.yaml", params={"fuse_vector_ops": True}),
+                      CONFIGS_DIR / "t.yaml")
+    kw = dict(base="Llama-2-13B", gpu=gpu, link=LINK, n=2, context=64)
+    v = run_decoder("vanilla", draft=None, **kw)
+    s = run_decoder("speculative", draft="Llama-2-7B", gamma=3, alpha=0.8, **kw)
+    e = run_decoder("easyspec", draft="Llama-2-7B", gamma=3, alpha=0.8, group=2, trace_to=tmp_path / "t.json", **kw)
+    assert s["tokens_per_iter"] == pytest.approx(expected_tokens(0.8, 3))
+    assert e["drafting_s"] < s["drafting_s"]  # layer-parallel drafting is shorter
+    assert v["time_per_token_s"] > 0 and s["iteration_s"] > v["iteration_s"]
+    ev = json.loads((tmp_path / "t.json").read_text())["traceEvents"]
+    assert {x["tid"] for x in ev} == {"GPU 0", "GPU 1"} and all(x["dur"] >= 0 for x in ev)
+    with pytest.raises(Exception, match="needs a draft"):
+        run_decoder("speculative", draft=None, **kw)
