@@ -155,7 +155,12 @@ def _cmd_run(args) -> int:
 
     console = Console()
     err = Console(stderr=True)
-    if reproduce.is_reproduce(load_yaml(Path(args.config))[0]):
+    data = load_yaml(Path(args.config))[0]
+    from sim import easyspec
+
+    if easyspec.is_easyspec(data):
+        return _cmd_easyspec(args, console, err)
+    if reproduce.is_reproduce(data):
         return _cmd_reproduce(args, console, err)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
                   transient=True, disable=not err.is_terminal) as bar:
@@ -169,6 +174,35 @@ def _cmd_run(args) -> int:
             raise SimError(f"cannot write the results to {out}: {e.strerror or e}") from None
     print_summary(result.summary, console)
     console.print(f"wrote {out}/ops.parquet, summary.json, report.html")
+    return 0
+
+
+def _cmd_easyspec(args, console, err) -> int:
+    from pathlib import Path
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.table import Table
+
+    from sim import easyspec
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err, transient=True,
+                  disable=not err.is_terminal) as bar:
+        task = bar.add_task("runs", total=None)
+        runs, metrics, f, sweep = easyspec.run(
+            args.config, args.out,
+            progress=lambda k, n, what: bar.update(task, completed=k, total=n, description=what))
+    out = Path(args.out or f.out or "results/easyspec")
+    try:
+        easyspec.write(out, runs, metrics, f, sweep)
+    except OSError as e:
+        raise SimError(f"cannot write the results to {out}: {e.strerror or e}") from None
+    t = Table(title=f"EasySpec: paper vs simulation ({f.gpus} GPUs, gamma {f.gamma}, group {f.group})")
+    for c in ("metric", "paper", "simulated", "rel. error"):
+        t.add_column(c, justify="left" if c == "metric" else "right")
+    for _, r in metrics.iterrows():
+        t.add_row(r["metric"], f"{r['paper']:.3g}", f"{r['simulated']:.3g}", f"{r['rel_error']:+.1%}")
+    console.print(t)
+    console.print(f"wrote {out}/paper_vs_sim.csv, runs.csv, sweep.csv, report.html, trace_*.json")
     return 0
 
 

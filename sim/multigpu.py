@@ -18,8 +18,9 @@ GPUs are free and their inputs are ready):
 - **easyspec**: as speculative, but each draft step runs the draft's layers in groups of
   ``group``: the attentions of a group's layers run at once on different GPUs (each GPU one layer,
   unsharded) from the group's input, an all-gather brings their outputs together, then the group's
-  MLPs run in order (on the draft's TP group); after verification one exact draft forward over the
-  accepted and bonus tokens calibrates the draft's KV cache.
+  MLPs run in order (on the draft's TP group).  The draft's KV cache is calibrated by one exact
+  forward over the previous iteration's accepted and bonus tokens, which is also the iteration's
+  first draft step (it drafts the first token), so gamma - 1 steps are layer-parallel.
 
 :func:`run_decoder` returns time per iteration, tokens per iteration and time per token;
 :func:`chrome_trace` writes the timeline for chrome://tracing or Perfetto.
@@ -98,9 +99,23 @@ class StepTimes:
         return self.layers * (self.layer_attn + self.layer_mlp + self.layer_allreduce) + self.other
 
 
+_STEPS: dict = {}
+
+
 def step_times(model: str, phase: str, seq: int, context: int, tp: int, gpu, link: Link, batch: int = 1,
                dtype: str = "fp16", precision=(16, 16, 16, 16)) -> StepTimes:
-    """Per-part times of one step of ``model`` on a TP group of ``tp`` GPUs of target ``gpu``."""
+    """Per-part times of one step of ``model`` on a TP group of ``tp`` GPUs of target ``gpu`` (memoized:
+    sweeps ask for the same steps many times)."""
+    key = (model, phase, seq, context, tp, gpu.params.model_dump_json(), link, batch, dtype, tuple(precision))
+    hit = _STEPS.get(key)
+    if hit is None:
+        if len(_STEPS) > 4096:
+            _STEPS.clear()
+        hit = _STEPS[key] = _step_times(model, phase, seq, context, tp, gpu, link, batch, dtype, precision)
+    return hit
+
+
+def _step_times(model, phase, seq, context, tp, gpu, link, batch, dtype, precision) -> StepTimes:
     from workloads import trace, zoo
 
     spec = zoo.get(model)
@@ -210,14 +225,20 @@ def vanilla_iteration(base: StepTimes, n: int, link: Link) -> Timeline:
 def speculative_iteration(draft: StepTimes, verify: StepTimes, gamma: int, n: int, draft_tp: int, link: Link,
                           draft_parallel: StepTimes | None = None, group: int = 1,
                           calibrate: StepTimes | None = None) -> Timeline:
-    """One draft-then-verify iteration; with ``draft_parallel`` (unsharded per-layer times) and
-    ``group`` > 1, EasySpec's layer-parallel drafting and a calibration forward."""
+    """One draft-then-verify iteration.  With ``draft_parallel`` (unsharded per-layer times) and
+    ``group`` > 1, EasySpec: the iteration's first draft step is the exact forward that calibrates the
+    draft's KV cache over the previous iteration's accepted and bonus tokens (``calibrate``, which also
+    drafts the first token), and the other gamma - 1 steps are layer-parallel."""
     tl = Timeline()
     dg = tuple(range(draft_tp))
     last = ""
+    easy = draft_parallel is not None and group > 1
     for s in range(gamma):
-        if draft_parallel is None or group <= 1:
+        if not easy:
             last = _model_step(tl, f"draft{s}", draft, dg, link, last)
+            continue
+        if s == 0:
+            last = _model_step(tl, "draft0 calibrate", calibrate or draft, dg, link, last)
             continue
         layers = draft.layers
         for g0 in range(0, layers, group):
@@ -232,9 +253,7 @@ def speculative_iteration(draft: StepTimes, verify: StepTimes, gamma: int, n: in
                 if draft_tp > 1:
                     last = tl.add(f"draft{s} L{i} allreduce", dg, draft.layer_allreduce / 2, (last,), "comm")
         last = tl.add(f"draft{s} head", dg, draft.other, (last,))
-    last = _model_step(tl, "verify", verify, tuple(range(n)), link, last)
-    if calibrate is not None:
-        _model_step(tl, "calibrate", calibrate, dg, link, last)
+    _model_step(tl, "verify", verify, tuple(range(n)), link, last)
     return tl
 
 

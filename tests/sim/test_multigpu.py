@@ -44,18 +44,19 @@ def test_vanilla_iteration_is_the_sum_of_layers_and_collectives():
 
 
 def test_easyspec_runs_a_groups_attentions_on_different_gpus():
-    """Two GPUs, a 2-layer draft in one group of 2: the two attentions (unsharded, 4 s each) overlap,
-    an all-gather joins them, then the two MLPs (1 s each) run in order; one draft step, then verify."""
+    """Two GPUs, a 2-layer draft in one group of 2, gamma 2: the first draft step is the exact
+    calibration forward (2 x (3 + 1) s); in the second the two attentions (unsharded, 4 s each) overlap,
+    an all-gather joins them, then the two MLPs (1 s each) run in order; then verify (10 s)."""
     draft = step(3.0, 1.0, layers=2)
     par = step(4.0, 1.0, layers=2)
     verify = step(0.0, 0.0, layers=1, other=10.0)
-    tl = speculative_iteration(draft, verify, gamma=1, n=2, draft_tp=1, link=LINK, draft_parallel=par, group=2)
+    tl = speculative_iteration(draft, verify, gamma=2, n=2, draft_tp=1, link=LINK, draft_parallel=par, group=2)
     gather = LINK.all_gather(2e6, 2)
-    assert tl.run(2) == pytest.approx(4.0 + gather + 2 * 1.0 + 10.0)
-    assert tl.start["draft0 L0 attn"] == tl.start["draft0 L1 attn"] == 0.0
-    # exact drafting takes the layers in sequence: 2 x (3 + 1) then verify
-    seq = speculative_iteration(draft, verify, gamma=1, n=2, draft_tp=1, link=LINK)
-    assert seq.run(2) == pytest.approx(2 * 4.0 + 10.0)
+    assert tl.run(2) == pytest.approx(2 * 4.0 + 4.0 + gather + 2 * 1.0 + 10.0)
+    assert tl.start["draft1 L0 attn"] == tl.start["draft1 L1 attn"] == pytest.approx(8.0)
+    # exact drafting takes the layers in sequence: 2 steps x 2 x (3 + 1), then verify
+    seq = speculative_iteration(draft, verify, gamma=2, n=2, draft_tp=1, link=LINK)
+    assert seq.run(2) == pytest.approx(2 * 2 * 4.0 + 10.0)
 
 
 def test_expected_tokens_per_iteration():

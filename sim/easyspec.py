@@ -1,0 +1,250 @@
+"""EasySpec reproduction (``sim run configs/easyspec/reproduce.yaml``): vanilla TP decoding, standard
+speculative decoding and EasySpec's layer-parallel drafting on N GPUs (``sim/multigpu.py``), for
+base/draft pairs, fed with acceptance rates and the paper's figures; a sweep over GPUs, gamma,
+group size and acceptance with a speedup heatmap; Chrome traces of one iteration of each decoder.
+
+The file::
+
+    reproduce: easyspec
+    out: results/easyspec
+    gpu: ../targets/gpu_h100_sxm.yaml          # the GPU target file (and params overrides)
+    gpu_params: {kernel_overhead_s: 9.0e-7, fuse_vector_ops: true}
+    link: {bytes_per_s: 4.5e+11, floor_s: 2.0e-5, source: ...}
+    gpus: 8
+    context: 512
+    gamma: 4
+    group: 4
+    pairs: [{base: Llama-3-70B, draft: Llama-3-8B}, ...]
+    acceptance: {exact: 0.8, layer_parallel: 0.76, source: ...}   # or from: measured.csv
+    paper: [{metric: ..., paper: 4.17, source: ...}, ...]
+    sweep: {gpus: [2, 4, 8], gamma: [...], group: [...], alpha: [...]}
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from models.errors import SimError
+from sim.config import load_yaml, resolve_path, validation_error
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LinkSpec(_Strict):
+    bytes_per_s: float = Field(gt=0)
+    floor_s: float = Field(ge=0)
+    source: str
+
+
+class Pair(_Strict):
+    base: str
+    draft: str
+
+
+class Acceptance(_Strict):
+    exact: float | None = Field(None, gt=0, lt=1)
+    layer_parallel: float | None = Field(None, gt=0, lt=1)
+    measured: str | None = None  # a CSV from `python -m models.easyspec measure`
+    source: str
+
+
+class PaperFigure(_Strict):
+    metric: str
+    paper: float
+    source: str
+
+
+class SweepSpec(_Strict):
+    gpus: list[int] = Field(min_length=1)
+    gamma: list[int] = Field(min_length=1)
+    group: list[int] = Field(min_length=1)
+    alpha: list[float] = Field(min_length=1)
+
+
+class EasySpecFile(_Strict):
+    reproduce: str
+    out: str | None = None
+    gpu: str
+    gpu_params: dict[str, Any] = Field(default_factory=dict)
+    link: LinkSpec
+    gpus: int = Field(gt=0)
+    context: int = Field(gt=0)
+    gamma: int = Field(gt=0)
+    group: int = Field(gt=0)
+    draft_tp: int | None = Field(None, gt=0)
+    pairs: list[Pair] = Field(min_length=1)
+    acceptance: Acceptance
+    paper: list[PaperFigure] = Field(default_factory=list)
+    sweep: SweepSpec | None = None
+    notes: str = ""
+
+
+def is_easyspec(data: dict) -> bool:
+    return isinstance(data, dict) and data.get("reproduce") == "easyspec"
+
+
+def _acceptance(a: Acceptance, base: Path, gamma: int, group: int) -> dict:
+    """Acceptance of exact and layer-parallel drafting: per-token alpha and, when measured, tokens per
+    iteration (``python -m models.easyspec measure``: columns mode, group_size, gamma, alpha,
+    mean_tokens_per_iter, expected_tokens_per_iter)."""
+    if a.measured:
+        p = resolve_path(a.measured, base)
+        if not p.exists():
+            raise SimError(f"acceptance.measured: no such file {a.measured!r}")
+        m = pd.read_csv(p)
+        ex = m[(m["mode"] == "exact") & (m.gamma == gamma)]
+        lp = m[(m["mode"] != "exact") & (m.gamma == gamma)]
+        exact_g = lp[lp.group_size == group]
+        lp = exact_g if len(exact_g) else lp[lp.group_size == lp.group_size.max()]
+        if ex.empty or lp.empty:
+            raise SimError(f"{p}: no exact and layer-parallel rows for gamma {gamma}")
+        return {"alpha_exact": float(ex.alpha.iloc[0]), "alpha_parallel": float(lp.alpha.iloc[0]),
+                "tokens_exact": float(ex.mean_tokens_per_iter.iloc[0]),
+                "tokens_parallel": float(lp.mean_tokens_per_iter.iloc[0]),
+                "leviathan_exact": float(ex.expected_tokens_per_iter.iloc[0]),
+                "leviathan_parallel": float(lp.expected_tokens_per_iter.iloc[0]),
+                "group_measured": int(lp.group_size.iloc[0]), "source": f"{a.source} ({p.name})"}
+    if a.exact is None or a.layer_parallel is None:
+        raise SimError("acceptance: give exact and layer_parallel, or measured")
+    from sim.multigpu import expected_tokens
+
+    return {"alpha_exact": a.exact, "alpha_parallel": a.layer_parallel,
+            "tokens_exact": expected_tokens(a.exact, gamma),
+            "tokens_parallel": expected_tokens(a.layer_parallel, gamma),
+            "leviathan_exact": expected_tokens(a.exact, gamma),
+            "leviathan_parallel": expected_tokens(a.layer_parallel, gamma), "group_measured": group,
+            "source": a.source}
+
+
+def run(path: str | Path, out: str | Path | None = None,
+        progress=None) -> tuple[pd.DataFrame, pd.DataFrame, EasySpecFile, pd.DataFrame]:
+    """All runs, the paper comparison, the file, and the sweep's points; the Chrome traces go to
+    ``out`` (default the file's ``out``)."""
+    from sim.config import Hardware
+    from sim.multigpu import Link, run_decoder
+    from sim.targets import build
+
+    path = Path(path)
+    data, lines = load_yaml(path)
+    try:
+        f = EasySpecFile.model_validate(data)
+    except ValidationError as e:
+        raise validation_error(path, e, lines) from None
+    gpu, _, _ = build(Hardware(file=f.gpu, params=f.gpu_params), path)
+    link = Link(f.link.bytes_per_s, f.link.floor_s)
+    acc = _acceptance(f.acceptance, path.parent, f.gamma, f.group)
+    out = Path(out or f.out or "results/easyspec")
+    step = progress or (lambda k, n, m: None)
+    rows = []
+    n_runs = 3 * len(f.pairs)
+    for i, pair in enumerate(f.pairs):
+        kw = dict(base=pair.base, gpu=gpu, link=link, n=f.gpus, context=f.context, gamma=f.gamma,
+                  draft_tp=f.draft_tp)
+        slug = f"{pair.base}-{pair.draft}".replace(".", "_")
+        step(3 * i, n_runs, f"{pair.base} vanilla")
+        v = run_decoder("vanilla", draft=None, trace_to=out / f"trace_{slug}_vanilla.json", **kw)
+        step(3 * i + 1, n_runs, f"{pair.base} speculative")
+        s = run_decoder("speculative", draft=pair.draft, tokens_per_iter=acc["tokens_exact"],
+                        trace_to=out / f"trace_{slug}_spec.json", **kw)
+        step(3 * i + 2, n_runs, f"{pair.base} easyspec")
+        e = run_decoder("easyspec", draft=pair.draft, tokens_per_iter=acc["tokens_parallel"], group=f.group,
+                        trace_to=out / f"trace_{slug}_easyspec.json", **kw)
+        for r, alpha in ((v, None), (s, acc["alpha_exact"]), (e, acc["alpha_parallel"])):
+            rows.append({"base": pair.base, "draft": pair.draft, **r, "alpha": alpha,
+                         "speedup_vs_vanilla": v["time_per_token_s"] / r["time_per_token_s"]})
+    step(n_runs, n_runs, "done")
+    runs = pd.DataFrame(rows)
+    sim_fig = {
+        "peak_speedup_vs_vanilla": float(runs[runs.decoder == "easyspec"].speedup_vs_vanilla.max()),
+        "drafting_speedup": float(np.max([
+            runs[(runs.base == p.base) & (runs.decoder == "speculative")].drafting_s.item()
+            / runs[(runs.base == p.base) & (runs.decoder == "easyspec")].drafting_s.item() for p in f.pairs])),
+        "acceptance_drop": 1 - acc["alpha_parallel"] / acc["alpha_exact"],
+    }
+    metrics = pd.DataFrame([{"metric": m.metric, "paper": m.paper, "simulated": sim_fig.get(m.metric, np.nan),
+                             "rel_error": (sim_fig.get(m.metric, np.nan) - m.paper) / m.paper,
+                             "source": m.source} for m in f.paper])
+    metrics.attrs["acceptance"] = acc
+    sweep = sweep_points(f, gpu, link) if f.sweep else pd.DataFrame()
+    return runs, metrics, f, sweep
+
+
+def sweep_points(f: EasySpecFile, gpu, link) -> pd.DataFrame:
+    """EasySpec's speedup over vanilla across GPUs x gamma x group x acceptance, for the first pair."""
+    from sim.multigpu import run_decoder
+
+    pair = f.pairs[0]
+    rows = []
+    s = f.sweep
+    for n, gamma, group, alpha in itertools.product(s.gpus, s.gamma, s.group, s.alpha):
+        kw = dict(base=pair.base, gpu=gpu, link=link, n=n, context=f.context, gamma=gamma)
+        v = run_decoder("vanilla", draft=None, **kw)
+        e = run_decoder("easyspec", draft=pair.draft, alpha=alpha, group=group, **kw)
+        rows.append({"gpus": n, "gamma": gamma, "group": group, "alpha": alpha,
+                     "speedup": v["time_per_token_s"] / e["time_per_token_s"]})
+    return pd.DataFrame(rows)
+
+
+def write(out: str | Path, runs: pd.DataFrame, metrics: pd.DataFrame, f: EasySpecFile, sweep: pd.DataFrame) -> Path:
+    import html
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sim.report import _png
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(out / "runs.csv", index=False)
+    metrics.to_csv(out / "paper_vs_sim.csv", index=False)
+    acc = metrics.attrs.get("acceptance", {})
+    acc_rows = pd.DataFrame([{"drafting": "exact", "alpha": acc.get("alpha_exact"),
+                              "tokens_per_iter_used": acc.get("tokens_exact"),
+                              "leviathan_expected": acc.get("leviathan_exact")},
+                             {"drafting": f"layer-parallel (group {acc.get('group_measured')})",
+                              "alpha": acc.get("alpha_parallel"), "tokens_per_iter_used": acc.get("tokens_parallel"),
+                              "leviathan_expected": acc.get("leviathan_parallel")}])
+    acc_rows.to_csv(out / "acceptance_used.csv", index=False)
+    parts = ["<h1>Reproduction: EasySpec</h1>",
+             f"<h2>Acceptance used</h2><p>{html.escape(str(acc.get('source', '')))}</p>"
+             + acc_rows.to_html(index=False, float_format=lambda v: f"{v:.3f}"),
+             "<h2>Paper vs simulation</h2>", metrics.to_html(index=False, float_format=lambda v: f"{v:.4g}"),
+             "<h2>Runs</h2>", runs.to_html(index=False, float_format=lambda v: f"{v:.4g}"),
+             "<p>Chrome traces of one iteration of each decoder: trace_*.json (open in ui.perfetto.dev).</p>"]
+    if f.notes.strip():
+        parts.append("<h2>Where and why they differ</h2>" + "".join(
+            f"<p>{html.escape(p.strip())}</p>" for p in f.notes.strip().split("\n\n")))
+    if len(sweep):
+        sweep.to_csv(out / "sweep.csv", index=False)
+        for n in sorted(sweep.gpus.unique()):
+            sub = sweep[sweep.gpus == n]
+            groups = sorted(sub.group.unique())
+            fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.4), squeeze=False)
+            for ax, g in zip(axes[0], groups):
+                piv = sub[sub.group == g].pivot(index="alpha", columns="gamma", values="speedup")
+                im = ax.imshow(piv.to_numpy(), origin="lower", aspect="auto", cmap="viridis")
+                ax.set_xticks(range(len(piv.columns)), [str(c) for c in piv.columns])
+                ax.set_yticks(range(len(piv.index)), [f"{a:.2f}" for a in piv.index])
+                for (yy, xx), val in np.ndenumerate(piv.to_numpy()):
+                    ax.text(xx, yy, f"{val:.2f}", ha="center", va="center", fontsize=7, color="w")
+                ax.set_title(f"{n} GPUs, group {g}")
+                ax.set_xlabel("gamma")
+                ax.set_ylabel("acceptance")
+            fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="speedup over vanilla")
+            parts.append(f"<h2>Speedup heatmap, {n} GPUs</h2><img src='data:image/png;base64,{_png(fig)}'>")
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>EasySpec</title><style>"
+            "body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse}"
+            "th,td{border:1px solid #ccc;padding:3px 8px;font-size:13px}img{max-width:100%}</style></head><body>"
+            + "\n".join(parts) + "</body></html>\n")
+    (out / "report.html").write_text(page)
+    return out
