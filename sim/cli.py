@@ -353,7 +353,7 @@ def _add_validate(sub) -> None:
                        "the errors, the MAPE and a predicted-vs-measured plot.")
     p.add_argument("--device", required=True, help="cpu | cuda")
     p.add_argument("--shapes", default="default",
-                   help="smoke | default | zoo | square | flat, or a CSV file with columns M, N, K[, batch]")
+                   help="smoke | default | zoo | square | flat | gpu, or a CSV file with columns M, N, K[, batch]")
     p.add_argument("--out", default=None, help="output folder (default results/validation/<device name>)")
     p.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (default bf16 on a CPU, fp16 on a GPU)")
     p.add_argument("--samples", default="7", help="timed samples per shape; the median is kept (default 7)")
