@@ -226,24 +226,21 @@ def gemm_table(rf: ReproduceFile, path: Path) -> pd.DataFrame:
     """Kernel level: every model's linear-layer GEMMs (the prefill trace at each of ``gemm_tokens``
     tokens, attention and the LM head left out) on every accelerator at its precision; one row per
     model, token count and accelerator with the summed time."""
-    from sim.config import Hardware
     from sim.engine import analytic
     from sim.run import prepare
-    from sim.targets import build
     from workloads import api
 
     task = next(iter(rf.tasks))
     rows = []
     for model in rf.models:
-        for tokens in rf.gemm_tokens:
-            df = api.trace(model, "prefill", 1, tokens, 0, rf.workload.get("dtype", "fp16"))
-            g = df[(df.kind == "gemm") & (df.role != "lm_head")]
-            for name, acc in rf.accelerators.items():
-                cfg = {"workload": {**rf.workload, **rf.tasks[task], "model": model,
-                                    **_pick(acc.precision, task, model)},
-                       "hardware": {"file": acc.file, "params": _pick(acc.params, "all")}}
-                w = prepare(cfg, path).config.workload
-                target, _, _ = build(Hardware(file=acc.file, params=_pick(acc.params, "all")), path)
+        for name, acc in rf.accelerators.items():
+            cfg = {"workload": {**rf.workload, **rf.tasks[task], "model": model, **_pick(acc.precision, task, model)},
+                   "hardware": {"file": acc.file, "params": _pick(acc.params, "all")}}
+            prep = prepare(cfg, path)
+            w, target = prep.config.workload, prep.target
+            for tokens in rf.gemm_tokens:
+                df = api.trace(model, "prefill", 1, tokens, 0, rf.workload.get("dtype", "fp16"))
+                g = df[(df.kind == "gemm") & (df.role != "lm_head")]
                 c = target.cost(g, *w.precision)
                 rows.append({"model": model, "tokens": tokens, "accelerator": name, "gemms": len(g),
                              "weight_bits": w.wbits, "act_bits": w.abits,
