@@ -107,9 +107,11 @@ def shire_hops(p: ETSoCParams) -> np.ndarray:
 _SIM_CACHE: dict = {}
 
 
-def simulate_gemm(p: ETSoCParams, b_bytes_per_shire: float, macs_per_shire: float, rate: float) -> float:
-    """:func:`_simulate_gemm`, memoized (a trace repeats the same GEMMs layer after layer)."""
-    key = (p.model_dump_json(), round(b_bytes_per_shire, 3), round(macs_per_shire, 3), rate)
+def simulate_gemm(p: ETSoCParams, b_bytes_per_shire: float, macs_per_shire: float, rate: float,
+                  params_key: str | None = None) -> float:
+    """:func:`_simulate_gemm`, memoized (a trace repeats the same GEMMs layer after layer); callers in a
+    loop pass ``params_key`` (``p.model_dump_json()``) once instead of serializing ``p`` per GEMM."""
+    key = (params_key or p.model_dump_json(), round(b_bytes_per_shire, 3), round(macs_per_shire, 3), rate)
     hit = _SIM_CACHE.get(key)
     if hit is None:
         if len(_SIM_CACHE) > 20000:
@@ -195,6 +197,7 @@ class ETSoC(Target):
         vec = np.zeros(n)
         mac = {d: np.zeros(n) for d in ("int8", "fp16", "fp32")}
         mean_hops = float(shire_hops(p).mean())
+        params_key = p.model_dump_json()
         total_dram_bw = p.dram_bytes_per_s
 
         i = np.flatnonzero((kind == "gemm") | (kind == "attn_matmul"))
@@ -210,7 +213,7 @@ class ETSoC(Target):
             else:
                 b_bytes = max(0.0, (ops.bytes_read[idx] - ops.a_elems[idx] * storage[idx])) * kvb / (8 * storage[idx])
             shares = min(p.shires, max(1, b * nn))  # at most one shire per output column
-            t = simulate_gemm(p, float(b_bytes) / shares, float(macs) / shares, self.shire_mac_rate(dt))
+            t = simulate_gemm(p, float(b_bytes) / shares, float(macs) / shares, self.shire_mac_rate(dt), params_key)
             seconds[idx] = t
             mem_s[idx] = b_bytes / total_dram_bw
             math_s[idx] = macs / shares / self.shire_mac_rate(dt)

@@ -137,8 +137,3 @@ class FPGA(Target):
             actions={"ternary.lane_op": tern, "row.lane_op": row, "dsp.mac": dsp, "ddr.read": ddr_rd,
                      "ddr.write": ddr_wr, "onchip.read": onchip},
             buffer_bytes=0, mem_cycles=mem.astype(np.int64), math_cycles=compute.astype(np.int64))
-
-    def weight_bytes_needed(self, ops: OpArrays) -> float:
-        """Bytes of ternary weights the model keeps (to check ``weights_on_chip`` against on-chip memory)."""
-        t = ops.kind == "ternary_gemm"
-        return float((ops.gemm_n[t] * ops.gemm_k[t]).sum() * self.params.weight_code_bits / 8)
