@@ -168,10 +168,7 @@ def _cmd_run(args) -> int:
         result = run(args.config, fidelity=args.fidelity, progress=lambda m: bar.update(task, description=m))
         out = Path(args.out or result.config.run.out or Path("results") / result.summary["name"])
         bar.update(task, description="writing report")
-        try:
-            write(result, out)
-        except OSError as e:
-            raise SimError(f"cannot write the results to {out}: {e.strerror or e}") from None
+        _write_results(out, lambda: write(result, out))
     print_summary(result.summary, console)
     console.print(f"wrote {out}/ops.parquet, summary.json, report.html")
     return 0
@@ -181,7 +178,6 @@ def _cmd_easyspec(args, console, err) -> int:
     from pathlib import Path
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from rich.table import Table
 
     from sim import easyspec
 
@@ -192,16 +188,9 @@ def _cmd_easyspec(args, console, err) -> int:
             args.config, args.out,
             progress=lambda k, n, what: bar.update(task, completed=k, total=n, description=what))
     out = Path(args.out or f.out or "results/easyspec")
-    try:
-        easyspec.write(out, runs, metrics, f, sweep)
-    except OSError as e:
-        raise SimError(f"cannot write the results to {out}: {e.strerror or e}") from None
-    t = Table(title=f"EasySpec: paper vs simulation ({f.gpus} GPUs, gamma {f.gamma}, group {f.group})")
-    for c in ("metric", "paper", "simulated", "rel. error"):
-        t.add_column(c, justify="left" if c == "metric" else "right")
-    for _, r in metrics.iterrows():
-        t.add_row(r["metric"], f"{r['paper']:.3g}", f"{r['simulated']:.3g}", f"{r['rel_error']:+.1%}")
-    console.print(t)
+    _write_results(out, lambda: easyspec.write(out, runs, metrics, f, sweep))
+    _print_paper_vs_sim(console, f"EasySpec: paper vs simulation ({f.gpus} GPUs, gamma {f.gamma}, group {f.group})",
+                        metrics)
     console.print(f"wrote {out}/paper_vs_sim.csv, runs.csv, sweep.csv, report.html, trace_*.json")
     return 0
 
@@ -210,7 +199,6 @@ def _cmd_reproduce(args, console, err) -> int:
     from pathlib import Path
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-    from rich.table import Table
 
     from sim import reproduce
 
@@ -221,18 +209,29 @@ def _cmd_reproduce(args, console, err) -> int:
             args.config, fidelity=args.fidelity,
             progress=lambda k, n, what: bar.update(task, completed=k, total=n, description=what))
     out = Path(args.out or rf.out or Path("results") / rf.reproduce)
+    _write_results(out, lambda: reproduce.write(out, runs, metrics, rf))
+    _print_paper_vs_sim(console, f"{rf.reproduce}: paper vs simulation ({len(runs)} runs, {rf.fidelity})", metrics)
+    console.print(f"wrote {out}/paper_vs_sim.csv, runs.csv, report.html")
+    return 0
+
+
+def _write_results(out, write) -> None:
+    """Run ``write``; a file-system failure is one user error naming the folder."""
     try:
-        reproduce.write(out, runs, metrics, rf)
+        write()
     except OSError as e:
         raise SimError(f"cannot write the results to {out}: {e.strerror or e}") from None
-    t = Table(title=f"{rf.reproduce}: paper vs simulation ({len(runs)} runs, {rf.fidelity})")
+
+
+def _print_paper_vs_sim(console, title: str, metrics) -> None:
+    from rich.table import Table
+
+    t = Table(title=title)
     for c in ("metric", "paper", "simulated", "rel. error"):
         t.add_column(c, justify="left" if c == "metric" else "right")
     for _, r in metrics.iterrows():
         t.add_row(r["metric"], f"{r['paper']:.3g}", f"{r['simulated']:.3g}", f"{r['rel_error']:+.1%}")
     console.print(t)
-    console.print(f"wrote {out}/paper_vs_sim.csv, runs.csv, report.html")
-    return 0
 
 
 def _add_sweep(sub) -> None:

@@ -201,7 +201,7 @@ def write(out: str | Path, runs: pd.DataFrame, metrics: pd.DataFrame, f: EasySpe
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sim.report import _png
+    from sim.report import _png, html_page
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -242,9 +242,6 @@ def write(out: str | Path, runs: pd.DataFrame, metrics: pd.DataFrame, f: EasySpe
                 ax.set_ylabel("acceptance")
             fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="speedup over vanilla")
             parts.append(f"<h2>Speedup heatmap, {n} GPUs</h2><img src='data:image/png;base64,{_png(fig)}'>")
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>EasySpec</title><style>"
-            "body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse}"
-            "th,td{border:1px solid #ccc;padding:3px 8px;font-size:13px}img{max-width:100%}</style></head><body>"
-            + "\n".join(parts) + "</body></html>\n")
+    page = html_page("EasySpec", parts)
     (out / "report.html").write_text(page)
     return out

@@ -42,6 +42,15 @@ def write(result: Result, out: str | Path) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
+def html_page(title: str, parts: list[str], max_width: int = 1200) -> str:
+    """A self-contained HTML page of ``parts`` (the reproduction and sweep reports' frame)."""
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>" + title + "</title><style>"
+            f"body{{font-family:sans-serif;max-width:{max_width}px;margin:2em auto}}"
+            "table{border-collapse:collapse}"
+            "th,td{border:1px solid #ccc;padding:3px 8px;font-size:13px}img{max-width:100%}</style></head><body>"
+            + "\n".join(parts) + "</body></html>\n")
+
+
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})

@@ -308,7 +308,7 @@ def write(out: str | Path, runs: pd.DataFrame, metrics: pd.DataFrame, rf: Reprod
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from sim.report import _png
+    from sim.report import _png, html_page
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -360,9 +360,6 @@ def write(out: str | Path, runs: pd.DataFrame, metrics: pd.DataFrame, rf: Reprod
         parts.append(f"<h2>Linear-layer GEMMs: speedup over {html.escape(rf.reference)}</h2>"
                      + speed.to_html(index=False, float_format=lambda v: f"{v:.3g}"))
     parts.append("<h2>Runs</h2>" + runs.to_html(index=False, float_format=lambda v: f"{v:.4g}"))
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>reproduction</title><style>"
-            "body{font-family:sans-serif;max-width:1200px;margin:2em auto}table{border-collapse:collapse}"
-            "th,td{border:1px solid #ccc;padding:3px 8px;font-size:13px}img{max-width:100%}</style></head><body>"
-            + "\n".join(parts) + "</body></html>\n")
+    page = html_page("reproduction", parts)
     (out / "report.html").write_text(page)
     return out

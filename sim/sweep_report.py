@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim.report import _png
+from sim.report import _png, html_page
 from sim.sweep import load_results
 
 OBJECTIVES = [  # (metric, better, label)
@@ -114,9 +114,6 @@ def write_sweep_report(out: str | Path) -> Path:
     if len(failed):
         parts.append("<h2>Failed points</h2>" + failed[["idx"] + params + ["error"]].to_html(index=False))
     parts.append("<p>Data: points.csv, points.parquet, sweep.sqlite.</p>")
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>sweep report</title><style>"
-            "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-            "th,td{border:1px solid #ccc;padding:3px 8px;font-size:13px}img{max-width:100%}</style></head><body>"
-            + "\n".join(parts) + "</body></html>\n")
+    page = html_page("sweep report", parts, max_width=1100)
     (out / "report.html").write_text(page)
     return out / "report.html"
