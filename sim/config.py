@@ -224,6 +224,14 @@ def located(path, key, lines: dict) -> str:
     return f"{path}: {'.'.join(map(str, parts))}" + (f" (line {line})" if line else "")
 
 
+def validated(model, data, path: Path, lines: dict):
+    """``model.model_validate(data)``; a failure is the one-line :func:`validation_error` of ``path``."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise validation_error(path, e, lines) from None
+
+
 def validation_error(path: Path, exc: ValidationError, lines: dict, prefix: tuple = ()) -> SimError:
     """The first schema error as one line: file, key path, line, expectation."""
     err = exc.errors()[0]
@@ -256,11 +264,7 @@ def load_config(path: str | Path, overrides: dict | None = None) -> tuple[Config
     data, lines = load_yaml(path)
     if overrides:
         data = merge(data, overrides)
-    try:
-        cfg = Config.model_validate(data)
-    except ValidationError as e:
-        raise validation_error(path, e, lines) from None
-    return cfg, data, lines
+    return validated(Config, data, path, lines), data, lines
 
 
 def merge(base: dict, over: dict) -> dict:

@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from models.errors import SimError
-from sim.config import load_yaml, resolve_path, validation_error
+from sim.config import load_yaml, resolve_path, validated
 
 
 class _Strict(BaseModel):
@@ -134,10 +134,7 @@ def run(path: str | Path, out: str | Path | None = None,
 
     path = Path(path)
     data, lines = load_yaml(path)
-    try:
-        f = EasySpecFile.model_validate(data)
-    except ValidationError as e:
-        raise validation_error(path, e, lines) from None
+    f = validated(EasySpecFile, data, path, lines)
     gpu, _, _ = build(Hardware(file=f.gpu, params=f.gpu_params), path)
     link = Link(f.link.bytes_per_s, f.link.floor_s)
     acc = _acceptance(f.acceptance, path.parent, f.gamma, f.group)

@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from models.errors import SimError
-from sim.config import load_yaml, located, validation_error
+from sim.config import load_yaml, located, validated
 
 
 class Action(BaseModel):
@@ -86,7 +86,4 @@ def load_energy(path: str | Path, _seen: tuple = ()) -> EnergyTable:
             merged["actions"] = {**merged.get("actions", {}), **(comp.get("actions") or {})}
             comps[name] = merged
         data = {**base, **{k: v for k, v in data.items() if k != "components"}, "components": comps}
-    try:
-        return EnergyTable.model_validate(data)
-    except ValidationError as e:
-        raise validation_error(path, e, lines) from None
+    return validated(EnergyTable, data, path, lines)

@@ -41,10 +41,10 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from models.errors import SimError
-from sim.config import load_yaml, located, merge, validation_error
+from sim.config import load_yaml, located, merge, validated
 
 
 class Accel(BaseModel):
@@ -127,10 +127,7 @@ def load(path: Path) -> tuple[ReproduceFile, list[tuple[str, str, str, dict]]]:
     from sim.run import prepare
 
     data, lines = load_yaml(path)
-    try:
-        rf = ReproduceFile.model_validate(data)
-    except ValidationError as e:
-        raise validation_error(path, e, lines) from None
+    rf = validated(ReproduceFile, data, path, lines)
     if "all" in rf.tasks:
         raise SimError(f"{located(path, ('tasks', 'all'), lines)}: 'all' names every task; choose another task name")
     if len(set(rf.models)) != len(rf.models):

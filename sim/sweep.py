@@ -48,10 +48,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.errors import SimError
-from sim.config import load_yaml, located, resolve_path, validation_error
+from sim.config import load_yaml, located, resolve_path, validated
 
 METRICS = ["latency_s", "cycles", "energy_j", "energy_per_token_j", "tokens_per_s", "tokens_per_j",
            "average_power_w", "prefill_latency_s", "time_per_token_s", "mac_utilization", "dram_bytes"]
@@ -195,10 +195,7 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
 
     path = Path(path)
     data, lines = load_yaml(path)
-    try:
-        sw = SweepFile.model_validate(data)
-    except ValidationError as e:
-        raise validation_error(path, e, lines) from None
+    sw = validated(SweepFile, data, path, lines)
     base_path = resolve_path(sw.base, path.parent)
     if not base_path.exists():
         raise SimError(f"{located(path, 'base', lines)}: no such file {sw.base!r}")
