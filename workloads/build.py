@@ -162,7 +162,12 @@ def run_decoder(model: torch.nn.Module, input_ids: torch.Tensor, phase: str) -> 
 
 
 def run_encoder(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """A sentence-embedding encoder: padding mask, encoder, mean pooling, L2 normalization."""
+    """A sentence-embedding encoder: padding mask, encoder, mean pooling, L2 normalization.
+
+    A project-native model with its own ``trace_run`` (e.g. the Lamarr networks) runs that instead,
+    as in :func:`run_decoder` (its one forward pass is the prefill phase)."""
+    if hasattr(model, "trace_run"):
+        return model.trace_run(input_ids, "prefill")
     dtype = next(model.parameters()).dtype
     with _scope("mask"):
         mask4d = (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min

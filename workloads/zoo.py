@@ -348,3 +348,74 @@ def _matmulfree_specs() -> list[ModelSpec]:
 for _spec in _matmulfree_specs():
     register(_spec)
 
+
+
+# ---- Lamarr (LHCb ultra-fast simulation): the pipeline's networks ------------------------------
+#
+# One entry per stage (each stage runs at the batch it sees: later stages see fewer particles) and
+# one with every stage.  Encoder-like: one forward pass (prefill only); batch = particles, seq = 1
+# (batch x seq particles are run).  The networks are models/lamarr/nets.py's; the widths below are
+# that file's (this module must not import torch to read them) and a test checks them against the
+# built module.  Parameter counts are counted on the built module (there is no publication to quote).
+
+# stage -> (kind, condition features, latent dims, hidden widths, outputs, parameters)
+LAMARR_STAGES: dict[str, tuple[str, int, int, tuple[int, ...], int, int]] = {
+    "acceptance": ("classifier", 6, 0, (64, 64, 64), 1, 8_833),
+    "tracking": ("classifier", 7, 0, (64, 64, 64), 4, 9_092),
+    "resolution": ("gan", 10, 16, (128, 128, 128), 5, 37_125),
+    "covariance": ("gan", 10, 16, (128, 128, 128), 7, 37_383),
+    "ismuon": ("classifier", 11, 0, (64, 64, 64), 1, 9_153),
+    "rich": ("gan", 11, 16, (128, 128, 128), 4, 37_124),
+    "muon": ("gan", 12, 16, (128, 128, 128), 1, 36_865),
+    "gpid": ("gan", 17, 16, (128, 128, 128), 4, 37_892),
+}
+_LAMARR_SOURCE = (
+    "project-native (models/lamarr/nets.py): module order and kinds from Anderlini et al., 'The LHCb ultra-fast "
+    "simulation option, Lamarr' (EPJ Web Conf. 295 (2024) 03040, arXiv 2309.13213); layer widths and latent sizes "
+    "are this project's choices"
+)
+
+
+def _lamarr_builder(spec: ModelSpec, dtype, device):
+    """The Lamarr networks of ``spec.config['stages']`` (from models/lamarr/nets.py) behind a
+    ``trace_run`` that runs each of them over ``batch x seq`` particles, in pipeline order."""
+    import torch
+
+    from models.lamarr import nets
+
+    stages = tuple(spec.config["stages"])
+    pipe = nets.new_pipeline(dtype, device)
+
+    class LamarrStages(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.nets = torch.nn.ModuleDict({s: pipe.nets[s] for s in stages})  # paths: nets.<stage>.net.<i>
+
+        def trace_run(self, input_ids: torch.Tensor, phase: str):
+            return nets.run_stages(self.nets, stages, int(input_ids.shape[0] * input_ids.shape[1]))
+
+    return LamarrStages()
+
+
+def _lamarr_spec(name: str, stages: tuple[str, ...]) -> ModelSpec:
+    rows = [LAMARR_STAGES[s] for s in stages]
+    widest = max(max(r[3]) for r in rows)
+    conf = dict(stages=list(stages), hidden_size=widest, num_hidden_layers=max(len(r[3]) for r in rows),
+                num_attention_heads=0, max_position_embeddings=0,
+                stage_shapes={s: dict(kind=r[0], n_in=r[1], latent=r[2], hidden=list(r[3]), n_out=r[4])
+                              for s, r in zip(stages, rows)})
+    n = sum(r[5] for r in rows)
+    what = "every stage of the pipeline, in order" if len(stages) > 1 else f"the {stages[0]} stage ({rows[0][0]})"
+    return ModelSpec(
+        name, "lamarr", "encoder", conf, published_params=n,
+        params_source=f"not a published model: counted on the built module ({n:,} weights and biases; the "
+        "input standardization and the GANs' quantile maps are buffers, not parameters)",
+        nominal="lamarr", source=_LAMARR_SOURCE,
+        notes=f"LHCb Lamarr fast simulation, {what}: batch = particles, seq = 1 (batch x seq particles); "
+        "no attention (num_attention_heads 0), no position limit",
+        uniform_layers=False, builder=_lamarr_builder)
+
+
+for _stage in LAMARR_STAGES:
+    register(_lamarr_spec(f"Lamarr-{_stage}", (_stage,)))
+register(_lamarr_spec("Lamarr-pipeline", tuple(LAMARR_STAGES)))

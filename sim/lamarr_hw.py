@@ -1,0 +1,573 @@
+"""Lamarr's pipeline on the suite's hardware targets: events/s and joules per event per target.
+
+``sim run configs/lamarr/hardware.yaml`` (or the ``hardware:`` block of ``configs/lamarr/reproduce.yaml``,
+run by :mod:`sim.lamarr`).  The networks are the zoo's ``Lamarr-<stage>`` entries
+(models/lamarr/nets.py).
+
+What is modelled
+----------------
+Events come from the generator and are grouped into batches of ``B`` events.  A batch's particles
+pass the stages in order; a stage sees ``B x particles_per_event x fraction`` particles, where the
+fraction is 1 for ``acceptance`` (every generated particle), ``accepted`` for ``tracking`` and
+``reconstructed`` for the six later stages (fractions of the generated particles).  Each stage is
+traced at the batch it sees, costed on the target and scheduled by the engine (:func:`sim.run.schedule`):
+that gives the stage's time and its action counts (energy).
+
+A SimPy model (time in integer nanoseconds) then runs ``batches`` batches through the system's
+resources: the host (optional pre-processing, ``host_s_per_particle``), the host-to-device link
+(the batch's inputs), the device (the stages of one batch back to back) and the device-to-host link
+(every stage's outputs).  PCIe is full duplex: the two directions are separate resources.  A
+device holds ``2`` batches in flight when ``overlap`` is true (the next batch's inputs arrive while
+this batch computes: double buffering), else one.  A target with no ``link`` runs on the host:
+no transfers.  Outputs per target and batch size:
+
+- ``events_per_s`` = events simulated / makespan (pipeline fill and drain included);
+- ``bound_events_per_s`` = B / (the busiest resource's time per batch): the closed-form limit;
+- ``latency_s``: mean time from a batch being ready to its outputs being on the host;
+- ``j_per_event``: the devices' dynamic energy (the targets' action counts priced by their energy
+  tables) plus their static power over the whole makespan (busy or idle), over the events.  The
+  host that drives an accelerator is not counted; link energy is ``pj_per_byte`` of the link
+  (0 unless given with a source);
+- per-stage time per batch (``stage_s_<stage>``), the transfers, and energy per component.
+
+Transfers: the inputs are the generator-level features of every generated particle (``INPUT_FEATURES``
+values each, at the run's dtype); the outputs are each stage's outputs for the particles it saw.
+Between stages the data stay on the device (the selections are made there).
+
+Measured check on this machine (``cpu_check``): the real torch time of each stage (the zoo module with
+random weights, fp32, at ``threads`` threads; warm-up, then the median of repeats) against the
+``host_cpu`` target's prediction for the same trace; the host-CPU target is calibrated by its own
+micro-benchmarks (:func:`sim.targets.cpu.measure`), never fitted to these runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from models.errors import SimError
+from sim.config import CONFIGS_DIR, Hardware, load_yaml, resolve_path, validated
+
+STAGE_NAMES = ("acceptance", "tracking", "resolution", "covariance", "ismuon", "rich", "muon", "gpid")
+# which fraction of the generated particles each stage sees
+STAGE_FRACTION = {"acceptance": "generated", "tracking": "accepted", **{s: "reconstructed" for s in STAGE_NAMES[2:]}}
+# generator-level values sent per generated particle: log10 p, eta, cos/sin phi, charge, vz, log10 nTracks,
+# species one-hot (5) -- every stage's truth condition (models/lamarr/nets.py); the rest is made on the device
+INPUT_FEATURES = 12
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+DTYPE_BITS = {"fp32": 32, "bf16": 16, "fp16": 16}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Events(_Strict):
+    """Particles per event and the fractions of them the stages see (placeholders until measured)."""
+
+    particles_per_event: float = Field(gt=0)
+    accepted: float = Field(gt=0, le=1, description="fraction of generated particles in the acceptance")
+    reconstructed: float = Field(gt=0, le=1, description="fraction of generated particles reconstructed as tracks")
+    source: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.reconstructed > self.accepted:
+            raise ValueError(f"reconstructed ({self.reconstructed}) cannot exceed accepted ({self.accepted})")
+        return self
+
+
+class Link(_Strict):
+    bytes_per_s: float = Field(gt=0, description="per direction")
+    latency_s: float = Field(0.0, ge=0, description="fixed cost per transfer (DMA set-up, driver)")
+    pj_per_byte: float = Field(0.0, ge=0)
+    source: str = Field(min_length=1)
+
+
+class TargetEntry(_Strict):
+    name: str = Field(min_length=1, description="label in the outputs")
+    file: str | None = Field(None, description="a target file (configs/targets/*.yaml)")
+    target: str | None = Field(None, description="a target name (host_cpu) when there is no file")
+    energy: str | None = Field(None, description="energy table (default: the target file's)")
+    calibration: str | None = Field(None, description="host_cpu: 'measure' or a calibration YAML "
+                                    "(as `sim validate --device cpu` writes)")
+    params: dict = Field(default_factory=dict, description="overrides of the target's parameters")
+    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    link: str | None = Field(None, description="a key of `links`; none: the target is the host")
+    overlap: bool = Field(True, description="transfers of the next batch overlap this batch's compute")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if not self.file and not self.target:
+            raise ValueError("needs `file` (a target file) or `target` (a target name)")
+        if self.target == "host_cpu" and not self.calibration and not self.params:
+            raise ValueError("host_cpu needs `calibration`: 'measure' or a calibration YAML")
+        return self
+
+
+class CpuCheck(_Strict):
+    particles: list[int] = Field(min_length=1, description="batch sizes (particles) to time each stage at")
+    repeats: int = Field(7, gt=0)
+    threads: int = Field(2, gt=0)
+    calibration: str = Field("measure", description="host_cpu calibration for the predictions: 'measure' or a "
+                             "YAML file (fp32 must be in it)")
+
+    @model_validator(mode="after")
+    def _positive(self):
+        if any(p <= 0 for p in self.particles):
+            raise ValueError(f"particles must be positive, got {self.particles}")
+        return self
+
+
+class HardwareSpec(_Strict):
+    """The ``hardware`` block (also a standalone file with ``lamarr: hardware``)."""
+
+    lamarr: Literal["hardware"] | None = None
+    out: str | None = None
+    events: Events
+    batch_events: list[int] = Field(min_length=1, description="events per batch (the sweep)")
+    batches: int = Field(16, ge=2, description="batches simulated per point")
+    arrival_events_per_s: float | None = Field(None, gt=0, description="generator rate (none: always ready)")
+    host_s_per_particle: float = Field(0.0, ge=0, description="host pre/post-processing per generated particle")
+    fidelity: Literal["simpy", "analytic"] = "simpy"
+    links: dict[str, Link] = Field(default_factory=dict)
+    targets: list[TargetEntry] = Field(min_length=1)
+    cpu_check: CpuCheck | None = None
+
+    @model_validator(mode="after")
+    def _refs(self):
+        if any(b <= 0 for b in self.batch_events):
+            raise ValueError(f"batch_events must be positive, got {self.batch_events}")
+        names = [t.name for t in self.targets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"target names must be unique, got {names}")
+        for t in self.targets:
+            if t.link is not None and t.link not in self.links:
+                known = ", ".join(self.links) or "(none)"
+                raise ValueError(f"target {t.name!r}: unknown link {t.link!r} (links: {known})")
+        return self
+
+
+def is_lamarr_hw(data: dict) -> bool:
+    """Whether a YAML mapping is a Lamarr hardware file (``lamarr: hardware``)."""
+    return isinstance(data, dict) and data.get("lamarr") == "hardware"
+
+
+def load(path: str | Path) -> HardwareSpec:
+    """A standalone hardware file; every problem is a one-line SimError naming the file and key."""
+    path = Path(path)
+    data, lines = load_yaml(path)
+    if not is_lamarr_hw(data):
+        raise SimError(f"{path}: lamarr: expected 'hardware' (a Lamarr hardware file)")
+    return validated(HardwareSpec, data, path, lines)
+
+
+def spec_of(block) -> HardwareSpec:
+    """A spec from a mapping (the ``hardware:`` block of another file) or a spec."""
+    if isinstance(block, HardwareSpec):
+        return block
+    from pydantic import ValidationError
+
+    from sim.config import validation_error
+
+    try:
+        return HardwareSpec.model_validate(block)
+    except ValidationError as e:
+        raise validation_error(Path("hardware"), e, {}) from None
+
+
+# ---------------------------------------------------------------------------- fractions
+
+
+def merged_events(spec: HardwareSpec, fractions: dict | None) -> Events:
+    """The spec's events, with measured ``fractions`` (``particles_per_event``, ``accepted``,
+    ``reconstructed``, as :func:`sim.lamarr.fractions` returns) replacing the placeholders."""
+    if not fractions:
+        return spec.events
+    unknown = set(fractions) - {"particles_per_event", "accepted", "reconstructed"}
+    if unknown:
+        raise SimError(f"unknown fraction(s) {', '.join(sorted(unknown))}; expected particles_per_event, accepted, "
+                       "reconstructed")
+    data = {**spec.events.model_dump(), **{k: float(v) for k, v in fractions.items()},
+            "source": "measured by the detailed simulation (sim.lamarr.fractions)"}
+    from pydantic import ValidationError
+
+    try:
+        return Events.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise SimError(f"fractions: {'.'.join(map(str, err['loc'])) or 'events'}: {err['msg']}") from None
+
+
+def stage_particles(ev: Events, batch_events: int) -> dict[str, int]:
+    """Particles each stage sees in a batch of ``batch_events`` events (rounded, at least 1)."""
+    share = {"generated": 1.0, "accepted": ev.accepted, "reconstructed": ev.reconstructed}
+    return {s: max(1, int(round(batch_events * ev.particles_per_event * share[STAGE_FRACTION[s]])))
+            for s in STAGE_NAMES}
+
+
+def transfer_bytes(parts: dict[str, int], dtype: str) -> tuple[int, int]:
+    """(host->device, device->host) bytes of one batch."""
+    from workloads.zoo import LAMARR_STAGES
+
+    el = DTYPE_BYTES[dtype]
+    h2d = parts["acceptance"] * INPUT_FEATURES * el
+    d2h = sum(parts[s] * LAMARR_STAGES[s][4] * el for s in STAGE_NAMES)
+    return h2d, d2h
+
+
+# ---------------------------------------------------------------------------- targets and stage costs
+
+_CALIB: dict = {}
+
+
+def host_calibration(how: str, dtype: str, base: Path, progress=None) -> dict:
+    """host_cpu parameters: measured now (``'measure'``, once per process and dtype) or read from a file."""
+    from sim.targets.cpu import measure
+
+    if how == "measure":
+        if dtype not in _CALIB:
+            (progress or (lambda m: None))(f"calibrating the host CPU ({dtype} micro-benchmarks)")
+            _CALIB[dtype] = measure(dtypes=(dtype,), progress=progress).model_dump()
+        return dict(_CALIB[dtype])
+    p = resolve_path(how, base)
+    if not p.exists() and (CONFIGS_DIR.parent / how).exists():  # a path from the repository root (results/...)
+        p = CONFIGS_DIR.parent / how
+    if not p.exists():
+        raise SimError(f"host_cpu calibration: no such file {how!r} (looked in {base}, configs/ and the "
+                       "repository root)")
+    data, _ = load_yaml(p)
+    if dtype not in (data.get("peak_flops_per_s") or {}):
+        have = ", ".join(data.get("peak_flops_per_s") or {}) or "none"
+        raise SimError(f"{p}: the host CPU was calibrated at {have}, not {dtype}; calibrate with "
+                       f"`sim validate --device cpu --dtype {dtype}` or use calibration: measure")
+    return data
+
+
+def build_target(t: TargetEntry, base: Path, progress=None):
+    """(target, energy table, resolved description) of an entry."""
+    from sim import targets
+
+    params = dict(t.params)
+    if t.target == "host_cpu" and t.calibration:
+        params = {**host_calibration(t.calibration, t.dtype, base, progress), **params}
+    hw = Hardware(target=t.target, file=t.file, energy=t.energy, params=params)
+    try:
+        return targets.build(hw, base / "lamarr_hardware.yaml")
+    except SimError as e:
+        raise SimError(f"target {t.name!r}: {e}") from None
+
+
+def _static_w(energy, actions: dict, busy_s: float) -> float:
+    """The device's static power: the table's static_w plus per-second actions (ET-SoC's static.second)."""
+    w = energy.static_w
+    for key, n in actions.items():
+        if key.endswith(".second") and busy_s > 0:
+            w += float(np.sum(n)) * energy.pj(key) * 1e-12 / busy_s
+    return w
+
+
+def stage_cost(target, energy, stage: str, particles: int, dtype: str, fidelity: str = "simpy") -> dict:
+    """One stage at a batch of ``particles`` on a target: seconds, dynamic energy by component (J),
+    static power (W), MACs and the trace's GEMM count."""
+    from sim.run import schedule
+    from sim.targets.base import OpArrays
+    from workloads import api
+
+    tr = api.trace(f"Lamarr-{stage}", "prefill", particles, 1, 0, dtype)
+    bits = DTYPE_BITS[dtype]
+    c = target.cost(OpArrays.from_frame(tr), bits, bits)
+    sched = schedule(c, tr["layer"].to_numpy(), fidelity)
+    seconds = sched.cycles / target.freq_hz
+    dyn_actions = {k: v for k, v in c.actions.items() if not k.endswith(".second")}
+    e = energy.apply(dyn_actions, np.zeros(len(c)))
+    dyn = {comp: float(np.sum(v)) * 1e-12 for comp, v in e.items() if comp not in _static_only(energy, c.actions)}
+    busy = float(np.sum(sched.op_cycles)) / target.freq_hz
+    return {"time_s": seconds, "dynamic_j": dyn, "static_w": _static_w(energy, c.actions, busy),
+            "macs": int(np.sum(c.macs)), "gemms": int((tr.kind == "gemm").sum())}
+
+
+def _static_only(energy, actions) -> set:
+    """Components that only carry static power (apply() adds them with zero dynamic energy)."""
+    dyn_comps = {k.partition(".")[0] for k in actions if not k.endswith(".second")}
+    return {c for c, comp in energy.components.items() if c not in dyn_comps and not comp.actions}
+
+
+# ---------------------------------------------------------------------------- the SimPy pipeline
+
+
+def _ns(seconds: float) -> int:
+    """Seconds as the model's integer nanoseconds (nearest; a positive time is at least 1 ns)."""
+    return max(1, int(round(seconds * 1e9))) if seconds > 0 else 0
+
+
+def simulate_pipeline(n_batches: int, batch_events: int, stage_s: dict[str, float], h2d_s: float = 0.0,
+                      d2h_s: float = 0.0, host_s: float = 0.0, overlap: bool = True, on_host: bool = False,
+                      arrival_events_per_s: float | None = None) -> dict:
+    """SimPy model of ``n_batches`` batches through host -> link -> device stages -> link (ns).
+
+    Returns the makespan, per-batch latencies, the busy time of each resource and the completion
+    times.  ``on_host``: the stages run on the host itself (one resource; no transfers)."""
+    import simpy
+
+    env = simpy.Environment()
+    host = simpy.Resource(env, capacity=1)
+    device = host if on_host else simpy.Resource(env, capacity=1)
+    h2d = simpy.Resource(env, capacity=1)
+    d2h = simpy.Resource(env, capacity=1)
+    slots = simpy.Resource(env, capacity=2 if (overlap and not on_host) else 1)
+    t_stage = {s: _ns(v) for s, v in stage_s.items()}
+    t_h2d, t_d2h, t_host = _ns(h2d_s), _ns(d2h_s), _ns(host_s)
+    busy = {"host": 0, "h2d": 0, "device": 0, "d2h": 0}
+    ready, done = [0] * n_batches, [0] * n_batches
+
+    def use(res, key, dt):
+        with res.request() as r:
+            yield r
+            yield env.timeout(dt)
+            busy[key] += dt
+
+    def batch(k):
+        if arrival_events_per_s:
+            ready[k] = _ns((k + 1) * batch_events / arrival_events_per_s)
+            yield env.timeout(ready[k])
+        if t_host:
+            yield from use(host, "host", t_host)
+        with slots.request() as slot:
+            yield slot
+            if not on_host and t_h2d:
+                yield from use(h2d, "h2d", t_h2d)
+            with device.request() as r:
+                yield r
+                for s in t_stage:
+                    yield env.timeout(t_stage[s])
+                    busy["device"] += t_stage[s]
+            if not on_host and t_d2h:
+                yield from use(d2h, "d2h", t_d2h)
+        done[k] = int(env.now)
+
+    for k in range(n_batches):
+        env.process(batch(k))
+    env.run()
+    if on_host:
+        busy["device"] += busy.pop("host")
+        busy["host"] = 0
+    lat = np.array(done) - np.array(ready)
+    return {"makespan_ns": int(env.now), "latency_ns": lat, "busy_ns": busy, "done_ns": done}
+
+
+def bound_events_per_s(batch_events: int, stage_s: dict[str, float], h2d_s: float = 0.0, d2h_s: float = 0.0,
+                       host_s: float = 0.0, overlap: bool = True, on_host: bool = False) -> float:
+    """Closed-form upper bound: B over the busiest resource's time per batch (with overlap), or over
+    the sum of the serial steps (without); time rounded to ns as the simulation does."""
+    dev = sum(_ns(v) for v in stage_s.values())
+    h, d, ho = _ns(h2d_s), _ns(d2h_s), _ns(host_s)
+    if on_host:
+        per = dev + ho
+    elif overlap:
+        per = max(dev, h, d, ho, (h + dev + d) / 2)  # two slots: each batch holds one for h2d+compute+d2h
+    else:
+        per = max(h + dev + d, ho)
+    return batch_events / (per * 1e-9)
+
+
+# ---------------------------------------------------------------------------- the sweep
+
+
+def run(spec: HardwareSpec | dict, fractions: dict | None = None, base_dir: str | Path = ".",
+        progress=None) -> pd.DataFrame:
+    """Every target at every batch size: one row each (see the module docstring for the columns).
+
+    ``fractions``: measured particles per event and stage fractions (replacing the spec's
+    placeholders).  The frame's ``attrs`` carry ``cpu_check`` (records of the measured-vs-predicted
+    table, when the spec asks for it), ``calibration`` (the host-CPU parameters measured, if any) and
+    ``events`` (the fractions used)."""
+    spec = spec_of(spec)
+    base = Path(base_dir)
+    say = progress or (lambda m: None)
+    ev = merged_events(spec, fractions)
+    rows = []
+    for t in spec.targets:
+        say(f"{t.name}: building the target")
+        target, energy, _ = build_target(t, base, say)
+        on_host = t.link is None
+        link = spec.links[t.link] if t.link else None
+        for b in spec.batch_events:
+            say(f"{t.name}: batch of {b} events")
+            parts = stage_particles(ev, b)
+            costs = {s: stage_cost(target, energy, s, parts[s], t.dtype, spec.fidelity) for s in STAGE_NAMES}
+            stage_s = {s: c["time_s"] for s, c in costs.items()}
+            h2d_b, d2h_b = transfer_bytes(parts, t.dtype)
+            h2d_s = 0.0 if on_host else link.latency_s + h2d_b / link.bytes_per_s
+            d2h_s = 0.0 if on_host else link.latency_s + d2h_b / link.bytes_per_s
+            host_s = spec.host_s_per_particle * parts["acceptance"]
+            sim = simulate_pipeline(spec.batches, b, stage_s, h2d_s, d2h_s, host_s, t.overlap, on_host,
+                                    spec.arrival_events_per_s)
+            makespan = sim["makespan_ns"] * 1e-9
+            events = spec.batches * b
+            static_w = max(c["static_w"] for c in costs.values())
+            comps: dict[str, float] = {}
+            for c in costs.values():
+                for comp, j in c["dynamic_j"].items():
+                    comps[comp] = comps.get(comp, 0.0) + j * spec.batches
+            link_j = 0.0 if on_host else (h2d_b + d2h_b) * link.pj_per_byte * 1e-12 * spec.batches
+            static_j = static_w * makespan
+            total = sum(comps.values()) + static_j + link_j
+            row = {
+                "target": t.name, "dtype": t.dtype, "link": t.link or "host",
+                "overlap": bool(t.overlap and not on_host),
+                "batch_events": b, "batches": spec.batches, "events": events,
+                "particles_per_batch": parts["acceptance"], "makespan_s": makespan,
+                "events_per_s": events / makespan,
+                "bound_events_per_s": bound_events_per_s(b, stage_s, h2d_s, d2h_s, host_s, t.overlap, on_host),
+                "latency_s": float(np.mean(sim["latency_ns"])) * 1e-9,
+                "j_per_event": total / events, "energy_j": total,
+                "energy_j_static": static_j, "energy_j_link": link_j, "static_w": static_w,
+                "device_s_per_batch": sum(stage_s.values()), "h2d_s": h2d_s, "d2h_s": d2h_s, "host_s": host_s,
+                "h2d_bytes": h2d_b, "d2h_bytes": d2h_b,
+                "device_utilization": sim["busy_ns"]["device"] / sim["makespan_ns"] if sim["makespan_ns"] else 0.0,
+                "macs_per_event": sum(c["macs"] for c in costs.values()) / b,
+            }
+            row.update({f"energy_j_{k}": v for k, v in sorted(comps.items())})
+            row.update({f"stage_s_{s}": stage_s[s] for s in STAGE_NAMES})
+            row.update({f"particles_{s}": parts[s] for s in STAGE_NAMES})
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    energy_cols = sorted(c for c in df.columns if c.startswith("energy_j_"))
+    df[energy_cols] = df[energy_cols].fillna(0.0)
+    df.attrs["events"] = ev.model_dump()
+    if spec.cpu_check is not None:
+        check = cpu_check(spec.cpu_check, base, say)
+        df.attrs["cpu_check"] = check.to_dict("records")
+    cal = {k: v for k, v in _CALIB.items()}
+    if cal:
+        df.attrs["calibration"] = cal
+    return df
+
+
+# ---------------------------------------------------------------------------- measured on this CPU
+
+
+def measure_stage(stage: str, particles: int, repeats: int = 7, threads: int = 2) -> float:
+    """Median seconds of one real forward of a stage (the zoo module, random weights, fp32) on this CPU."""
+    import torch
+
+    from sim.targets.cpu import time_call
+    from workloads import zoo
+    from workloads.build import build
+
+    model = build(zoo.get(f"Lamarr-{stage}"), "fp32", "cpu")
+    ids = torch.zeros((particles, 1), dtype=torch.long)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            return time_call(lambda: model.trace_run(ids, "prefill"), samples=repeats, warmup=3)
+    finally:
+        torch.set_num_threads(before)
+
+
+def cpu_check(chk: CpuCheck, base: Path, progress=None) -> pd.DataFrame:
+    """Each stage at each batch: measured torch time on this CPU vs the host_cpu target's prediction."""
+    from sim.targets import build
+    from sim.targets.cpu import HostCPU, _cpu_model
+
+    say = progress or (lambda m: None)
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(chk.threads)  # the calibration measures at the same thread count
+    try:
+        params = host_calibration(chk.calibration, "fp32", base, say)
+    finally:
+        torch.set_num_threads(before)
+    target = HostCPU(HostCPU.Params.model_validate(params))
+    _, energy, _ = build(Hardware(target="host_cpu", energy="energy/host_cpu.yaml", params=params),
+                         base / "lamarr_hardware.yaml")
+    rows = []
+    for stage in STAGE_NAMES:
+        for n in chk.particles:
+            say(f"timing {stage} at {n} particles")
+            meas = measure_stage(stage, n, chk.repeats, chk.threads)
+            pred = stage_cost(target, energy, stage, n, "fp32")["time_s"]
+            rows.append({"stage": stage, "particles": n, "measured_s": meas, "predicted_s": pred,
+                         "rel_error": (pred - meas) / meas, "threads": chk.threads, "cpu": _cpu_model()})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------- outputs
+
+
+def summary_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per target, at its largest batch: events/s, the closed-form bound, J/event, latency."""
+    last = df.loc[df.groupby("target", sort=False)["batch_events"].idxmax()]
+    return last[["target", "dtype", "link", "batch_events", "events_per_s", "bound_events_per_s", "j_per_event",
+                 "latency_s", "device_utilization"]].reset_index(drop=True)
+
+
+def plot(df: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, g in df.groupby("target", sort=False):
+        a1.plot(g.batch_events, g.events_per_s, "o-", label=name)
+        a2.plot(g.batch_events, g.j_per_event, "o-", label=name)
+    a1.set(xscale="log", yscale="log", xlabel="events per batch", ylabel="events / s",
+           title="Lamarr pipeline throughput")
+    a2.set(xscale="log", yscale="log", xlabel="events per batch", ylabel="J / event", title="Energy per event")
+    for a in (a1, a2):
+        a.grid(True, which="both", lw=0.3)
+    a1.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
+
+def write(out_dir: str | Path, df: pd.DataFrame) -> list[str]:
+    """Write the sweep (``lamarr_hw.csv``), its plot (``lamarr_hw.png``), the CPU check
+    (``lamarr_hw_cpu_check.csv``) and the host-CPU calibration used (``lamarr_hw_calibration.yaml``)
+    when there are; returns the names written (relative to ``out_dir``)."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SimError(f"cannot create {out}: {e.strerror or e}") from None
+    written = []
+    df.to_csv(out / "lamarr_hw.csv", index=False, float_format="%.6g")
+    written.append("lamarr_hw.csv")
+    plot(df, out / "lamarr_hw.png")
+    written.append("lamarr_hw.png")
+    if df.attrs.get("cpu_check"):
+        pd.DataFrame(df.attrs["cpu_check"]).to_csv(out / "lamarr_hw_cpu_check.csv", index=False, float_format="%.6g")
+        written.append("lamarr_hw_cpu_check.csv")
+    if df.attrs.get("calibration"):
+        import json
+
+        import yaml
+
+        cal = json.loads(json.dumps(df.attrs["calibration"]))
+        (out / "lamarr_hw_calibration.yaml").write_text(yaml.safe_dump(cal, sort_keys=False))
+        written.append("lamarr_hw_calibration.yaml")
+    return written
+
+
+def main(path: str | Path, out: str | Path | None = None, progress=None) -> tuple[pd.DataFrame, list[str]]:
+    """``sim run configs/lamarr/hardware.yaml``: load, run with the file's fractions, write.
+    Returns the frame and the paths written (under ``out``, else the file's ``out``, else
+    ``results/lamarr_hw``)."""
+    path = Path(path)
+    spec = load(path)
+    df = run(spec, None, path.parent, progress)
+    out_dir = Path(out or spec.out or "results/lamarr_hw")
+    return df, [str(out_dir / f) for f in write(out_dir, df)]
+
+
+__all__ = ["HardwareSpec", "bound_events_per_s", "cpu_check", "is_lamarr_hw", "load", "main", "run",
+           "simulate_pipeline", "stage_cost", "stage_particles", "summary_table", "write"]

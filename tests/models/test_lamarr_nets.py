@@ -1,0 +1,103 @@
+"""Lamarr's pipeline networks: shapes, determinism, the quantile maps and the shared conversions."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from models.errors import SimError
+from models.lamarr import fastsim, nets
+
+
+def _particles(n=500, seed=0):
+    r = np.random.default_rng(seed)
+    p = 10 ** r.uniform(0.3, 2.3, n)
+    eta = r.uniform(1.5, 5.5, n)
+    phi = r.uniform(-np.pi, np.pi, n)
+    pt = p / np.cosh(eta)
+    df = pd.DataFrame({
+        "event": np.arange(n) // 20, "pid": r.choice([211, -211, 321, -321, 2212, 13, -13, 11], n),
+        "p_gev": p, "eta": eta, "phi": phi, "pt_gev": pt, "px_gev": pt * np.cos(phi), "py_gev": pt * np.sin(phi),
+        "pz_gev": pt * np.sinh(eta), "vx_mm": r.normal(0, 0.04, n), "vy_mm": r.normal(0, 0.04, n),
+        "vz_mm": r.normal(0, 45, n), "n_tracks": r.integers(5, 60, n)})
+    df["charge"] = np.sign(df.pid).astype(int) * np.where(np.abs(df.pid) < 20, -1, 1)
+    df["track_type"] = r.integers(0, 4, n)
+    df["is_muon"] = r.random(n) < 0.1
+    for c in nets.RICH_VARS + nets.MUON_VARS:
+        df[c] = r.normal(0, 5, n)
+    return df
+
+
+@pytest.mark.parametrize("stage", nets.STAGES, ids=lambda s: s.name)
+def test_stage_shapes_and_determinism(stage):
+    pipe = nets.new_pipeline()
+    df = _particles(64)
+    x = torch.from_numpy(nets.feature_matrix(df, stage))
+    assert x.shape == (64, nets.n_features(stage))
+    net = pipe.nets[stage.name]
+    first = net.net[0]
+    assert first.in_features == nets.n_features(stage) + stage.latent
+    with torch.no_grad():
+        if stage.kind == "classifier":
+            y1, y2 = net(x), net(x)
+        else:
+            z = torch.randn(64, stage.latent, generator=torch.Generator().manual_seed(3))
+            y1, y2 = net(x, z), net(x, z)
+    assert y1.shape == (64, nets.n_outputs(stage))
+    assert torch.equal(y1, y2)
+    if stage.kind == "gan":
+        assert nets.n_outputs(stage) == len(stage.outputs)
+
+
+def test_stage_order_is_lamarrs():
+    assert [s.name for s in nets.STAGES] == ["acceptance", "tracking", "resolution", "covariance", "ismuon",
+                                             "rich", "muon", "gpid"]
+    assert nets.n_outputs(nets.STAGE["tracking"]) == 4  # not reconstructed, long, upstream, downstream
+
+
+def test_missing_column_is_a_clear_error():
+    df = _particles(10).drop(columns=["n_tracks"])
+    with pytest.raises(SimError, match="n_tracks"):
+        nets.feature_matrix(df, nets.STAGE["tracking"])
+
+
+def test_quantile_map_round_trip_and_point_masses():
+    r = np.random.default_rng(1)
+    y = np.column_stack([r.exponential(2.0, 20000), np.where(r.random(20000) < 0.3, 0.0, r.normal(5, 1, 20000))])
+    q = nets.QuantileMap(2)
+    q.fit(y)
+    z = q.forward_np(y, np.random.default_rng(2))
+    assert abs(z.mean()) < 0.02 and abs(z.std() - 1) < 0.02  # Gaussianized
+    back = q.inverse(z)
+    # monotone piecewise-linear inverse: quantiles come back to within a knot spacing
+    for j in range(2):
+        qs = np.quantile(y[:, j], [0.1, 0.5, 0.9])
+        assert np.allclose(np.quantile(back[:, j], [0.1, 0.5, 0.9]), qs, rtol=0.02, atol=0.05)
+    assert np.mean(back[:, 1] == 0.0) == pytest.approx(0.3, abs=0.02)  # the point mass survives
+
+
+def test_resolution_and_covariance_conversions_invert():
+    df = _particles(200)
+    t = fastsim.true_state(df)
+    r = np.random.default_rng(4)
+    d = np.column_stack([r.normal(0, 0.01, 200), r.normal(0, 0.01, 200), r.normal(0, 1e-4, 200),
+                         r.normal(0, 1e-4, 200), r.normal(0, 0.005, 200)])
+    state = fastsim.apply_resolution(df, d)
+    back = fastsim.resolution_targets(df.assign(**dict(zip(fastsim.STATE, state.T))))
+    assert np.allclose(back, d, atol=1e-12)
+    # a perfect reconstruction derives the generated kinematics
+    p, pt, eta, phi = fastsim.derive(t).T
+    assert np.allclose(p, df.p_gev) and np.allclose(pt, df.pt_gev) and np.allclose(eta, df.eta)
+    assert np.allclose(phi, df.phi)
+    c = np.column_stack([np.log(r.uniform(0.01, 0.1, (200, 4))), np.log(r.uniform(0.002, 0.01, 200)),
+                         r.uniform(-0.9, 0.9, (200, 2))])
+    cov = fastsim.apply_covariance(df, c)
+    back = fastsim.covariance_targets(df.assign(**dict(zip(fastsim.COVARIANCE, cov.T))))
+    assert np.allclose(back, c)
+
+
+def test_trace_run_covers_every_stage():
+    pipe = nets.new_pipeline(torch.float16, "meta")
+    out = pipe.trace_run(torch.zeros((32, 1), dtype=torch.long, device="meta"), "prefill")
+    assert [o.shape for o in out] == [(32, nets.n_outputs(s)) for s in nets.STAGES]
+    assert all(o.dtype == torch.float16 for o in out)

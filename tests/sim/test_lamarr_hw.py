@@ -1,0 +1,212 @@
+"""Lamarr's networks in the zoo and the SimPy model of the batched pipeline on hardware targets."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from models.errors import SimError
+from sim import lamarr_hw as L
+from workloads import api, zoo
+
+ROOT = Path(__file__).resolve().parents[2]
+HW_FILE = ROOT / "configs" / "lamarr" / "hardware.yaml"
+# a committed calibration of this suite's host CPU (bf16): deterministic, no micro-benchmarks in the tests
+CALIB = "results/validation/cpu/calibration.yaml"
+
+
+def small_spec(**over) -> dict:
+    """The shipped file with the host CPU on the committed bf16 calibration and no CPU timing."""
+    d = yaml.safe_load(HW_FILE.read_text())
+    d["targets"] = [{**d["targets"][0], "calibration": CALIB, "dtype": "bf16"}, d["targets"][1]]
+    d.pop("cpu_check")
+    d.update(over)
+    return d
+
+
+@pytest.fixture(scope="module")
+def sweep() -> pd.DataFrame:
+    return L.run(small_spec(), None, HW_FILE.parent)
+
+
+# ---------------------------------------------------------------------------- zoo
+
+
+def test_stage_table_matches_the_networks():
+    from models.lamarr import nets
+    from workloads.build import build
+
+    for s in nets.STAGES:
+        kind, n_in, latent, hidden, n_out, params = zoo.LAMARR_STAGES[s.name]
+        assert (kind, n_in, latent, hidden, n_out) == (s.kind, nets.n_features(s), s.latent, s.hidden,
+                                                       nets.n_outputs(s)), s.name
+        m = build(zoo.get(f"Lamarr-{s.name}"), "fp32", "meta")
+        assert sum(p.numel() for p in m.parameters()) == params == zoo.get(f"Lamarr-{s.name}").published_params
+    assert tuple(zoo.LAMARR_STAGES) == tuple(s.name for s in nets.STAGES) == L.STAGE_NAMES
+    whole = build(zoo.get("Lamarr-pipeline"), "fp32", "meta")
+    assert sum(p.numel() for p in whole.parameters()) == zoo.get("Lamarr-pipeline").published_params
+    assert zoo.get("Lamarr-pipeline").published_params == sum(
+        p.numel() for p in nets.new_pipeline(device="meta").parameters())
+
+
+def test_acceptance_gemms_have_the_network_shapes():
+    df = api.trace("Lamarr-acceptance", "prefill", 300, 1, 0, "fp32")
+    mm = df[df.kind == "gemm"]
+    assert [(r.gemm_m, r.gemm_k, r.gemm_n) for r in mm.itertuples()] == [(300, 6, 64), (300, 64, 64), (300, 64, 64),
+                                                                          (300, 64, 1)]
+    assert all(m.startswith("nets.acceptance.net.") for m in mm.module)
+    assert set(df.dtype[df.kind != "view"]) == {"f32"}
+
+
+def test_pipeline_trace_shows_every_stage_and_batch_times_seq_particles():
+    df = api.trace("Lamarr-pipeline", "prefill", 4, 3, 0, "fp16")  # 12 particles
+    mm = df[df.kind == "gemm"]
+    assert set(df.dtype[df.kind != "view"]) == {"f16"}
+    for name, (kind, n_in, latent, hidden, n_out, _) in zoo.LAMARR_STAGES.items():
+        g = mm[mm.module.str.startswith(f"nets.{name}.")]
+        widths = [n_in + latent, *hidden, n_out]
+        assert [(r.gemm_m, r.gemm_k, r.gemm_n) for r in g.itertuples()] == [
+            (12, widths[i], widths[i + 1]) for i in range(len(widths) - 1)], name
+
+
+def test_lamarr_entries_are_encoders():
+    with pytest.raises(SimError, match="encoder"):
+        api.trace("Lamarr-rich", "decode", 4, 1, 3)
+
+
+# ---------------------------------------------------------------------------- the SimPy model
+
+
+def test_simpy_model_matches_closed_forms():
+    stages = {"a": 3e-6, "b": 7e-6}
+    n = 10
+    serial = L.simulate_pipeline(n, 4, stages, h2d_s=2e-6, d2h_s=1e-6, overlap=False)
+    assert serial["makespan_ns"] == n * (2000 + 10000 + 1000)
+    over = L.simulate_pipeline(n, 4, stages, h2d_s=2e-6, d2h_s=1e-6, overlap=True)
+    assert over["makespan_ns"] == 2000 + n * 10000 + 1000  # transfers hidden behind compute, but the first and last
+    assert over["busy_ns"] == {"host": 0, "h2d": n * 2000, "device": n * 10000, "d2h": n * 1000}
+    # link-bound: the device waits for the inputs
+    slow = L.simulate_pipeline(n, 4, stages, h2d_s=50e-6, d2h_s=1e-6, overlap=True)
+    assert slow["makespan_ns"] == n * 50000 + 10000 + 1000
+    host = L.simulate_pipeline(n, 4, stages, host_s=5e-6, on_host=True)
+    assert host["makespan_ns"] == n * 15000 and host["busy_ns"]["device"] == n * 15000
+    gen = L.simulate_pipeline(n, 4, stages, arrival_events_per_s=4 / 20e-6, on_host=True)
+    assert gen["makespan_ns"] == n * 20000 + 10000 and np.all(gen["latency_ns"] == 10000)
+
+
+def test_throughput_grows_with_batch_then_saturates(sweep):
+    for name, g in sweep.groupby("target"):
+        eps = g.sort_values("batch_events").events_per_s.to_numpy()
+        gains = eps[1:] / eps[:-1]
+        assert gains[0] > 4 and gains[-1] < gains[0], (name, gains)  # 1 -> 16 events: fixed costs amortized
+    gpu = sweep[sweep.target == "H100-SXM"].sort_values("batch_events").events_per_s.to_numpy()
+    assert np.all(np.diff(gpu) > 0)
+    cpu = sweep[sweep.target == "host-cpu"].set_index("batch_events").events_per_s
+    assert cpu[4096] / cpu[256] < 1.5  # the host is compute-bound at large batches
+
+
+def test_events_time_and_energy_are_consistent(sweep):
+    assert np.allclose(sweep.events_per_s * sweep.makespan_s, sweep.events, rtol=1e-12)
+    assert (sweep.events == sweep.batches * sweep.batch_events).all()
+    comps = [c for c in sweep.columns if c.startswith("energy_j_")]
+    assert {"energy_j_static", "energy_j_link", "energy_j_cpu", "energy_j_tensor", "energy_j_hbm"} <= set(comps)
+    assert np.allclose(sweep[comps].sum(axis=1), sweep.energy_j, rtol=1e-12)
+    assert np.allclose(sweep.j_per_event * sweep.events, sweep.energy_j, rtol=1e-12)
+    assert (sweep.j_per_event > 0).all() and (sweep[comps] >= 0).all().all()
+    assert np.allclose(sweep.energy_j_static, sweep.static_w * sweep.makespan_s)
+    stage_cols = [f"stage_s_{s}" for s in L.STAGE_NAMES]
+    assert np.allclose(sweep[stage_cols].sum(axis=1), sweep.device_s_per_batch)
+    # accelerators pay the link both ways; the host does not
+    gpu = sweep[sweep.target == "H100-SXM"]
+    assert (gpu.h2d_s > 5e-6).all() and (gpu.d2h_s > 5e-6).all()
+    assert (sweep[sweep.target == "host-cpu"][["h2d_s", "d2h_s"]] == 0).all().all()
+
+
+def test_throughput_respects_the_closed_form_bound(sweep):
+    ratio = sweep.events_per_s / sweep.bound_events_per_s
+    assert (ratio <= 1 + 1e-9).all()
+    n = sweep.batches.iloc[0]
+    assert (ratio >= n / (n + 2)).all()  # only the pipeline's fill and drain are lost
+    # and the bound is 1 / (the slowest stage's time per event) or tighter
+    per_event = sweep[[f"stage_s_{s}" for s in L.STAGE_NAMES]].max(axis=1) / sweep.batch_events
+    assert (sweep.events_per_s <= 1 / per_event * (1 + 1e-9)).all()
+
+
+def test_stages_see_the_surviving_particles():
+    ev = L.Events(particles_per_event=22, accepted=0.5, reconstructed=0.25, source="test")
+    p = L.stage_particles(ev, 100)
+    assert p["acceptance"] == 2200 and p["tracking"] == 1100
+    assert all(p[s] == 550 for s in L.STAGE_NAMES[2:])
+    assert L.stage_particles(ev, 1)["gpid"] == 6  # 5.5 rounded, never 0
+    h2d, d2h = L.transfer_bytes(p, "fp16")
+    assert h2d == 2200 * L.INPUT_FEATURES * 2
+    assert d2h == 2 * (2200 * 1 + 1100 * 4 + 550 * (5 + 7 + 1 + 4 + 1 + 4))
+
+
+def test_measured_fractions_replace_the_placeholders():
+    spec = L.spec_of(small_spec(batch_events=[8], targets=[small_spec()["targets"][1]]))
+    df = L.run(spec, {"particles_per_event": 30.0, "accepted": 0.6, "reconstructed": 0.3}, HW_FILE.parent)
+    assert df.particles_acceptance.iloc[0] == 240 and df.particles_tracking.iloc[0] == 144
+    assert df.particles_gpid.iloc[0] == 72 and df.attrs["events"]["particles_per_event"] == 30.0
+    with pytest.raises(SimError, match="unknown fraction"):
+        L.run(spec, {"particles": 3}, HW_FILE.parent)
+    with pytest.raises(SimError, match="cannot exceed"):
+        L.run(spec, {"accepted": 0.2, "reconstructed": 0.3}, HW_FILE.parent)
+
+
+def test_outputs_are_deterministic(sweep, tmp_path):
+    again = L.run(small_spec(), None, HW_FILE.parent)
+    pd.testing.assert_frame_equal(sweep, again)
+    a = L.write(tmp_path / "a", sweep)
+    b = L.write(tmp_path / "b", again)
+    assert a == b == ["lamarr_hw.csv", "lamarr_hw.png"]
+    for f in a:
+        assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    s = L.summary_table(sweep)
+    assert list(s.target) == ["host-cpu", "H100-SXM"] and (s.batch_events == 4096).all()
+
+
+# ---------------------------------------------------------------------------- the file and its errors
+
+
+def test_shipped_file_loads():
+    spec = L.load(HW_FILE)
+    assert L.is_lamarr_hw(yaml.safe_load(HW_FILE.read_text())) and not L.is_lamarr_hw({"lamarr": "validation"})
+    assert [t.name for t in spec.targets] == ["host-cpu", "H100-SXM", "ET-SoC-1", "BitMoD"]
+    assert spec.batch_events == [1, 16, 256, 4096]
+
+
+@pytest.mark.parametrize("change,expect", [
+    (lambda d: d.update(batchez=3), r"batchez \(line \d+\): unknown key"),
+    (lambda d: d["targets"][1].update(link="pcie9"), "unknown link 'pcie9'"),
+    (lambda d: d["events"].update(accepted=1.5), r"events.accepted \(line \d+\)"),
+    (lambda d: d.update(batch_events=[0, 4]), "batch_events must be positive"),
+    (lambda d: d["targets"][0].pop("calibration"), "host_cpu needs `calibration`"),
+    (lambda d: d.update(lamarr="validation"), "lamarr: expected 'hardware'"),
+])
+def test_bad_files_are_one_line_errors(tmp_path, change, expect):
+    d = yaml.safe_load(HW_FILE.read_text())
+    change(d)
+    p = tmp_path / "hw.yaml"
+    p.write_text(yaml.safe_dump(d, sort_keys=False))
+    with pytest.raises(SimError, match=expect) as e:
+        L.load(p)
+    assert str(p) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bad_targets_are_errors_naming_them():
+    d = small_spec(targets=[{"name": "x", "file": "targets/nope.yaml", "link": "pcie4_x16"}])
+    with pytest.raises(SimError, match="target 'x'.*no such file 'targets/nope.yaml'"):
+        L.run(d, None, HW_FILE.parent)
+    d = small_spec(targets=[{**small_spec()["targets"][0], "dtype": "fp32"}])
+    with pytest.raises(SimError, match="calibrated at bf16, not fp32"):
+        L.run(d, None, HW_FILE.parent)
+    with pytest.raises(SimError, match=r"hardware: targets: .*at least 1"):
+        L.spec_of(small_spec(targets=[]))
+
+
+def test_one_stage_is_timed_on_this_cpu():
+    t = L.measure_stage("acceptance", 64, repeats=2, threads=1)
+    assert 0 < t < 0.1
