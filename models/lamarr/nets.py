@@ -98,44 +98,48 @@ def n_outputs(stage: Stage) -> int:
 def feature_matrix(df, stage: Stage) -> np.ndarray:
     """The stage's condition features of every row of ``df`` (float32, not yet standardized).
 
-    ``df`` holds the generator columns (``p_gev, eta, phi, charge, vz_mm, n_tracks, pid``) and, for
-    later stages, ``track_type``, ``is_muon`` and the generated RICH and muon DLLs."""
+    ``df`` (a DataFrame or a mapping of column arrays) holds the generator columns (``p_gev, eta,
+    phi, charge, vz_mm, n_tracks, pid``) and, for later stages, ``track_type``, ``is_muon`` and the
+    generated RICH and muon DLLs."""
+
+    def col(name):
+        return np.asarray(df[name])
+
     cols = []
     for f in stage.features:
         try:
             if f == "logp":
-                cols.append(np.log10(df["p_gev"].to_numpy()))
-            elif f == "eta":
-                cols.append(df["eta"].to_numpy())
+                cols.append(np.log10(col("p_gev")))
+            elif f in ("eta", "charge", "is_muon"):
+                cols.append(col(f))
             elif f == "cosphi":
-                cols.append(np.cos(df["phi"].to_numpy()))
+                cols.append(np.cos(col("phi")))
             elif f == "sinphi":
-                cols.append(np.sin(df["phi"].to_numpy()))
-            elif f == "charge":
-                cols.append(df["charge"].to_numpy())
+                cols.append(np.sin(col("phi")))
             elif f == "vz":
-                cols.append(df["vz_mm"].to_numpy())
+                cols.append(col("vz_mm"))
             elif f == "logntr":
-                cols.append(np.log10(np.maximum(df["n_tracks"].to_numpy(), 1)))
+                cols.append(np.log10(np.maximum(col("n_tracks"), 1)))
             elif f == "species":
-                a = np.abs(df["pid"].to_numpy())
+                a = np.abs(col("pid"))
                 cols.extend(a == s for s in SPECIES)
             elif f == "type":
-                t = df["track_type"].to_numpy()
+                t = col("track_type")
                 cols.extend(t == k for k in TRACK_TYPES)
-            elif f == "is_muon":
-                cols.append(df["is_muon"].to_numpy())
             elif f == "rich":
-                cols.extend(df[c].to_numpy() for c in RICH_VARS)
+                cols.extend(col(c) for c in RICH_VARS)
             elif f == "muon":
-                cols.append(df["muon_dll"].to_numpy())
+                cols.append(col("muon_dll"))
             else:  # pragma: no cover - the table above is the only source of names
                 raise KeyError(f)
         except KeyError as e:
             raise SimError(f"Lamarr stage {stage.name!r} needs column {e.args[0]!r} in the particle table") from None
     if not cols:
         return np.zeros((len(df), 0), np.float32)
-    return np.stack([np.asarray(c, np.float64) for c in cols], axis=1).astype(np.float32)
+    out = np.empty((len(cols[0]), len(cols)), np.float32)
+    for j, c in enumerate(cols):
+        out[:, j] = c
+    return out
 
 
 class Mlp(nn.Module):
