@@ -44,8 +44,7 @@ class BitModPE(wiring.Component):
         act_r = [Signal(16, name=f"act_r{i}") for i in range(LANES)]
         code_r = [Signal(8, name=f"code_r{i}") for i in range(LANES)]
         last_r, mode_r, sel_r = Signal(), Signal(2), Signal(2)
-        final = Signal(2)  # the last term's phase
-        m.d.comb += final.eq(Mux(mode_r == 3, 3, Mux(mode_r == 2, 2, 1)))
+        final = Mux(mode_r == 3, 3, Mux(mode_r == 2, 2, 1))  # the last term's phase
         is_int = mode_r[1]
         fp3 = mode_r == 1
 
@@ -53,67 +52,67 @@ class BitModPE(wiring.Component):
         m.d.comb += self.in_ready.eq(~busy | (phase == final))
         take = self.in_valid & self.in_ready
 
-        special = Signal(signed(6))
-        with m.Switch(Cat(sel_r, fp3)):
-            for s in range(4):
-                with m.Case(s):  # FP4
-                    m.d.comb += special.eq(SPECIAL_HALF[4][s])
-                with m.Case(s | 4):  # FP3
-                    m.d.comb += special.eq(SPECIAL_HALF[3][s])
-
+        # Each lane's current term (on, sign, position) is decoded from registers by case analysis,
+        # the weight tables being constants; the products are expressions summed into `total`.
+        # Only `total` reads other combinational signals, so the simulator settles the logic in two
+        # evaluations a cycle.
         contrib = []
         for i in range(LANES):
             a, c = act_r[i], code_r[i]
-            exp = a[10:15]
-            sig = Cat(a[0:10], exp != 0)  # 11-bit significand, hidden bit for normals
-            eff = Mux(exp == 0, 1, exp)
             t_sign, t_pos, t_on = Signal(name=f"t_sign{i}"), Signal(4, name=f"t_pos{i}"), Signal(name=f"t_on{i}")
+
+            def term(sign, pos, t_sign=t_sign, t_pos=t_pos, t_on=t_on):
+                m.d.comb += [t_on.eq(1), t_sign.eq(sign), t_pos.eq(pos)]
+
+            def fp_terms(sign, mag, term=term):
+                # a magnitude (half units) has at most two set bits: the higher (or only) one is
+                # the term of phase 0, the lower one the term of phase 1
+                low = mag & -mag
+                for ph, t in enumerate((mag ^ low, low) if mag & (mag - 1) else (mag, 0)):
+                    if t:
+                        with m.If(phase[0] == ph):
+                            term(sign, t.bit_length() - 1)
+
             with m.If(is_int):
                 # radix-4 Booth digit `phase` of the sign-extended 8-bit weight: bits (2j+1, 2j, 2j-1)
                 c8 = Mux(mode_r == 2, Cat(c[0:6], c[5], c[5]), c)
-                cx = Cat(Const(0, 1), c8)  # b_-1 = 0
-                trip = Signal(3, name=f"booth{i}")
                 with m.Switch(phase):
                     for j in range(4):
                         with m.Case(j):
-                            m.d.comb += trip.eq(cx[2 * j:2 * j + 3])
-                two = (trip == 0b011) | (trip == 0b100)
-                m.d.comb += [t_on.eq((trip != 0) & (trip != 0b111)), t_sign.eq(trip[2]),
-                             t_pos.eq(Cat(two, phase) + 1)]  # 2j + (|d| == 2), +1 for half units
+                            # digits 0-2 read bits 0-5 only, which INT6 and INT8 share
+                            trip = Cat(Const(0, 1), c8 if j == 3 else c)[2 * j:2 * j + 3]
+                            with m.Switch(trip):
+                                for t in range(1, 7):  # 000 and 111: digit 0, no term
+                                    with m.Case(t):
+                                        two = t in (0b011, 0b100)  # |digit| == 2
+                                        term(t >> 2, 2 * j + two + 1)  # 2j + (|d| == 2), +1 for half units
             with m.Else():
-                # FP code -> sign and magnitude in half units (5 bits)
-                w_sign, w_mag = Signal(name=f"w_sign{i}"), Signal(5, name=f"w_mag{i}")
+                # FP code -> sign and magnitude in half units (table constants)
                 negzero = Mux(fp3, c[0:3] == 0b100, c[0:4] == 0b1000)
                 with m.If(negzero):
-                    m.d.comb += [w_sign.eq(special < 0), w_mag.eq(Mux(special < 0, -special, special))]
+                    with m.Switch(Cat(sel_r, fp3)):
+                        for bits, sel_base in ((4, 0), (3, 4)):
+                            for s, v in enumerate(SPECIAL_HALF[bits]):
+                                with m.Case(s | sel_base):
+                                    fp_terms(int(v < 0), abs(v))
                 with m.Elif(fp3):
-                    m.d.comb += w_sign.eq(c[2])
                     with m.Switch(c[0:2]):
                         for k, v in enumerate(FP3_HALF):
                             with m.Case(k):
-                                m.d.comb += w_mag.eq(v)
+                                fp_terms(c[2], v)
                 with m.Else():
-                    m.d.comb += w_sign.eq(c[3])
                     with m.Switch(c[0:3]):
                         for k, v in enumerate(FP4_HALF):
                             with m.Case(k):
-                                m.d.comb += w_mag.eq(v)
-                # the two terms: the lowest set bit, and the rest (one bit at most)
-                low = Signal(5, name=f"low{i}")
-                m.d.comb += low.eq(w_mag & (~w_mag + 1))
-                two_bits = (w_mag & (w_mag - 1)) != 0
-                term = Signal(5, name=f"term{i}")
-                m.d.comb += term.eq(Mux(phase[0], Mux(two_bits, low, 0), Mux(two_bits, w_mag ^ low, w_mag)))
-                m.d.comb += [t_on.eq(term != 0), t_sign.eq(w_sign)]
-                with m.Switch(term):
-                    for p in range(5):
-                        with m.Case(1 << p):
-                            m.d.comb += t_pos.eq(p)
-            shifted = Signal(ACC_BITS, name=f"shifted{i}")
-            m.d.comb += shifted.eq(Mux(t_on, sig << (eff + t_pos), 0))
-            part = Signal(signed(ACC_BITS), name=f"part{i}")
-            m.d.comb += part.eq(Mux(a[15] ^ t_sign, -shifted.as_signed(), shifted.as_signed()))
-            contrib.append(part)
+                                fp_terms(c[3], v)
+
+            # the product: the activation's significand shifted by its exponent plus the term's position
+            exp = a[10:15]
+            sig = Cat(a[0:10], exp != 0)  # 11-bit significand, hidden bit for normals
+            eff = Mux(exp == 0, 1, exp)
+            shifted = Mux(t_on, sig << (eff + t_pos), 0)[:ACC_BITS]
+            neg = a[15] ^ t_sign
+            contrib.append((shifted.as_signed() ^ Mux(neg, -1, 0)) + neg)  # negated: ~x + 1
 
         total = Signal(signed(ACC_BITS))
         m.d.comb += total.eq(acc + contrib[0] + contrib[1] + contrib[2] + contrib[3])

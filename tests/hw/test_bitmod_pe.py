@@ -8,32 +8,108 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from amaranth import Cat, Elaboratable, Module, Signal
 from amaranth.sim import Simulator
 
-from hw.bitmod_pe import Dequant
-from hw.tools import drive_pe, random_groups, reference_sums
+from hw.bitmod_pe import BitModPE, Dequant
+from hw.tools import random_groups, reference_sums
 from models import bitmod as bm
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP = 128
+STEPS = GROUP // 4  # 4 weights per step
+
+
+class Harness(Elaboratable):
+    """The PE with its inputs packed into one stimulus word (one ``ctx.set`` per step) and three
+    counters the testbench reads only when something happens: cycles, accepted steps (a toggle:
+    it changes at every edge where ``in_valid & in_ready``), and cycles with ``sum_valid`` high."""
+
+    def __init__(self):
+        self.pe = BitModPE()
+        self.inputs = Cat(*self.pe.act, *self.pe.code, self.pe.last, self.pe.mode, self.pe.sel, self.pe.in_valid)
+        self.stim = Signal(len(self.inputs))
+        self.cycle = Signal(32)
+        self.took = Signal()
+        self.valid_cycles = Signal(32)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.pe = pe = self.pe
+        m.d.comb += self.inputs.eq(self.stim)
+        m.d.sync += self.cycle.eq(self.cycle + 1)
+        with m.If(pe.in_valid & pe.in_ready):
+            m.d.sync += self.took.eq(~self.took)
+        with m.If(pe.sum_valid):
+            m.d.sync += self.valid_cycles.eq(self.valid_cycles + 1)
+        return m
+
+
+def step_words(acts, codes, modes, sels) -> list[int]:
+    """Every step's inputs as one integer in the bit order of ``Harness.inputs`` (vectorized)."""
+    n = len(acts)
+    a = np.asarray(acts, dtype=np.uint64).reshape(n, STEPS, 4)
+    c = np.asarray(codes, dtype=np.uint64).reshape(n, STEPS, 4)
+    lo = a[..., 0] | a[..., 1] << 16 | a[..., 2] << 32 | a[..., 3] << 48  # act[0..3]: bits 0-63
+    hi = c[..., 0] | c[..., 1] << 8 | c[..., 2] << 16 | c[..., 3] << 24  # code[0..3]: bits 64-95
+    hi[:, -1] |= 1 << 32  # last
+    hi |= (np.asarray(modes, dtype=np.uint64) << 33 | np.asarray(sels, dtype=np.uint64) << 35)[:, None]
+    hi |= 1 << 37  # in_valid
+    return [x | y << 64 for x, y in zip(lo.ravel().tolist(), hi.ravel().tolist())]
+
+
+def stream(acts, codes, modes, sels):
+    """Stream groups through the PE back to back: each step is presented until the PE accepts it
+    (a handshake), the next one right after.  Returns (sums in order, the cycle each appeared at,
+    cycles with sum_valid high).  The testbenches wake only on events, not on every cycle."""
+    h = Harness()
+    assert len(h.inputs) == 102  # the layout step_words packs
+    sim = Simulator(h)
+    sim.add_clock(1e-9)
+    words = step_words(acts, codes, modes, sels) + [0]  # then in_valid low
+    sums, at, valid_cycles, n = [], [], [], len(acts)
+
+    async def driver(ctx):
+        ctx.set(h.stim, words[0])
+        for word in words[1:]:
+            await ctx.changed(h.took)  # the PE accepted the step on this edge
+            ctx.set(h.stim, word)
+
+    async def monitor(ctx):
+        while len(sums) < n:
+            await ctx.posedge(h.pe.sum_valid)
+            sums.append(ctx.get(h.pe.sum))
+            at.append(ctx.get(h.cycle))
+        await ctx.tick().repeat(2 * GROUP)  # no sum after the last group's
+        valid_cycles.append(ctx.get(h.valid_cycles))
+
+    async def watchdog(ctx):
+        await ctx.delay(1e-9 * (2 * GROUP * n + 100))  # twice the slowest format's cycles
+        raise AssertionError(f"the PE stalled: {len(sums)} of {n} group sums")
+
+    sim.add_testbench(driver)
+    sim.add_testbench(monitor)
+    sim.add_testbench(watchdog, background=True)
+    sim.run()
+    return sums, at, valid_cycles[0]
 
 
 @pytest.fixture(scope="module")
 def random_run():
     n = int(os.environ.get("BITMOD_PE_GROUPS", "10000"))
     data = random_groups(n, np.random.default_rng(2025))
-    return data, drive_pe(*data)
+    return data, stream(*data)
 
 
 def test_pe_is_bit_exact_on_random_groups(random_run):
-    data, (sums, _) = random_run
-    assert len(sums) == len(data[0])
+    data, (sums, _, valid_cycles) = random_run
+    assert len(sums) == len(data[0]) == valid_cycles  # one sum_valid cycle per group, each seen
     assert sums == reference_sums(*data)
     assert set(data[2]) == {0, 1, 2, 3}  # every weight format
 
 
 def test_pe_cycles_per_group_are_what_the_target_charges(random_run):
-    data, (_, at) = random_run
+    data, (_, at, _) = random_run
     modes = data[2]
     gaps = np.diff(at)
     from sim.targets.accelerator import Accelerator, AcceleratorParams
@@ -63,9 +139,9 @@ def test_edge_cases():
                       [0x80] * GROUP, [0x20, 0x1F] * (GROUP // 2)], dtype=np.int64)
     modes = np.array([0, 0, 0, 0, 0, 0, 3, 2])
     sels = np.array([2, 3, 0, 1, 0, 0, 0, 0])
-    sums, _ = drive_pe(acts, codes, modes, sels)
+    sums, _, valid_cycles = stream(acts, codes, modes, sels)
     ref = reference_sums(acts, codes, modes, sels)
-    assert sums == ref
+    assert sums == ref and valid_cycles == len(ref)
     assert ref[0] == 65504 * 8 * GROUP * 2**26  # value x 2^26: the +EA special (+8) everywhere
     assert ref[1] == ref[0] and ref[4] == 0  # (-65504) x (-8)
     assert ref[5] == 64 * 2**26  # 64 pairs of (+1)(+0.5) + (-1)(-0.5)
