@@ -7,7 +7,9 @@ of small shapes for tests; a CSV file with columns M, N, K (and batch, set, name
 
 Each shape runs with torch on the device: warm-up calls, then repeated samples, the median kept
 (CUDA events on a GPU, ``time.perf_counter`` around enough back-to-back calls on a CPU).  On a
-GPU each call takes its own copy of the operands, cycling through enough copies to exceed twice the
+GPU the time compared is the device's: the calls are captured in a CUDA graph and replayed (eager
+calls back to back are timed too, ``measured_eager_s``: for small GEMMs that is the host's launch
+rate through PyTorch, tens of microseconds, which the kernel model does not claim).  Each call takes its own copy of the operands, cycling through enough copies to exceed twice the
 L2, so calls start cold as weights streamed once per token do; the prediction reads them from HBM.
 ``gpu`` is the default set plus longer prompts and contexts and Llama-2-13B (a GPU times them in
 seconds).  Results:
@@ -122,6 +124,28 @@ def _time_cuda(fn, samples: int, warmup: int) -> float:
     return float(np.median(out))
 
 
+def _time_cuda_graph(fn, calls: int, samples: int) -> float:
+    """Median device seconds of one call of ``fn`` with the host out of the way: ``calls`` calls
+    captured in one CUDA graph, the graph replayed back to back (enough replays per sample to last
+    >= 2 ms), timed with CUDA events.  Eager timing of a small GEMM measures the host's launch rate
+    (tens of microseconds per call through PyTorch), not the GPU."""
+    import torch
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    t = _time_cuda(graph.replay, samples, warmup=2) / calls
+    del graph
+    return t
+
+
 def machine(device: str) -> dict:
     import torch
 
@@ -151,7 +175,11 @@ def machine(device: str) -> dict:
 
 
 def measure(shapes: pd.DataFrame, device: str, dtype: str, samples: int = 7, progress=None) -> pd.DataFrame:
-    """Median seconds of each shape run with torch on ``device`` (a column added to ``shapes``)."""
+    """Median seconds of each shape run with torch on ``device`` (a column added to ``shapes``).
+
+    On a GPU ``measured_s`` is the device time (calls replayed from a CUDA graph) and
+    ``measured_eager_s`` the time per call of eager PyTorch calls back to back (which, for small
+    GEMMs, is the host's launch rate)."""
     import torch
 
     from sim.targets.cpu import gemm_runner, time_call
@@ -161,6 +189,7 @@ def measure(shapes: pd.DataFrame, device: str, dtype: str, samples: int = 7, pro
     if device == "cuda":
         l2_bytes = int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 * 2**20))
     out = np.zeros(len(shapes))
+    eager = np.zeros(len(shapes))
     # in a shuffled (seeded) order, so that a slow spell of a shared machine does not fall on one set
     order = np.random.default_rng(0).permutation(len(shapes))
     for i, pos in enumerate(order):
@@ -173,15 +202,19 @@ def measure(shapes: pd.DataFrame, device: str, dtype: str, samples: int = 7, pro
         copies = 1 if device == "cpu" else int(min(64, -(-l2_bytes * 2 // ((M * K + K * N) * B * el))))
         fn = gemm_runner(M, N, K, B, dtype, device, copies=copies)
         if device == "cuda":
-            out[pos] = _time_cuda(fn, samples, warmup=3)
+            eager[pos] = _time_cuda(fn, samples, warmup=3)
+            out[pos] = _time_cuda_graph(fn, max(copies, 8), samples)
         else:
             out[pos] = time_call(fn, min_sample_s=5e-3, samples=samples, warmup=2)
         del fn
     if device == "cuda":
         torch.cuda.empty_cache()
     step(len(shapes), len(shapes), "done")
-    return shapes.assign(dtype=dtype, measured_s=out,
-                         measured_tflops=2.0 * shapes.M * shapes.N * shapes.K * shapes.batch / out / 1e12)
+    df = shapes.assign(dtype=dtype, measured_s=out,
+                       measured_tflops=2.0 * shapes.M * shapes.N * shapes.K * shapes.batch / out / 1e12)
+    if device == "cuda":  # measured_s: device time (graph replay); eager: one PyTorch call after another
+        df["measured_eager_s"] = eager
+    return df
 
 
 # ---------------------------------------------------------------- prediction
