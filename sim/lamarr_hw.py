@@ -38,6 +38,20 @@ Measured check on this machine (``cpu_check``): the real torch time of each stag
 random weights, fp32, at ``threads`` threads; warm-up, then the median of repeats) against the
 ``host_cpu`` target's prediction for the same trace; the host-CPU target is calibrated by its own
 micro-benchmarks (:func:`sim.targets.cpu.measure`), never fitted to these runs.
+
+Measured check on a GPU (``gpu_check``): the rows of a CSV written by ``benchmarks/lamarr_gpu.py`` on a
+real GPU (each stage alone, eager; the whole pipeline eager and replayed from a CUDA graph; a
+host-to-device copy) against the GPU target file's prediction through :func:`stage_cost`, the same
+path the sweep uses.  Two runtimes, both as the target file documents them: ``eager`` (the file's
+parameters: ``kernel_overhead_s`` of an eager host launch, every non-GEMM op its own kernel) and
+``graph`` (a CUDA-graph runtime: ``kernel_overhead_s`` 0.9 us, the file's source text, and
+``fuse_vector_ops`` as configs/easyspec/reproduce.yaml and configs/gpu/ run it).  Every compute row is
+predicted in both modes; the one whose runtime was measured is ``matched`` and only those enter
+the MAPE.  Nothing is fitted: the target's parameters are the file's.  Two known differences from
+what was measured: the stage traces include creating the stage's zero inputs (two small kernels;
+the benchmark made its inputs beforehand), and an fp32 trace's GEMMs are priced on the TF32 tensor-core
+path (``mma_dtype``: w32a32 -> tf32) while the benchmark turned TF32 off (fp32 on CUDA cores); the
+table's ``gemm_path`` column says which path the model priced.
 """
 
 from __future__ import annotations
@@ -123,6 +137,25 @@ class CpuCheck(_Strict):
         return self
 
 
+GRAPH_PARAMS = {"kernel_overhead_s": 9.0e-7, "fuse_vector_ops": True}
+GRAPH_SOURCE = ("a CUDA-graph runtime: about 0.9 us per kernel (configs/targets/gpu_h100_sxm.yaml, kernel_overhead_s "
+                "source: CUDA.jl documentation, Graphs, 80 kernels replayed in 70 us) with the non-GEMM ops fused, "
+                "as configs/easyspec/reproduce.yaml and configs/gpu/llama2-7b-h100.yaml run it")
+
+
+class GpuCheck(_Strict):
+    """Measured GPU timings (``benchmarks/lamarr_gpu.py``) vs the GPU target's prediction."""
+
+    enabled: bool = True
+    measured: str = Field(min_length=1, description="the CSV benchmarks/lamarr_gpu.py wrote (relative to this file, "
+                          "configs/ or the repository root)")
+    target: str = Field("targets/gpu_h100_sxm.yaml", min_length=1, description="the GPU target file")
+    link: str | None = Field(None, description="a key of `links`: predicts the host-to-device copy rows")
+    graph_params: dict = Field(default_factory=lambda: dict(GRAPH_PARAMS),
+                               description="overrides of the target's parameters for the CUDA-graph rows")
+    graph_source: str = Field(GRAPH_SOURCE, min_length=1)
+
+
 class HardwareSpec(_Strict):
     """The ``hardware`` block (also a standalone file with ``lamarr: hardware``)."""
 
@@ -137,6 +170,7 @@ class HardwareSpec(_Strict):
     links: dict[str, Link] = Field(default_factory=dict)
     targets: list[TargetEntry] = Field(min_length=1)
     cpu_check: CpuCheck | None = None
+    gpu_check: GpuCheck | None = None
 
     @model_validator(mode="after")
     def _refs(self):
@@ -149,6 +183,10 @@ class HardwareSpec(_Strict):
             if t.link is not None and t.link not in self.links:
                 known = ", ".join(self.links) or "(none)"
                 raise ValueError(f"target {t.name!r}: unknown link {t.link!r} (links: {known})")
+        g = self.gpu_check
+        if g is not None and g.link is not None and g.link not in self.links:
+            known = ", ".join(self.links) or "(none)"
+            raise ValueError(f"gpu_check: unknown link {g.link!r} (links: {known})")
         return self
 
 
@@ -288,7 +326,8 @@ def stage_cost(target, energy, stage: str, particles: int, dtype: str, fidelity:
     dyn = {comp: float(np.sum(v)) * 1e-12 for comp, v in e.items() if comp not in _static_only(energy, c.actions)}
     busy = float(np.sum(sched.op_cycles)) / target.freq_hz
     return {"time_s": seconds, "dynamic_j": dyn, "static_w": _static_w(energy, c.actions, busy),
-            "macs": int(np.sum(c.macs)), "gemms": int((tr.kind == "gemm").sum())}
+            "macs": int(np.sum(c.macs)), "gemms": int((tr.kind == "gemm").sum()),
+            "ops": int((tr.kind != "view").sum())}
 
 
 def _static_only(energy, actions) -> set:
@@ -443,6 +482,12 @@ def run(spec: HardwareSpec | dict, fractions: dict | None = None, base_dir: str 
     if spec.cpu_check is not None:
         check = cpu_check(spec.cpu_check, base, say)
         df.attrs["cpu_check"] = check.to_dict("records")
+    g = spec.gpu_check
+    if g is not None and g.enabled:
+        say("GPU check: predicting the measured GPU timings")
+        check = gpu_check(g.measured, g.target, base, spec.links.get(g.link) if g.link else None, g.graph_params,
+                          say)
+        df.attrs["gpu_check"] = check.to_dict("records")
     cal = {k: v for k, v in _CALIB.items()}
     if cal:
         df.attrs["calibration"] = cal
@@ -499,6 +544,134 @@ def cpu_check(chk: CpuCheck, base: Path, progress=None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# ---------------------------------------------------------------------------- measured on a GPU
+
+GPU_CSV_COLUMNS = ("what", "stage", "dtype", "batch", "seconds")
+_RUNTIME = {"stage": "eager", "pipeline_eager": "eager", "pipeline_graph": "graph"}
+
+
+def _find(name: str, base: Path) -> Path | None:
+    """A path from a config: as :func:`sim.config.resolve_path`, or from the repository root; None if missing."""
+    p = resolve_path(name, base)
+    if not p.exists() and (CONFIGS_DIR.parent / name).exists():
+        p = CONFIGS_DIR.parent / name
+    return p if p.exists() else None
+
+
+def read_gpu_measured(path: str | Path, base: Path = CONFIGS_DIR) -> pd.DataFrame:
+    """The CSV of ``benchmarks/lamarr_gpu.py``, checked: its columns, the kinds of row, stages, dtypes and
+    positive batches and times.  Any problem is a one-line SimError naming the file."""
+    import re
+
+    p = _find(str(path), Path(base))
+    if p is None:
+        raise SimError(f"gpu_check: no such measured file {str(path)!r} (looked in {base}, configs/ and the "
+                       "repository root); write it with `python benchmarks/lamarr_gpu.py --out <csv>` on a GPU")
+    try:
+        m = pd.read_csv(p)
+    except (OSError, ValueError) as e:
+        raise SimError(f"{p}: cannot read the measured GPU timings: {e}") from None
+    missing = [c for c in GPU_CSV_COLUMNS if c not in m.columns]
+    if missing:
+        raise SimError(f"{p}: missing column(s) {', '.join(missing)} (expected those benchmarks/lamarr_gpu.py writes)")
+    if m.empty:
+        raise SimError(f"{p}: no rows")
+    for i, r in enumerate(m.itertuples(index=False), start=2):  # line 1 is the header
+        what = str(r.what)
+        if what not in _RUNTIME and not re.fullmatch(r"h2d_copy_\d+_features", what):
+            raise SimError(f"{p}: line {i}: unknown what {what!r} (stage, pipeline_eager, pipeline_graph, "
+                           "h2d_copy_<n>_features)")
+        if what == "stage" and r.stage not in STAGE_NAMES:
+            raise SimError(f"{p}: line {i}: unknown stage {r.stage!r}")
+        if r.dtype not in DTYPE_BITS:
+            raise SimError(f"{p}: line {i}: dtype {r.dtype!r} is not one of {', '.join(DTYPE_BITS)}")
+        try:
+            ok = int(r.batch) == r.batch and r.batch > 0 and float(r.seconds) > 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise SimError(f"{p}: line {i}: batch and seconds must be positive numbers (got {r.batch!r}, "
+                           f"{r.seconds!r})")
+    m = m.copy()
+    m["batch"] = m["batch"].astype(np.int64)
+    m["seconds"] = m["seconds"].astype(np.float64)
+    m.attrs["path"] = str(p)
+    return m
+
+
+def gpu_check(csv_path: str | Path, target: str = "targets/gpu_h100_sxm.yaml", base: str | Path = CONFIGS_DIR,
+              link: Link | None = None, graph_params: dict | None = None, progress=None) -> pd.DataFrame:
+    """Every row of a ``benchmarks/lamarr_gpu.py`` CSV against the GPU target's prediction.
+
+    Compute rows (a stage alone, the whole pipeline) are predicted in both runtime modes, ``eager``
+    (the target file as it is) and ``graph`` (``graph_params`` over it, default :data:`GRAPH_PARAMS`),
+    from each stage's trace at the row's batch and dtype (:func:`stage_cost`; the pipeline is the sum of
+    its stages, every stage over the same batch, as the benchmark ran it).  ``matched`` marks the mode
+    whose runtime was measured (stage and pipeline_eager rows: eager; pipeline_graph: graph).  A
+    ``h2d_copy_<n>_features`` row is predicted by ``link`` (``latency_s`` + n x batch x dtype bytes /
+    ``bytes_per_s``), mode ``link``.  Columns: what, stage, dtype, batch, mode, matched, measured_s,
+    predicted_s, rel_error ((predicted - measured) / measured), kernels (launches the prediction
+    pays for), gemm_path (the tensor-core path of the GEMMs: ``tf32`` for fp32 traces), device, torch."""
+    base = Path(base)
+    say = progress or (lambda m: None)
+    meas = read_gpu_measured(csv_path, base)
+    graph = dict(GRAPH_PARAMS if graph_params is None else graph_params)
+    modes = {}
+    for mode, params in (("eager", {}), ("graph", graph)):
+        modes[mode] = build_target(TargetEntry(name=f"gpu_check {mode}", file=target, params=params), base, say)[:2]
+        if getattr(modes[mode][0], "name", None) != "gpu":
+            raise SimError(f"gpu_check: {target} is not a GPU target (target: {modes[mode][0].name})")
+    memo: dict = {}
+
+    def cost(mode, stage, batch, dtype):
+        key = (mode, stage, batch, dtype)
+        if key not in memo:
+            t, e = modes[mode]
+            c = stage_cost(t, e, stage, batch, dtype)
+            fused = bool(t.params.fuse_vector_ops)
+            memo[key] = (c["time_s"], c["gemms"] if fused else c["ops"])
+        return memo[key]
+
+    rows = []
+    for r in meas.itertuples(index=False):
+        base_row = {"what": r.what, "stage": r.stage, "dtype": r.dtype, "batch": int(r.batch)}
+        extra = {"device": getattr(r, "device", ""), "torch": getattr(r, "torch", "")}
+        if r.what in _RUNTIME:
+            say(f"GPU check: {r.what} {r.stage} {r.dtype} at {r.batch}")
+            stages = [r.stage] if r.what == "stage" else list(STAGE_NAMES)
+            bits = DTYPE_BITS[r.dtype]
+            path = modes["eager"][0].mma_key(bits, bits, "bf16" if r.dtype == "bf16" else "f16")
+            for mode in modes:
+                parts = [cost(mode, s, int(r.batch), r.dtype) for s in stages]
+                pred = sum(p[0] for p in parts)
+                rows.append({**base_row, "mode": mode, "matched": mode == _RUNTIME[r.what], "measured_s": r.seconds,
+                             "predicted_s": pred, "rel_error": (pred - r.seconds) / r.seconds,
+                             "kernels": sum(p[1] for p in parts), "gemm_path": path, **extra})
+        else:
+            if link is None:
+                raise SimError(f"gpu_check: {meas.attrs['path']} has {r.what} rows; give `link` (a key of `links`) "
+                               "to predict them")
+            n_feat = int(str(r.what).split("_")[2])
+            pred = link.latency_s + int(r.batch) * n_feat * DTYPE_BYTES[r.dtype] / link.bytes_per_s
+            rows.append({**base_row, "mode": "link", "matched": True, "measured_s": r.seconds, "predicted_s": pred,
+                         "rel_error": (pred - r.seconds) / r.seconds, "kernels": 0, "gemm_path": "-", **extra})
+    return pd.DataFrame(rows)
+
+
+def gpu_check_summary(check: pd.DataFrame) -> pd.DataFrame:
+    """MAPE (mean |rel_error|) of the matched rows per mode and per mode and kind of row, with the worst row."""
+    m = check[check.matched]
+    out = []
+    for key, g in [(("all",), m), *[((w,), gg) for w, gg in m.groupby("what", sort=False)]]:
+        for mode, gm in g.groupby("mode", sort=False):
+            worst = gm.loc[gm.rel_error.abs().idxmax()]
+            out.append({"what": key[0], "mode": mode, "rows": len(gm), "mape": float(gm.rel_error.abs().mean()),
+                        "median_rel_error": float(gm.rel_error.median()),
+                        "worst": f"{worst['what']} {worst['stage']} {worst['dtype']} {worst['batch']}",
+                        "worst_rel_error": float(worst.rel_error)})
+    return pd.DataFrame(out)
+
+
 # ---------------------------------------------------------------------------- outputs
 
 
@@ -530,10 +703,11 @@ def plot(df: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def write(out_dir: str | Path, df: pd.DataFrame) -> list[str]:
+def write(out_dir: str | Path, df: pd.DataFrame, gpu_check: pd.DataFrame | None = None) -> list[str]:
     """Write the sweep (``lamarr_hw.csv``), its plot (``lamarr_hw.png``), the CPU check
-    (``lamarr_hw_cpu_check.csv``) and the host-CPU calibration used (``lamarr_hw_calibration.yaml``)
-    when there are; returns the names written (relative to ``out_dir``)."""
+    (``lamarr_hw_cpu_check.csv``), the GPU check (``lamarr_hw_gpu_check.csv``: ``gpu_check``, else the
+    frame's ``attrs``) and the host-CPU calibration used (``lamarr_hw_calibration.yaml``) when there are;
+    returns the names written (relative to ``out_dir``)."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -547,6 +721,11 @@ def write(out_dir: str | Path, df: pd.DataFrame) -> list[str]:
     if df.attrs.get("cpu_check"):
         pd.DataFrame(df.attrs["cpu_check"]).to_csv(out / "lamarr_hw_cpu_check.csv", index=False, float_format="%.6g")
         written.append("lamarr_hw_cpu_check.csv")
+    gpu = gpu_check if gpu_check is not None else (pd.DataFrame(df.attrs["gpu_check"]) if df.attrs.get("gpu_check")
+                                                   else None)
+    if gpu is not None:
+        gpu.to_csv(out / "lamarr_hw_gpu_check.csv", index=False, float_format="%.6g")
+        written.append("lamarr_hw_gpu_check.csv")
     if df.attrs.get("calibration"):
         import json
 
@@ -569,5 +748,6 @@ def main(path: str | Path, out: str | Path | None = None, progress=None) -> tupl
     return df, [str(out_dir / f) for f in write(out_dir, df)]
 
 
-__all__ = ["HardwareSpec", "bound_events_per_s", "cpu_check", "is_lamarr_hw", "load", "main", "run",
-           "simulate_pipeline", "stage_cost", "stage_particles", "summary_table", "write"]
+__all__ = ["HardwareSpec", "bound_events_per_s", "cpu_check", "gpu_check", "gpu_check_summary", "is_lamarr_hw",
+           "load", "main", "read_gpu_measured", "run", "simulate_pipeline", "stage_cost", "stage_particles",
+           "summary_table", "write"]
