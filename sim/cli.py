@@ -160,6 +160,14 @@ def _cmd_run(args) -> int:
 
     if easyspec.is_easyspec(data):
         return _cmd_easyspec(args, console, err)
+    from sim import lamarr
+
+    if lamarr.is_lamarr(data):
+        return _cmd_lamarr(args, console, err)
+    from sim import lamarr_hw
+
+    if lamarr_hw.is_lamarr_hw(data):
+        return _cmd_lamarr_hw(args, console, err)
     if reproduce.is_reproduce(data):
         return _cmd_reproduce(args, console, err)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
@@ -192,6 +200,52 @@ def _cmd_easyspec(args, console, err) -> int:
     _print_paper_vs_sim(console, f"EasySpec: paper vs simulation ({f.gpus} GPUs, gamma {f.gamma}, group {f.group})",
                         metrics)
     console.print(f"wrote {out}/paper_vs_sim.csv, runs.csv, sweep.csv, report.html, trace_*.json")
+    return 0
+
+
+def _cmd_lamarr(args, console, err) -> int:
+    from pathlib import Path
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from sim import lamarr
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
+                  transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("starting", total=None)
+        res = lamarr.run(args.config, progress=lambda m: bar.update(task, description=m))
+        out = Path(args.out or res["file"].out or "results/lamarr")
+        bar.update(task, description="writing the report")
+        files: list = []
+        _write_results(out, lambda: files.extend(lamarr.write(out, res)))
+    s = lamarr.summary(res)
+    console.print(f"Lamarr vs detailed simulation, {s['events']} events: detector step "
+                  f"{s['speedup_detector_step']:.0f}x faster; efficiency bins within 2 sigma {s['efficiency_bins_within_2sigma']:.0%} "
+                  f"(mean pull^2 {s['efficiency_chi2_per_bin']:.2f}); median KS {s['median_ks']:.3f}; D0 width "
+                  f"{s['d0_width_mev']['detailed']:.2f} (detailed) vs {s['d0_width_mev']['fast']:.2f} MeV (fast)")
+    if len(res["paper_vs_sim"]):
+        _print_paper_vs_sim(console, "Lamarr: paper vs simulation", res["paper_vs_sim"])
+    console.print(f"wrote {out}/" + ", ".join(files))
+    return 0
+
+
+def _cmd_lamarr_hw(args, console, err) -> int:
+    from pathlib import Path
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from sim import lamarr_hw
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
+                  transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("starting", total=None)
+        spec = lamarr_hw.load(Path(args.config))
+        df = lamarr_hw.run(spec, None, Path(args.config).parent, progress=lambda m: bar.update(task, description=m))
+        out = Path(args.out or spec.out or "results/lamarr_hw")
+        files: list = []
+        _write_results(out, lambda: files.extend(lamarr_hw.write(out, df)))
+    console.print(lamarr_hw.summary_table(df).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    console.print(f"wrote {out}/" + ", ".join(files))
     return 0
 
 

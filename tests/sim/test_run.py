@@ -13,9 +13,11 @@ from workloads import trace, zoo
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "configs" / "quickstart.yaml"
-# the generic matrix reproductions (EasySpec's multi-GPU one has its own runner and test)
+# the generic matrix reproductions (EasySpec's multi-GPU one and Lamarr's validation have their own
+# runners and tests)
 REPRODUCE = sorted(p for p in (ROOT / "configs").glob("*/reproduce.yaml")
-                   if yaml.safe_load(p.read_text()).get("reproduce") != "easyspec")
+                   if "reproduce" in yaml.safe_load(p.read_text())
+                   and yaml.safe_load(p.read_text())["reproduce"] != "easyspec")
 
 
 @pytest.fixture(scope="module")

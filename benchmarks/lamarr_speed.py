@@ -1,0 +1,62 @@
+"""Events per second of the detailed vs the fast (Lamarr) simulation on this machine.
+
+    .venv/bin/python benchmarks/lamarr_speed.py [--events 2000] [--threads 2]
+
+Both simulations run on the same generated events; the generator's time is not counted (it is
+shared).  "Detector step": the detailed simulation (propagation, hits, fit, RICH, muon, global PID)
+against the whole fast pipeline (all eight stages with their feature building, sampling and
+quantile maps).  Each is timed after a warm-up (numba compilation, torch's first calls), best of
+``--repeats``.  Prints events/s, microseconds per particle and the ratio (Lamarr's claim: two
+orders of magnitude).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for the fast simulation")
+    ap.add_argument("--repeats", type=int, default=3)
+    a = ap.parse_args(argv)
+    import torch
+
+    from models.lamarr import detector, fastsim, generator
+
+    torch.set_num_threads(a.threads)
+    truth = generator.generate(a.events, seed=a.seed)
+    pipe = fastsim.load()
+    detector.simulate(truth.iloc[:200], seed=a.seed + 1)
+    fastsim.simulate(truth.iloc[:2000], seed=a.seed + 2, pipeline=pipe)
+
+    def best(f):
+        ts = []
+        for _ in range(a.repeats):
+            t0 = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t0)
+        return min(ts)
+
+    t_det = best(lambda: detector.simulate(truth, seed=a.seed + 1))
+    stages: dict = {}
+    t_fast = best(lambda: fastsim.simulate(truth, seed=a.seed + 2, pipeline=pipe, timings=stages))
+    n = len(truth)
+    print(f"{a.events} events, {n} particles ({n / a.events:.1f} per event); torch threads {a.threads}")
+    print(f"detailed : {a.events / t_det:10.1f} events/s  {1e6 * t_det / n:9.2f} us/particle")
+    print(f"fast     : {a.events / t_fast:10.1f} events/s  {1e6 * t_fast / n:9.2f} us/particle")
+    nets_s = sum(stages.values()) / a.repeats
+    print(f"  of which the networks (sum over stages, incl. sampling and quantile maps): {nets_s:.3f} s")
+    print(f"speed-up of the detector step (detailed / fast): {t_det / t_fast:.0f}x  (Lamarr: ~100x)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,225 @@
+"""Lamarr's fast simulation: the trained pipeline (:mod:`models.lamarr.nets`) run on generated events.
+
+:func:`load` reads the trained pipeline saved with the project (``models/weights/lamarr/``, written
+by ``scripts/train_lamarr.py``); :func:`simulate` runs it batched on a generator-level particle
+table (:func:`models.lamarr.generator.generate`) and returns the detector columns the detailed
+simulation (:func:`models.lamarr.detector.simulate`) returns, for the variables Lamarr
+parameterizes.  The random draws (Bernoulli / categorical for the classifiers, the GANs' noise) come
+from one seeded ``torch.Generator``: the same seed gives the same frame.
+
+The conversions between the detector's columns and the networks' targets live here too
+(:func:`true_state`, :func:`resolution_targets`, :func:`covariance_targets`, :func:`derive`), so the
+training script, the fast simulation and the validation share one definition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from models.errors import SimError
+from models.lamarr import nets
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights" / "lamarr"
+PIPELINE_FILE = "pipeline.pt"
+META_FILE = "pipeline.json"
+
+# Columns the fast simulation writes (the detailed simulation writes these and more).
+STATE = ("x_mm", "y_mm", "tx", "ty", "qop")
+DERIVED = ("p_reco_gev", "pt_reco_gev", "eta_reco", "phi_reco")
+COVARIANCE = ("sigma_x_mm", "sigma_y_mm", "sigma_tx", "sigma_ty", "sigma_qop", "corr_x_tx", "corr_y_ty")
+COLUMNS = (("in_acceptance", "track_type") + STATE + DERIVED + COVARIANCE + nets.RICH_VARS
+           + ("is_muon",) + nets.MUON_VARS + nets.GPID_VARS)
+
+
+# ---- shared conversions ------------------------------------------------------------------------
+
+
+def _a(df, col: str) -> np.ndarray:
+    return np.asarray(df[col])
+
+
+def true_state(df) -> np.ndarray:
+    """The generated particle's state at z = 0 (x, y in mm, slopes tx, ty, q/p in c/GeV), an
+    (n, 5) array: a straight line from the production vertex (no field upstream of the VELO).
+    ``df``: a DataFrame or a mapping of column arrays (as every function here)."""
+    pz = _a(df, "pz_gev")
+    tx, ty = _a(df, "px_gev") / pz, _a(df, "py_gev") / pz
+    vz = _a(df, "vz_mm")
+    x = _a(df, "vx_mm") - vz * tx
+    y = _a(df, "vy_mm") - vz * ty
+    return np.stack([x, y, tx, ty, _a(df, "charge") / _a(df, "p_gev")], axis=1)
+
+
+def resolution_targets(df) -> np.ndarray:
+    """Reconstructed minus true state (x, y, tx, ty) and q/p relative to the truth: (n, 5)."""
+    t = true_state(df)
+    r = np.stack([_a(df, c) for c in STATE], axis=1).astype(np.float64)
+    d = r - t
+    d[:, 4] = r[:, 4] / t[:, 4] - 1.0
+    return d
+
+
+def apply_resolution(df, d: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`resolution_targets`: the reconstructed state, (n, 5)."""
+    t = true_state(df)
+    r = t + d
+    r[:, 4] = t[:, 4] * (1.0 + d[:, 4])
+    return r
+
+
+def covariance_targets(df) -> np.ndarray:
+    """log sigma of x, y, tx, ty, log of sigma(q/p) / |q/p true|, and the two correlations: (n, 7)."""
+    qop_true = np.abs(_a(df, "charge") / _a(df, "p_gev"))
+    s = np.stack([_a(df, c) for c in ("sigma_x_mm", "sigma_y_mm", "sigma_tx", "sigma_ty")], axis=1)
+    return np.column_stack([np.log(s.astype(np.float64)), np.log(_a(df, "sigma_qop") / qop_true),
+                            _a(df, "corr_x_tx"), _a(df, "corr_y_ty")])
+
+
+def apply_covariance(df, c: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`covariance_targets`: the seven covariance columns, (n, 7)."""
+    qop_true = np.abs(_a(df, "charge") / _a(df, "p_gev"))
+    out = np.empty_like(c)
+    out[:, :4] = np.exp(c[:, :4])
+    out[:, 4] = np.exp(c[:, 4]) * qop_true
+    out[:, 5:] = np.clip(c[:, 5:], -1.0, 1.0)
+    return out
+
+
+def derive(state: np.ndarray) -> np.ndarray:
+    """p, pT, eta, phi of reconstructed states (x, y, tx, ty, q/p): (n, 4).  Used for both
+    simulations, so their derived columns agree by construction."""
+    tx, ty, qop = state[:, 2], state[:, 3], state[:, 4]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = 1.0 / np.abs(qop)
+        t = np.hypot(tx, ty)
+        pt = p * t / np.sqrt(1.0 + t * t)
+        eta = np.arcsinh(1.0 / t)
+    return np.stack([p, pt, eta, np.arctan2(ty, tx)], axis=1)
+
+
+def reconstructed(df) -> np.ndarray:
+    """Mask of reconstructed tracks (track_type > 0)."""
+    return _a(df, "track_type") > 0
+
+
+# ---- the trained pipeline ----------------------------------------------------------------------
+
+
+def load(path: str | Path | None = None) -> nets.Pipeline:
+    """The trained pipeline (float32, CPU, eval mode) from ``path`` (a folder; default: the one
+    saved with the project)."""
+    folder = Path(path) if path is not None else WEIGHTS
+    f = folder / PIPELINE_FILE
+    if not f.is_file():
+        raise SimError(f"no trained Lamarr pipeline at {f}; train it with `python scripts/train_lamarr.py`")
+    p = nets.new_pipeline()
+    p.load_state_dict(torch.load(f, map_location="cpu", weights_only=True))
+    return p.eval()
+
+
+def metadata(path: str | Path | None = None) -> dict:
+    folder = Path(path) if path is not None else WEIGHTS
+    f = folder / META_FILE
+    return json.loads(f.read_text()) if f.is_file() else {}
+
+
+def digest(pipeline: nets.Pipeline) -> str:
+    """SHA-256 of the pipeline's tensors (order-stable), for determinism checks."""
+    h = hashlib.sha256()
+    for k, v in sorted(pipeline.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _classify(net, x: np.ndarray, gen: torch.Generator, batch: int) -> np.ndarray:
+    """Sample a class per row from a classifier (binary: sigmoid; else softmax)."""
+    out = []
+    for i in range(0, len(x), batch):
+        logits = net(torch.from_numpy(x[i:i + batch]))
+        if logits.shape[1] == 1:
+            p = torch.sigmoid(logits[:, 0])
+            out.append((torch.rand(p.shape, generator=gen) < p).numpy().astype(np.int64))
+        else:
+            out.append(torch.multinomial(torch.softmax(logits, dim=1), 1, generator=gen)[:, 0].numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def _generate(pipe: nets.Pipeline, stage: nets.Stage, x: np.ndarray, gen: torch.Generator, batch: int) -> np.ndarray:
+    net = pipe.nets[stage.name]
+    out = []
+    for i in range(0, len(x), batch):
+        c = torch.from_numpy(x[i:i + batch])
+        z = torch.randn((len(c), stage.latent), generator=gen)
+        out.append(net(c, z).double().numpy())
+    g = np.concatenate(out) if out else np.zeros((0, nets.n_outputs(stage)))
+    return pipe.maps[stage.name].inverse(g)
+
+
+@torch.inference_mode()
+def simulate(truth: pd.DataFrame, seed: int, pipeline: nets.Pipeline | None = None, batch: int = 65536,
+             timings: dict | None = None) -> pd.DataFrame:
+    """The fast simulation of ``truth`` (a generator table): ``truth`` plus :data:`COLUMNS`.
+
+    Works on column arrays and builds the frame once at the end.  ``timings``, when given,
+    receives the seconds each stage took (features, network, sampling and quantile map)."""
+    import time
+
+    pipe = pipeline if pipeline is not None else load()
+    gen = torch.Generator().manual_seed(int(seed))
+    n = len(truth)
+    clock = time.perf_counter
+    st = nets.STAGE
+
+    def timed(name, f):
+        t0 = clock()
+        r = f()
+        if timings is not None:
+            timings[name] = timings.get(name, 0.0) + clock() - t0
+        return r
+
+    cols = {c: truth[c].to_numpy() for c in ("p_gev", "eta", "phi", "charge", "vz_mm", "n_tracks", "pid", "px_gev",
+                                             "py_gev", "pz_gev", "vx_mm", "vy_mm")}
+    acc = timed("acceptance", lambda: _classify(pipe.nets["acceptance"], nets.feature_matrix(cols, st["acceptance"]),
+                                                gen, batch)) == 1
+    ia = np.flatnonzero(acc)
+    sub = {k: v[ia] for k, v in cols.items()}
+    ttype = np.zeros(n, np.int8)
+    ttype[ia] = timed("tracking", lambda: _classify(pipe.nets["tracking"], nets.feature_matrix(sub, st["tracking"]),
+                                                    gen, batch))
+    rec = np.flatnonzero(ttype > 0)
+    sub = {k: v[rec] for k, v in cols.items()}
+    sub["track_type"] = ttype[rec]
+
+    def gan(name):
+        return timed(name, lambda: _generate(pipe, st[name], nets.feature_matrix(sub, st[name]), gen, batch))
+
+    state = apply_resolution(sub, gan("resolution"))
+    cov = apply_covariance(sub, gan("covariance"))
+    sub["is_muon"] = timed("ismuon", lambda: _classify(pipe.nets["ismuon"], nets.feature_matrix(sub, st["ismuon"]),
+                                                       gen, batch)).astype(bool)
+    rich = gan("rich")
+    sub.update(zip(nets.RICH_VARS, rich.T))
+    mu = gan("muon")
+    sub["muon_dll"] = mu[:, 0]
+    gp = gan("gpid")
+
+    out: dict[str, np.ndarray] = {"in_acceptance": acc, "track_type": ttype}
+    full = np.full((n, len(COLUMNS) - 2), np.nan)
+    names = list(COLUMNS[2:])
+    for block, block_cols in ((state, STATE), (derive(state), DERIVED), (cov, COVARIANCE),
+                              (rich, nets.RICH_VARS), (mu, nets.MUON_VARS), (gp, nets.GPID_VARS)):
+        for j, c in enumerate(block_cols):
+            full[rec, names.index(c)] = block[:, j]
+    for j, c in enumerate(names):
+        out[c] = full[:, j]
+    ism = np.zeros(n, bool)
+    ism[rec] = sub["is_muon"]
+    out["is_muon"] = ism
+    return pd.concat([truth, pd.DataFrame(out, index=truth.index)[list(COLUMNS)]], axis=1)

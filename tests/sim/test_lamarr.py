@@ -1,0 +1,157 @@
+"""Lamarr validation: the metrics on known inputs, the fast simulation's determinism, training's
+determinism, and a small end-to-end run of ``sim run configs/lamarr/reproduce.yaml``."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from models.lamarr import detector, fastsim, generator, train
+from sim import lamarr
+from sim.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "configs" / "lamarr" / "reproduce.yaml"
+
+
+def test_distance_metrics_on_known_samples():
+    r = np.random.default_rng(0)
+    a = r.normal(0, 1, 20000)
+    same = lamarr.distance(a, a.copy())
+    assert same["wasserstein"] == 0 and same["ks"] == 0 and same["ks_pvalue"] == pytest.approx(1)
+    shifted = lamarr.distance(a, a + 0.3)
+    assert shifted["wasserstein"] == pytest.approx(0.3, rel=1e-9)
+    assert shifted["wasserstein_rel"] == pytest.approx(0.3 / a.std(), rel=1e-9)
+    assert shifted["ks"] == pytest.approx(0.118, abs=0.01)  # 2 Phi(0.15) - 1 for unit normals
+    assert np.isnan(lamarr.distance(a[:1], a)["ks"])  # too few entries: no number, no crash
+
+
+def test_efficiency_counts_and_binomial_errors():
+    x = np.array([1.0, 1.5, 2.5, 2.6, 2.7, 9.0])
+    passed = np.array([True, False, True, True, False, True])
+    e = lamarr.efficiency(passed, x, [1, 2, 3])
+    assert e.n.tolist() == [2, 3] and e.k.tolist() == [1, 2]
+    assert e.eff.tolist() == pytest.approx([0.5, 2 / 3])
+    assert e.err.tolist() == pytest.approx([np.sqrt(0.25 / 2), np.sqrt(2 / 9 / 3)])
+    c = lamarr.compare_efficiency("t", "x", (passed, x), (passed, x), [1, 2, 3])
+    assert (c.pull == 0).all()
+
+
+def test_clipped_gauss_recovers_a_width():
+    r = np.random.default_rng(1)
+    m = np.concatenate([r.normal(1.865, 0.005, 20000), r.uniform(1.78, 1.95, 2000)])
+    mu, sd, err, n = lamarr.clipped_gauss(m, 1.865)
+    assert mu == pytest.approx(1.865, abs=2e-4)
+    assert sd == pytest.approx(0.005, rel=0.05)
+    assert 0 < err < 1e-4 and n > 15000
+
+
+def test_kpi_mass_of_exact_daughters_is_the_d0_mass():
+    truth = generator.generate(40, seed=3)
+    d = truth[truth.d0_id >= 0].copy()
+    state = fastsim.true_state(d)
+    for j, c in enumerate(fastsim.STATE):
+        d[c] = state[:, j]
+    d["p_reco_gev"] = fastsim.derive(state)[:, 0]
+    d["track_type"], d["pid_k"] = 1, 0.0
+    m = lamarr.kpi_mass(d)
+    assert len(m) == 40
+    assert np.allclose(m.mass_gev, lamarr.D0_MASS_GEV, atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def small_sample():
+    truth = generator.generate(120, seed=11)
+    return truth, detector.simulate(truth, seed=12)
+
+
+def test_fast_simulation_is_deterministic_and_complete(small_sample):
+    truth, det = small_sample
+    pipe = fastsim.load()
+    a = fastsim.simulate(truth, seed=5, pipeline=pipe)
+    b = fastsim.simulate(truth, seed=5, pipeline=pipe)
+    c = fastsim.simulate(truth, seed=6, pipeline=pipe)
+    pd.testing.assert_frame_equal(a, b)
+    assert not a[list(fastsim.COLUMNS)].equals(c[list(fastsim.COLUMNS)])
+    assert set(fastsim.COLUMNS) <= set(det.columns)  # the detailed simulation has every column
+    rec = a.track_type > 0
+    assert a.loc[rec, list(fastsim.COLUMNS[2:])].drop(columns="is_muon").notna().all().all()
+    assert a.loc[~rec, "x_mm"].isna().all() and not a.loc[~rec, "is_muon"].any()
+    assert (a.loc[~a.in_acceptance, "track_type"] == 0).all()
+    # the trained pipeline's shares agree with the detailed simulation's on the same events (loosely:
+    # 2.6k particles)
+    assert a.in_acceptance.mean() == pytest.approx(det.in_acceptance.mean(), abs=0.05)
+    assert (a.track_type == 1).mean() == pytest.approx((det.track_type == 1).mean(), abs=0.05)
+
+
+def test_training_is_deterministic(small_sample):
+    _, det = small_sample
+    cfg = train.TrainConfig(events=0, classifier_steps=15, gan_steps=15, batch=256, gan_batch=128)
+    p1, r1 = train.train(det, cfg, progress=lambda m: None)
+    p2, r2 = train.train(det, cfg, progress=lambda m: None)
+    assert fastsim.digest(p1) == fastsim.digest(p2)
+    assert set(r1) == {"acceptance", "tracking", "resolution", "covariance", "ismuon", "rich", "muon", "gpid"}
+    p3, _ = train.train(det, train.TrainConfig(events=0, seed=2, classifier_steps=15, gan_steps=15, batch=256,
+                                               gan_batch=128), progress=lambda m: None)
+    assert fastsim.digest(p3) != fastsim.digest(p1)
+
+
+def test_committed_weights_match_their_record():
+    meta = fastsim.metadata()
+    assert meta["digest"] == fastsim.digest(fastsim.load())
+    assert meta["config"]["seed"] != yaml.safe_load(CONFIG.read_text())["seed"]  # validation on held-out events
+
+
+def test_end_to_end_small_run(tmp_path, capsys):
+    cfg = yaml.safe_load(CONFIG.read_text())
+    hw = yaml.safe_load((CONFIG.parent / cfg["hardware"]).read_text())
+    # the hardware block inline, cut to one target and two batch sizes (its own tests cover the rest)
+    hw = {k: v for k, v in hw.items() if k not in ("lamarr", "out", "cpu_check", "gpu_check")}
+    hw.update(batch_events=[1, 64], batches=4, targets=[t for t in hw["targets"] if t["name"] == "H100-SXM"])
+    for t in hw["targets"]:
+        t["file"] = str(CONFIG.parent.parent / t["file"])
+    cfg.update(events=150, out=str(tmp_path / "out"), hardware=hw)
+    f = tmp_path / "lamarr.yaml"
+    f.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(f)]) == 0
+    out = tmp_path / "out"
+    for name in ("metrics.csv", "efficiencies.csv", "physics.csv", "speed.csv", "paper_vs_sim.csv", "summary.json",
+                 "report.html"):
+        assert (out / name).is_file(), name
+    m = pd.read_csv(out / "metrics.csv")
+    assert {"p_reco_gev", "dqop_rel", "sigma_qop_rel", "rich_dll_k", "pid_mu"} <= set(m.variable)
+    assert ((m.ks.dropna() >= 0) & (m.ks.dropna() <= 1)).all()
+    e = pd.read_csv(out / "efficiencies.csv")
+    assert {"acceptance", "long track | accepted", "isMuon (mu, long)", "DLLK>0 (K, long)"} <= set(e.efficiency)
+    ph = pd.read_csv(out / "physics.csv")
+    assert ph.candidates.min() > 20
+    sp = pd.read_csv(out / "speed.csv")
+    assert (sp.seconds > 0).all()
+    p = pd.read_csv(out / "paper_vs_sim.csv")
+    assert p.metric.tolist() == ["speedup_detector_step"] and p.simulated[0] > 1
+    html = (out / "report.html").read_text()
+    assert html.count("<img") >= 8 and "D0 -> K pi" in html and "modelled hardware" in html
+    hwr = pd.read_csv(out / "lamarr_hw.csv")
+    assert len(hwr) == 2 and (hwr.events_per_s > 0).all()
+    # the detailed simulation's fractions reached the hardware model
+    s = json.loads((out / "summary.json").read_text())
+    assert 15 < s["fractions"]["particles_per_event"] < 30
+    assert "faster" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"events": 0}, "events"),
+    ({"bins": {"p_gev": [5, 2], "eta": [2, 3]}}, "increase"),
+    ({"colour": 1}, "colour"),
+    ({"paper": [{"metric": "nope", "paper": 1, "source": "x"}]}, "nope"),
+])
+def test_bad_files_are_one_line_errors(tmp_path, change, match, capsys):
+    cfg = yaml.safe_load(CONFIG.read_text())
+    cfg.update(change, events=cfg["events"] if "events" not in change else change["events"])
+    f = tmp_path / "bad.yaml"
+    f.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(f)]) == 2
+    assert match in capsys.readouterr().err
