@@ -220,7 +220,8 @@ def _cmd_lamarr(args, console, err) -> int:
         _write_results(out, lambda: files.extend(lamarr.write(out, res)))
     s = lamarr.summary(res)
     console.print(f"Lamarr vs detailed simulation, {s['events']} events: detector step "
-                  f"{s['speedup_detector_step']:.0f}x faster; efficiency bins within 2 sigma {s['efficiency_bins_within_2sigma']:.0%} "
+                  f"{s['speedup_detector_step']:.0f}x faster; efficiency bins within 2 sigma "
+                  f"{s['efficiency_bins_within_2sigma']:.0%} "
                   f"(mean pull^2 {s['efficiency_chi2_per_bin']:.2f}); median KS {s['median_ks']:.3f}; D0 width "
                   f"{s['d0_width_mev']['detailed']:.2f} (detailed) vs {s['d0_width_mev']['fast']:.2f} MeV (fast)")
     if len(res["paper_vs_sim"]):
