@@ -26,6 +26,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2, help="torch threads for the fast simulation")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="the fast simulation's arithmetic")
     a = ap.parse_args(argv)
     import torch
 
@@ -35,7 +36,7 @@ def main(argv=None) -> int:
     truth = generator.generate(a.events, seed=a.seed)
     pipe = fastsim.load()
     detector.simulate(truth.iloc[:200], seed=a.seed + 1)
-    fastsim.simulate(truth.iloc[:2000], seed=a.seed + 2, pipeline=pipe)
+    fastsim.simulate(truth.iloc[:2000], seed=a.seed + 2, pipeline=pipe, dtype=a.dtype)
 
     def best(f):
         ts = []
@@ -47,9 +48,10 @@ def main(argv=None) -> int:
 
     t_det = best(lambda: detector.simulate(truth, seed=a.seed + 1))
     stages: dict = {}
-    t_fast = best(lambda: fastsim.simulate(truth, seed=a.seed + 2, pipeline=pipe, timings=stages))
+    t_fast = best(lambda: fastsim.simulate(truth, seed=a.seed + 2, pipeline=pipe, timings=stages, dtype=a.dtype))
     n = len(truth)
-    print(f"{a.events} events, {n} particles ({n / a.events:.1f} per event); torch threads {a.threads}")
+    print(f"{a.events} events, {n} particles ({n / a.events:.1f} per event); torch threads {a.threads}, "
+          f"fast simulation in {a.dtype}")
     print(f"detailed : {a.events / t_det:10.1f} events/s  {1e6 * t_det / n:9.2f} us/particle")
     print(f"fast     : {a.events / t_fast:10.1f} events/s  {1e6 * t_fast / n:9.2f} us/particle")
     nets_s = sum(stages.values()) / a.repeats

@@ -9,6 +9,8 @@ The file::
     events: 4000            # held-out events (a seed the training never used)
     seed: 2026              # generator seed; the detailed simulation uses seed + 1, the fast one seed + 2
     weights: null           # a folder with a trained pipeline (default: models/weights/lamarr)
+    batch: 8192             # rows per network call in the fast simulation
+    dtype: fp32             # or bf16: the networks' arithmetic in the fast simulation
     bins: {p_gev: [...], eta: [...]}
     paper: [{metric: ..., paper: ..., source: ...}]
     hardware: hardware.yaml # optional: a Lamarr hardware file (or its block inline), run with the
@@ -60,7 +62,8 @@ class LamarrFile(_Strict):
     events: int = Field(gt=0)
     seed: int = Field(ge=0)
     weights: str | None = None
-    batch: int = Field(65536, gt=0)
+    batch: int = Field(8192, gt=0)
+    dtype: Literal["fp32", "bf16"] = "fp32"  # the networks' arithmetic in the fast simulation
     bins: Bins
     paper: list[PaperFigure] = Field(default_factory=list)
     hardware: str | dict[str, Any] | None = None  # a Lamarr hardware file (path) or its block
@@ -288,10 +291,10 @@ def run(path: str | Path, out: str | None = None, progress=None) -> dict:
     det = detector.simulate(truth, seed=f.seed + 1)
     t_det = time.perf_counter() - t0
     say("fast simulation")
-    fastsim.simulate(truth.iloc[:1000], seed=f.seed + 2, pipeline=pipe, batch=f.batch)  # warm-up
+    fastsim.simulate(truth.iloc[:1000], seed=f.seed + 2, pipeline=pipe, batch=f.batch, dtype=f.dtype)  # warm-up
     stages: dict = {}
     t0 = time.perf_counter()
-    fast = fastsim.simulate(truth, seed=f.seed + 2, pipeline=pipe, batch=f.batch, timings=stages)
+    fast = fastsim.simulate(truth, seed=f.seed + 2, pipeline=pipe, batch=f.batch, timings=stages, dtype=f.dtype)
     t_fast = time.perf_counter() - t0
     say("comparing")
     speed = pd.DataFrame([

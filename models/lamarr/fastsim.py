@@ -138,11 +138,34 @@ def digest(pipeline: nets.Pipeline) -> str:
     return h.hexdigest()
 
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+_CAST: dict = {}
+
+
+def cast(pipeline: nets.Pipeline, dtype: str) -> nets.Pipeline:
+    """The pipeline with its networks in ``dtype`` ('fp32' or 'bf16'; the quantile maps stay fp32),
+    memoized per pipeline object."""
+    if dtype not in DTYPES:
+        raise SimError(f"Lamarr fast-simulation dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if DTYPES[dtype] == next(pipeline.nets.parameters()).dtype:
+        return pipeline
+    key = (id(pipeline), dtype)
+    if key not in _CAST:
+        import copy
+
+        p = copy.deepcopy(pipeline)
+        p.nets.to(DTYPES[dtype])
+        _CAST.clear()  # one cast copy at a time
+        _CAST[key] = (pipeline, p)  # the original kept alive with it, so its id stays unique
+    return _CAST[key][1]
+
+
 def _classify(net, x: np.ndarray, gen: torch.Generator, batch: int) -> np.ndarray:
     """Sample a class per row from a classifier (binary: sigmoid; else softmax)."""
     out = []
+    dt = next(net.parameters()).dtype
     for i in range(0, len(x), batch):
-        logits = net(torch.from_numpy(x[i:i + batch]))
+        logits = net(torch.from_numpy(x[i:i + batch]).to(dt)).float()
         if logits.shape[1] == 1:
             p = torch.sigmoid(logits[:, 0])
             out.append((torch.rand(p.shape, generator=gen) < p).numpy().astype(np.int64))
@@ -153,25 +176,29 @@ def _classify(net, x: np.ndarray, gen: torch.Generator, batch: int) -> np.ndarra
 
 def _generate(pipe: nets.Pipeline, stage: nets.Stage, x: np.ndarray, gen: torch.Generator, batch: int) -> np.ndarray:
     net = pipe.nets[stage.name]
+    dt = next(net.parameters()).dtype
     out = []
     for i in range(0, len(x), batch):
-        c = torch.from_numpy(x[i:i + batch])
-        z = torch.randn((len(c), stage.latent), generator=gen)
+        c = torch.from_numpy(x[i:i + batch]).to(dt)
+        z = torch.randn((len(c), stage.latent), generator=gen).to(dt)  # the same draws in any dtype
         out.append(net(c, z).double().numpy())
     g = np.concatenate(out) if out else np.zeros((0, nets.n_outputs(stage)))
     return pipe.maps[stage.name].inverse(g)
 
 
 @torch.inference_mode()
-def simulate(truth: pd.DataFrame, seed: int, pipeline: nets.Pipeline | None = None, batch: int = 65536,
-             timings: dict | None = None) -> pd.DataFrame:
+def simulate(truth: pd.DataFrame, seed: int, pipeline: nets.Pipeline | None = None, batch: int = 8192,
+             timings: dict | None = None, dtype: str = "fp32") -> pd.DataFrame:
     """The fast simulation of ``truth`` (a generator table): ``truth`` plus :data:`COLUMNS`.
 
-    Works on column arrays and builds the frame once at the end.  ``timings``, when given,
-    receives the seconds each stage took (features, network, sampling and quantile map)."""
+    Works on column arrays and builds the frame once at the end; the networks run in chunks of
+    ``batch`` rows (activations stay in cache) and in ``dtype`` ('bf16': the weights trained in
+    fp32 rounded to bfloat16, about 2.5x faster where the CPU has bf16 dot products).
+    ``timings``, when given, receives the seconds each stage took (features, network, sampling and
+    quantile map)."""
     import time
 
-    pipe = pipeline if pipeline is not None else load()
+    pipe = cast(pipeline if pipeline is not None else load(), dtype)
     gen = torch.Generator().manual_seed(int(seed))
     n = len(truth)
     clock = time.perf_counter
