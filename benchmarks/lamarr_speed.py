@@ -1,13 +1,15 @@
 """Events per second of the detailed vs the fast (Lamarr) simulation on this machine.
 
-    .venv/bin/python benchmarks/lamarr_speed.py [--events 2000] [--threads 2]
+    .venv/bin/python benchmarks/lamarr_speed.py [--events 2000] [--threads 2] [--dtype fp32|bf16|both]
 
 Both simulations run on the same generated events; the generator's time is not counted (it is
 shared).  "Detector step": the detailed simulation (propagation, hits, fit, RICH, muon, global PID)
 against the whole fast pipeline (all eight stages with their feature building, sampling and
 quantile maps).  Each is timed after a warm-up (numba compilation, torch's first calls), best of
 ``--repeats``.  Prints events/s, microseconds per particle and the ratio (Lamarr's claim: two
-orders of magnitude).
+orders of magnitude), for the networks in fp32 and in bf16 (hidden and output layers; the first
+layer stays fp32 -- tests/sim/test_lamarr.py bounds what bf16 changes per network).  Run it on an
+otherwise idle machine: on 2 cores any other load distorts both figures.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2, help="torch threads for the fast simulation")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"), help="the fast simulation's arithmetic")
+    ap.add_argument("--dtype", default="both", choices=("fp32", "bf16", "both"),
+                    help="the fast simulation's arithmetic (default: both)")
     a = ap.parse_args(argv)
     import torch
 
@@ -35,8 +38,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     truth = generator.generate(a.events, seed=a.seed)
     pipe = fastsim.load()
+    dtypes = ("fp32", "bf16") if a.dtype == "both" else (a.dtype,)
     detector.simulate(truth.iloc[:200], seed=a.seed + 1)
-    fastsim.simulate(truth.iloc[:2000], seed=a.seed + 2, pipeline=pipe, dtype=a.dtype)
+    for d in dtypes:
+        fastsim.simulate(truth.iloc[:2000], seed=a.seed + 2, pipeline=pipe, dtype=d)
 
     def best(f):
         ts = []
@@ -47,16 +52,16 @@ def main(argv=None) -> int:
         return min(ts)
 
     t_det = best(lambda: detector.simulate(truth, seed=a.seed + 1))
-    stages: dict = {}
-    t_fast = best(lambda: fastsim.simulate(truth, seed=a.seed + 2, pipeline=pipe, timings=stages, dtype=a.dtype))
     n = len(truth)
-    print(f"{a.events} events, {n} particles ({n / a.events:.1f} per event); torch threads {a.threads}, "
-          f"fast simulation in {a.dtype}")
-    print(f"detailed : {a.events / t_det:10.1f} events/s  {1e6 * t_det / n:9.2f} us/particle")
-    print(f"fast     : {a.events / t_fast:10.1f} events/s  {1e6 * t_fast / n:9.2f} us/particle")
-    nets_s = sum(stages.values()) / a.repeats
-    print(f"  of which the networks (sum over stages, incl. sampling and quantile maps): {nets_s:.3f} s")
-    print(f"speed-up of the detector step (detailed / fast): {t_det / t_fast:.0f}x  (Lamarr: ~100x)")
+    print(f"{a.events} events, {n} particles ({n / a.events:.1f} per event); torch threads {a.threads}")
+    print(f"detailed    : {a.events / t_det:10.1f} events/s  {1e6 * t_det / n:9.2f} us/particle")
+    for d in dtypes:
+        stages: dict = {}
+        t_fast = best(lambda: fastsim.simulate(truth, seed=a.seed + 2, pipeline=pipe, timings=stages, dtype=d))
+        nets_s = sum(stages.values()) / a.repeats
+        print(f"fast ({d}) : {a.events / t_fast:10.1f} events/s  {1e6 * t_fast / n:9.2f} us/particle  "
+              f"(stages incl. features, sampling, quantile maps: {nets_s:.3f} s of {t_fast:.3f} s)")
+        print(f"  speed-up of the detector step (detailed / fast, {d}): {t_det / t_fast:.0f}x  (Lamarr: ~100x)")
     return 0
 
 

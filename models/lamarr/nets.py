@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn as nn
+from numba import njit
 
 from models.errors import SimError
 
@@ -214,9 +215,52 @@ class QuantileMap(nn.Module):
         return z
 
     def inverse(self, z: np.ndarray) -> np.ndarray:
+        """Normal -> data: per variable, linear interpolation between the knots at :meth:`levels`
+        (``np.interp``'s result, clamped at the ends), by a compiled table lookup."""
         lv = self.levels(self.knots.shape[1])
-        k = self.knots.double().numpy()
-        return np.stack([np.interp(z[:, j], lv, k[j]) for j in range(z.shape[1])], axis=1)
+        lo, width, table = _bin_table(lv)
+        out = np.empty(z.shape, np.float64)
+        _interp_knots(np.ascontiguousarray(z, np.float64), lv, self.knots.double().numpy(), lo, width, table, out)
+        return out
+
+
+_TABLE_CELLS = 8192
+_TABLES: dict = {}
+
+
+def _bin_table(lv: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """A uniform grid over the inner levels, each cell holding the knot interval its left edge lies
+    in (the cells are narrower than any interval, so a lookup is at most a step away)."""
+    key = (len(lv), float(lv[1]))
+    if key not in _TABLES:
+        lo, hi = float(lv[0]), float(lv[-1])
+        width = (hi - lo) / _TABLE_CELLS
+        edges = lo + width * np.arange(_TABLE_CELLS)
+        _TABLES[key] = lo, width, np.clip(np.searchsorted(lv, edges, side="right") - 1, 0, len(lv) - 2)
+    return _TABLES[key]
+
+
+@njit(cache=True)
+def _interp_knots(z, lv, knots, lo, width, table, out):  # pragma: no cover - compiled
+    n_lv = lv.shape[0]
+    for i in range(z.shape[0]):
+        for v in range(z.shape[1]):
+            x = z[i, v]
+            k = knots[v]
+            if not x > lv[0]:  # below the first level (or NaN): np.interp's left value
+                out[i, v] = k[0] if x == x else x
+                continue
+            if x >= lv[n_lv - 1]:
+                out[i, v] = k[n_lv - 1]
+                continue
+            c = int((x - lo) / width)
+            j = table[min(max(c, 0), table.shape[0] - 1)]
+            while j < n_lv - 2 and x >= lv[j + 1]:
+                j += 1
+            while j > 0 and x < lv[j]:
+                j -= 1
+            t = (x - lv[j]) / (lv[j + 1] - lv[j])
+            out[i, v] = k[j] + t * (k[j + 1] - k[j])
 
 
 class Pipeline(nn.Module):

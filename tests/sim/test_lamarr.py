@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from models.errors import SimError
-from models.lamarr import detector, fastsim, generator, train
+from models.lamarr import detector, fastsim, generator, nets, train
 from sim import lamarr
 from sim.cli import main
 
@@ -70,6 +70,34 @@ def small_sample():
     return truth, detector.simulate(truth, seed=12)
 
 
+def test_compiled_networks_match_the_modules_and_bf16_stays_close(small_sample):
+    """The fast path (standardization folded into the first layer, addmm chain) is the module's
+    function; in bf16 (first layer fp32) every stage's output moves by well under its spread (a
+    GAN's: unit, in its Gaussianized space) on the same conditions and noise: the precision the
+    speed benchmark's bf16 figure relies on."""
+    _, det = small_sample
+    pipe = fastsim.load()
+    c32, c16 = fastsim.compiled(pipe, "fp32"), fastsim.compiled(pipe, "bf16")
+    for s in nets.STAGES:
+        x, y = train.stage_data(det, s)
+        xt = torch.from_numpy(x)
+        with torch.inference_mode():
+            if s.kind == "classifier":
+                ref = pipe.nets[s.name](xt)
+                a, b = c32[s.name](xt), c16[s.name](xt)
+                act = torch.sigmoid if a.shape[1] == 1 else (lambda t: torch.softmax(t, 1))
+                assert float((act(b) - act(a)).abs().mean()) < 2e-3, s.name
+            else:
+                noise = torch.randn((len(x), s.latent), generator=torch.Generator().manual_seed(3))
+                ref = pipe.nets[s.name](xt, noise)
+                a, b = c32[s.name](torch.cat([xt, noise], 1)), c16[s.name](torch.cat([xt, noise], 1))
+                d = (b - a).double().numpy()  # in the Gaussianized space the GAN works in (unit spread)
+                assert np.all(np.abs(d.mean(axis=0)) < 0.005), s.name  # measured <= 0.002
+                assert np.all(d.std(axis=0) < 0.02), s.name  # measured <= 0.005
+        assert torch.allclose(a, ref, rtol=1e-4, atol=1e-3), s.name
+        assert b.dtype == torch.float32
+
+
 def test_fast_simulation_is_deterministic_and_complete(small_sample):
     truth, det = small_sample
     pipe = fastsim.load()
@@ -87,14 +115,11 @@ def test_fast_simulation_is_deterministic_and_complete(small_sample):
     # 2.6k particles)
     assert a.in_acceptance.mean() == pytest.approx(det.in_acceptance.mean(), abs=0.05)
     assert (a.track_type == 1).mean() == pytest.approx((det.track_type == 1).mean(), abs=0.05)
-    # bf16 networks: deterministic, the same random draws, nearly the same outcomes
+    # bf16 networks: deterministic; the outcomes differ draw by draw (once one Bernoulli flips, the
+    # shared random stream shifts), so precision is checked per network below
     h1 = fastsim.simulate(truth, seed=5, pipeline=pipe, dtype="bf16")
     pd.testing.assert_frame_equal(h1, fastsim.simulate(truth, seed=5, pipeline=pipe, dtype="bf16"))
     assert (h1.in_acceptance == a.in_acceptance).mean() > 0.98
-    both = (h1.track_type == 1) & (a.track_type == 1)
-    # bf16 rounding moves reconstructed momenta by ~0.3% (median): the size of the resolution itself,
-    # which is why the validation runs fp32
-    assert np.median(np.abs(h1.p_reco_gev[both] / a.p_reco_gev[both] - 1)) < 1e-2
     assert next(pipe.nets.parameters()).dtype == torch.float32  # the caller's pipeline is untouched
     with pytest.raises(SimError, match="dtype"):
         fastsim.simulate(truth, seed=5, pipeline=pipe, dtype="fp8")
