@@ -210,9 +210,10 @@ def _tracks(df: pd.DataFrame) -> pd.DataFrame:
     return rec.join(_resolution_columns(df))
 
 
-def metrics(det: pd.DataFrame, fast: pd.DataFrame) -> pd.DataFrame:
-    """Per-variable distances of the fast to the detailed simulation on reconstructed tracks."""
-    a, b = _tracks(det), _tracks(fast)
+def metrics(det: pd.DataFrame, fast: pd.DataFrame, tracks: tuple | None = None) -> pd.DataFrame:
+    """Per-variable distances of the fast to the detailed simulation on reconstructed tracks
+    (``tracks``: both frames' :func:`_tracks`, when the caller has them already)."""
+    a, b = tracks if tracks is not None else (_tracks(det), _tracks(fast))
     rows = []
     for group, cols in (("kinematics", KINEMATIC), ("resolution", RESOLUTION), ("covariance", COVARIANCE)):
         for c in cols:
@@ -305,8 +306,9 @@ def run(path: str | Path, out: str | None = None, progress=None) -> dict:
         *({"simulation": f"fast: {k}", "seconds": v, "events_per_s": f.events / v if v else np.nan,
            "us_per_particle": 1e6 * v / len(truth)} for k, v in stages.items()),
     ])
-    res = {"file": f, "truth": truth, "det": det, "fast": fast, "speed": speed,
-           "speedup": t_det / t_fast, "metrics": metrics(det, fast),
+    tracks = (_tracks(det), _tracks(fast))  # reconstructed rows + resolution columns, for metrics and plots
+    res = {"file": f, "truth": truth, "det": det, "fast": fast, "tracks": tracks, "speed": speed,
+           "speedup": t_det / t_fast, "metrics": metrics(det, fast, tracks),
            "efficiencies": efficiencies(det, fast, f.bins), "physics": physics(det, fast),
            "fractions": fractions(det), "meta": fastsim.metadata(weights)}
     res["paper_vs_sim"] = paper_vs_sim(f, res)
@@ -359,13 +361,14 @@ def summary(res: dict) -> dict:
 # ---- outputs -----------------------------------------------------------------------------------
 
 
-def _overlay(det: pd.DataFrame, fast: pd.DataFrame, cols, title: str, species: int | None = None):
+def _overlay(tracks: tuple, cols, title: str, species: int | None = None):
+    """Histograms of ``cols`` for both simulations' reconstructed tracks (``tracks``: their :func:`_tracks`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    a, b = _tracks(det), _tracks(fast)
+    a, b = tracks
     if species is not None:
         a, b = a[_species(a) == species], b[_species(b) == species]
     n = len(cols)
@@ -454,13 +457,13 @@ def write(out: Path, res: dict) -> list[str]:
     (out / "summary.json").write_text(json.dumps(s, indent=1, default=float) + "\n")
     written.append("summary.json")
     det, fast = res["det"], res["fast"]
-    figs = [("Reconstructed kinematics (all reconstructed tracks)",
-             _overlay(det, fast, KINEMATIC, "kinematics")),
-            ("Resolution: reconstructed minus true state", _overlay(det, fast, RESOLUTION, "resolution")),
-            ("Track covariance", _overlay(det, fast, COVARIANCE, "covariance")),
-            ("PID of true kaons", _overlay(det, fast, PID, "PID, true kaons", 321)),
-            ("PID of true pions", _overlay(det, fast, PID, "PID, true pions", 211)),
-            ("PID of true muons", _overlay(det, fast, PID, "PID, true muons", 13)),
+    tracks = res.get("tracks") or (_tracks(det), _tracks(fast))
+    figs = [("Reconstructed kinematics (all reconstructed tracks)", _overlay(tracks, KINEMATIC, "kinematics")),
+            ("Resolution: reconstructed minus true state", _overlay(tracks, RESOLUTION, "resolution")),
+            ("Track covariance", _overlay(tracks, COVARIANCE, "covariance")),
+            ("PID of true kaons", _overlay(tracks, PID, "PID, true kaons", 321)),
+            ("PID of true pions", _overlay(tracks, PID, "PID, true pions", 211)),
+            ("PID of true muons", _overlay(tracks, PID, "PID, true muons", 13)),
             ("Efficiencies per bin", _efficiency_plot(res["efficiencies"])),
             ("D0 -> K pi mass peak", _mass_plot(det, fast))]
     parts = [f"<h1>Lamarr: fast vs detailed simulation ({s['events']} held-out events)</h1>",

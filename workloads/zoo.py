@@ -361,13 +361,16 @@ for _spec in _matmulfree_specs():
 # stage -> (kind, condition features, latent dims, hidden widths, outputs, parameters)
 LAMARR_STAGES: dict[str, tuple[str, int, int, tuple[int, ...], int, int]] = {
     "acceptance": ("classifier", 6, 0, (64, 64, 64), 1, 8_833),
-    "tracking": ("classifier", 7, 0, (64, 64, 64), 4, 9_092),
-    "resolution": ("gan", 10, 16, (128, 128, 128), 5, 37_125),
-    "covariance": ("gan", 10, 16, (128, 128, 128), 7, 37_383),
+    "tracking": ("classifier", 12, 0, (64, 64, 64), 4, 9_412),
+    "resolution": ("gan", 15, 16, (128, 128, 128), 5, 37_765),
+    "covariance": ("gan", 15, 16, (128, 128, 128), 7, 38_023),
     "ismuon": ("classifier", 11, 0, (64, 64, 64), 1, 9_153),
-    "rich": ("gan", 11, 16, (128, 128, 128), 4, 37_124),
-    "muon": ("gan", 12, 16, (128, 128, 128), 1, 36_865),
-    "gpid": ("gan", 17, 16, (128, 128, 128), 4, 37_892),
+    "rich_zeros": ("classifier", 11, 0, (64, 64, 64), 16, 10_128),
+    "rich": ("gan", 27, 16, (128, 128, 128), 4, 39_172),
+    "muon_zeros": ("classifier", 12, 0, (64, 64, 64), 2, 9_282),
+    "muon": ("gan", 14, 16, (128, 128, 128), 1, 37_121),
+    "gpid_zeros": ("classifier", 17, 0, (64, 64, 64), 16, 10_512),
+    "gpid": ("gan", 33, 16, (128, 128, 128), 4, 39_940),
 }
 _LAMARR_SOURCE = (
     "project-native (models/lamarr/nets.py): module order and kinds from Anderlini et al., 'The LHCb ultra-fast "

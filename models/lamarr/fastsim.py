@@ -189,8 +189,10 @@ def _classify(net: _Compiled, x: np.ndarray, gen: torch.Generator, batch: int) -
         if logits.shape[1] == 1:
             p = torch.sigmoid(logits[:, 0])
             out.append((torch.rand(p.shape, generator=gen) < p).numpy().astype(np.int64))
-        else:
-            out.append(torch.multinomial(torch.softmax(logits, dim=1), 1, generator=gen)[:, 0].numpy())
+        else:  # inverse-CDF sampling: one uniform per row (torch.multinomial is ~10x slower here)
+            c = torch.cumsum(torch.softmax(logits, dim=1), dim=1)
+            u = torch.rand((len(c), 1), generator=gen) * c[:, -1:]
+            out.append((c < u).sum(dim=1).clamp_(max=c.shape[1] - 1).numpy())
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
@@ -251,11 +253,16 @@ def simulate(truth: pd.DataFrame, seed: int, pipeline: nets.Pipeline | None = No
     cov = apply_covariance(sub, gan("covariance"))
     sub["is_muon"] = timed("ismuon", lambda: _classify(net["ismuon"], nets.feature_matrix(sub, st["ismuon"]),
                                                        gen, batch)).astype(bool)
-    rich = gan("rich")
+    def hurdle(name):  # the zero pattern first, then the GAN conditioned on it, then the zeros set
+        zs = nets.ZEROS[name]
+        sub[zs] = timed(zs, lambda: _classify(net[zs], nets.feature_matrix(sub, st[zs]), gen, batch))
+        return nets.apply_zeros(gan(name), sub[zs])
+
+    rich = hurdle("rich")
     sub.update(zip(nets.RICH_VARS, rich.T))
-    mu = gan("muon")
+    mu = hurdle("muon")
     sub["muon_dll"] = mu[:, 0]
-    gp = gan("gpid")
+    gp = hurdle("gpid")
 
     # one float block (no per-column stacking), the three integer/boolean columns inserted in place
     floats = [c for c in COLUMNS[2:] if c != "is_muon"]

@@ -6,6 +6,8 @@
 Lamarr's order on the particles that reach it:
 
 - classifiers (acceptance, tracking, isMuon): cross-entropy, Adam;
+- zero-pattern classifiers (which PID variables are exactly 0; cross-entropy) before the RICH,
+  muon and global-PID GANs, which then model the non-zero values (a hurdle model, see nets);
 - conditional GANs (resolution, covariance, RICH, muon, global PID): the generator maps the
   condition and Gaussian noise to the stage's targets Gaussianized by a quantile map fitted on the
   training sample; a discriminator (an MLP on condition + sample, training only) plays the
@@ -89,12 +91,13 @@ def train_classifier(net: nets.Mlp, x: np.ndarray, y: np.ndarray, cfg: TrainConf
 
 
 def train_gan(g: nets.Generator, qmap: nets.QuantileMap, x: np.ndarray, y: np.ndarray, cfg: TrainConfig,
-              seed: int) -> dict:
-    """Fit the conditional generator ``g`` to targets ``y`` given conditions ``x``."""
+              seed: int, skip_zeros: bool = False) -> dict:
+    """Fit the conditional generator ``g`` to targets ``y`` given conditions ``x`` (``skip_zeros``:
+    a hurdle stage, see :mod:`models.lamarr.nets`: the map covers the non-zero values)."""
     _standardize(g, x)
-    qmap.fit(y)
+    qmap.fit(y, skip_zeros)
     rng = np.random.default_rng(seed)
-    z = qmap.forward_np(y, rng).astype(np.float32)
+    z = qmap.forward_np(y, rng, skip_zeros).astype(np.float32)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     n_out = z.shape[1]
@@ -138,7 +141,9 @@ def train_gan(g: nets.Generator, qmap: nets.QuantileMap, x: np.ndarray, y: np.nd
 
 def stage_data(det: pd.DataFrame, stage: nets.Stage) -> tuple[np.ndarray, np.ndarray]:
     """The (features, targets) of ``stage`` from a detailed-simulation frame, on the particles the
-    stage sees (rows with undefined targets dropped)."""
+    stage sees (rows with undefined targets dropped).  A ``<gan>_zeros`` classifier's targets are
+    the zero patterns of its GAN's targets, on the same rows; a hurdle GAN is conditioned on its
+    rows' true patterns."""
     if stage.name == "acceptance":
         return nets.feature_matrix(det, stage), det["in_acceptance"].to_numpy().astype(np.int64)
     if stage.name == "tracking":
@@ -147,14 +152,20 @@ def stage_data(det: pd.DataFrame, stage: nets.Stage) -> tuple[np.ndarray, np.nda
     sub = det[fastsim.reconstructed(det)]
     if stage.name == "ismuon":
         return nets.feature_matrix(sub, stage), sub["is_muon"].to_numpy().astype(np.int64)
-    if stage.name == "resolution":
+    gan = next((g for g, z in nets.ZEROS.items() if z == stage.name), stage.name)
+    outputs = nets.STAGE[gan].outputs
+    if gan == "resolution":
         y = fastsim.resolution_targets(sub)
-    elif stage.name == "covariance":
+    elif gan == "covariance":
         y = fastsim.covariance_targets(sub)
     else:
-        y = sub[list(stage.outputs)].to_numpy(np.float64)
+        y = sub[list(outputs)].to_numpy(np.float64)
+    if gan in nets.ZEROS:
+        sub = sub.assign(**{nets.ZEROS[gan]: nets.zero_pattern(y)})
     x = nets.feature_matrix(sub, stage)
     ok = np.isfinite(y).all(axis=1) & np.isfinite(x).all(axis=1)
+    if gan != stage.name:  # the zero-pattern classifier
+        return x[ok], nets.zero_pattern(y[ok])
     return x[ok], y[ok]
 
 
@@ -175,7 +186,7 @@ def train(det: pd.DataFrame, cfg: TrainConfig, progress=print) -> tuple[nets.Pip
                 if s.kind == "classifier":
                     r = {"loss": train_classifier(pipe.nets[s.name], x, y, cfg, seed)}
                 else:
-                    r = train_gan(pipe.nets[s.name], pipe.maps[s.name], x, y, cfg, seed)
+                    r = train_gan(pipe.nets[s.name], pipe.maps[s.name], x, y, cfg, seed, s.name in nets.ZEROS)
             r.update(samples=int(len(x)), seconds=round(time.perf_counter() - t0, 2))
             report[s.name] = r
             progress(f"{s.name}: {r}")

@@ -25,6 +25,8 @@ def _particles(n=500, seed=0):
     df["is_muon"] = r.random(n) < 0.1
     for c in nets.RICH_VARS + nets.MUON_VARS:
         df[c] = r.normal(0, 5, n)
+    for g, z in nets.ZEROS.items():  # sampled zero patterns
+        df[z] = r.integers(0, 2 ** len(nets.STAGE[g].outputs), n)
     return df
 
 
@@ -51,8 +53,27 @@ def test_stage_shapes_and_determinism(stage):
 
 def test_stage_order_is_lamarrs():
     assert [s.name for s in nets.STAGES] == ["acceptance", "tracking", "resolution", "covariance", "ismuon",
-                                             "rich", "muon", "gpid"]
+                                             "rich_zeros", "rich", "muon_zeros", "muon", "gpid_zeros", "gpid"]
     assert nets.n_outputs(nets.STAGE["tracking"]) == 4  # not reconstructed, long, upstream, downstream
+    # each hurdle GAN follows its zero-pattern classifier and is conditioned on the pattern
+    assert nets.ZEROS == {"rich": "rich_zeros", "muon": "muon_zeros", "gpid": "gpid_zeros"}
+    for g, z in nets.ZEROS.items():
+        assert nets.n_outputs(nets.STAGE[z]) == 2 ** len(nets.STAGE[g].outputs)
+        assert z in nets.STAGE[g].features and "species" in nets.STAGE[z].features
+
+
+def test_zero_patterns_round_trip():
+    y = np.array([[0.0, 1.5, 0.0, 2.0], [3.0, 0.0, 0.0, 0.0], [1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 0.0]])
+    pat = nets.zero_pattern(y)
+    assert pat.tolist() == [0b0101, 0b1110, 0, 0b1111]
+    assert nets.STAGE["rich_zeros"].outputs[0b0101] == "zero:rich_dll_e+rich_dll_k"
+    filled = nets.apply_zeros(np.full(y.shape, 7.0), pat)
+    assert np.array_equal(filled == 0, y == 0)
+    # the pattern enters a GAN's condition one-hot
+    df = _particles(4).assign(track_type=1, rich_zeros=pat)
+    x = nets.feature_matrix(df, nets.STAGE["rich"])
+    onehot = x[:, -16:]
+    assert onehot.sum(axis=1).tolist() == [1, 1, 1, 1] and onehot.argmax(axis=1).tolist() == pat.tolist()
 
 
 def test_missing_column_is_a_clear_error():
@@ -74,6 +95,14 @@ def test_quantile_map_round_trip_and_point_masses():
         qs = np.quantile(y[:, j], [0.1, 0.5, 0.9])
         assert np.allclose(np.quantile(back[:, j], [0.1, 0.5, 0.9]), qs, rtol=0.02, atol=0.05)
     assert np.mean(back[:, 1] == 0.0) == pytest.approx(0.3, abs=0.02)  # the point mass survives
+    # skip_zeros (a hurdle stage): the map covers the non-zero values only, zeros map to 0
+    h = nets.QuantileMap(2)
+    h.fit(y, skip_zeros=True)
+    zh = h.forward_np(y, np.random.default_rng(2), skip_zeros=True)
+    nz = y[:, 1] != 0
+    assert np.all(zh[~nz, 1] == 0) and abs(zh[nz, 1].mean()) < 0.02 and abs(zh[nz, 1].std() - 1) < 0.02
+    assert np.quantile(h.inverse(zh[nz])[:, 1], 0.5) == pytest.approx(np.median(y[nz, 1]), abs=0.05)
+    assert h.knots[1].min() > 0  # no knot sits on the point mass
 
 
 def test_resolution_and_covariance_conversions_invert():
