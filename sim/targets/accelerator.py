@@ -9,23 +9,32 @@ more per weight precision; see precision below).  So
 
     compute_cycles = batch * ceil(M / pe_cols) * ceil(N / pe_rows) * ceil(K / dp) * latency
 
-Data movement, per GEMM (loop order: a block of ``pe_rows`` output channels outside, tokens inside):
+Data movement, per GEMM: the schedule that moves the fewest DRAM bytes among three standard loop
+orders (a compiler's choice, per GEMM; on a tie the first, then the one with less partial-sum
+traffic).  B (weights or K/V) that is not a weight and not KV cache (a fresh K in prefill) is on
+chip when it fits half the activation buffer; A (activations) that fits half the activation buffer
+is already on chip, written there by the op before; C is written to DRAM when it does not fit
+half the activation buffer, otherwise kept on chip.
 
-- B (weights or K/V) is streamed from DRAM once.  A block of ``pe_rows`` x K elements is one tile;
-  if it does not fit half the weight buffer (double buffering) it is split along K into tiles that
-  do (see partial sums below).  B that is
-  not a weight and not KV cache (a fresh K in prefill) is on chip when it fits half the activation
-  buffer.
-- A (activations) is read from DRAM when it does not fit half the activation buffer: once per
-  block of output channels whose weights fit half the weight buffer together (at least one
-  array-row block: narrow weights make wider blocks and fewer re-reads).  Otherwise
-  it is already on chip, written there by the op before.
-- C is written to DRAM when it does not fit half the activation buffer, otherwise kept on chip.
-- Partial sums stay in the PEs (output-stationary) while a block's K is in one tile.  A block
-  split along K processes the tokens in chunks whose fp32 partial sums fit half the activation
-  buffer (a whole number of token blocks, at least one), streaming all K-parts per chunk: B is
-  fetched once per chunk (once, when all tokens fit), and the partial sums are written and read
-  back between K-parts.
+(a) weight blocks outside, tokens inside: B is streamed from DRAM once.  A block of ``pe_rows`` x
+    K elements is one tile; if it does not fit half the weight buffer (double buffering) it is
+    split along K into tiles that do.  A that does not fit is read from DRAM once per block of
+    output channels whose weights fit half the weight buffer together (at least one array-row
+    block: narrow weights make wider blocks and fewer re-reads).  Partial sums stay in the PEs
+    (output-stationary) while a block's K is in one tile.  A block split along K processes the
+    tokens in chunks whose fp32 partial sums fit half the activation buffer (a whole number of
+    token blocks, at least one), streaming all K-parts per chunk: B is fetched once per chunk
+    (once, when all tokens fit), and the partial sums are written and read back between K-parts.
+(b) output tiles outside, K inside: an output tile of Tm tokens x Tn channels (whole token and
+    array-row blocks) keeps its fp32 partial sums in one half of the activation buffer while K
+    streams by in slices: A slices (Tm x kt) double-buffered in the other half, B slices
+    (kt x Tn) in half the weight buffer.  A is read once per Tn-wide block of channels, B once per
+    Tm-token chunk; the partial sums are written and read back between K-slices.  Tm, Tn: the
+    fewest DRAM bytes; kt: the largest the buffers allow.
+(c) token chunks outside: a chunk of Tm tokens x K of A (a whole number of token blocks) stays in
+    half the activation buffer while all of B streams by (as in (a)): A is read once, B once per
+    chunk.  A chunk of more than one token block needs a ``pe_rows`` block of B to fit half the
+    weight buffer (its partial sums stay in the PEs).
 
 Every other op (elementwise, norms, softmax, copies, embedding gathers) runs on a vector unit of
 ``vector_lanes`` lanes, one element-op per lane per cycle, with the same residency rule for its
@@ -169,7 +178,6 @@ class Accelerator(Target):
             m_chunk = np.maximum(p.pe_cols, (half_a // (rows * 4)) // p.pe_cols * p.pe_cols)
             chunks = np.where(k_parts > 1, _ceil(m, m_chunk), 1)
             psum_traffic = np.where(k_parts > 1, 2 * rows * m * 4.0 * (k_parts - 1) * n_blocks * b, 0.0)
-            n_tiles[i] = b * n_blocks * k_parts * chunks
             # a bias (addmm) is read once, into the accumulators: not part of the streamed tiles
             bias = np.where(kind[i] == "gemm", np.maximum(0.0, b_trace - b * k * nn * el_w), 0.0)
             b_dram = np.where(b_in_dram, (b_trace - bias) * chunks + bias, 0.0)
@@ -177,7 +185,47 @@ class Accelerator(Target):
             # the weight buffer together: several array-row blocks when the weights are narrow
             nt = np.where(k_parts > 1, p.pe_rows,
                           np.maximum(p.pe_rows, half_w // np.maximum(1, np.ceil(k * el_w).astype(np.int64))))
-            a_dram = np.where(a_bytes > half_a, a_bytes * _ceil(nn, nt), 0.0)
+            spill = a_bytes > half_a
+            a_dram = np.where(spill, a_bytes * _ceil(nn, nt), 0.0)
+            # the schedule with the fewest DRAM bytes: (a) above, (b) output tiles over K, (c) token chunks
+            b_stream = np.where(b_in_dram, b_trace - bias, 0.0)
+            b_fix = np.where(b_in_dram, bias, 0.0)
+            dram = b_dram + a_dram
+            tiles = b * n_blocks * k_parts * chunks
+            # (b): Tm x Tn fp32 partial sums in half the activation buffer, K streamed in slices of kt
+            ew = np.asarray(el_w, np.float64)
+            jmax = int(min(m_blocks.max(), max(1, half_a // (4 * p.pe_rows * p.pe_cols))))
+            for jj in range(1, jmax + 1):
+                tm = np.minimum(jj * p.pe_cols, m)
+                tn = np.minimum(n_blocks * p.pe_rows, (half_a // (4 * tm)) // p.pe_rows * p.pe_rows)
+                tn_e = np.minimum(tn, nn)
+                kt = np.minimum(np.minimum(k, (half_a // 2) // np.ceil(tm * el_a).astype(np.int64)),
+                                np.floor(half_w / np.maximum(tn_e * ew, 1e-9)).astype(np.int64))
+                kt = np.where(kt < k, kt // p.dp * p.dp, kt)
+                ok = (tn >= p.pe_rows) & (kt >= 1)
+                kt = np.maximum(kt, 1)
+                s_k = _ceil(k, kt)
+                d_b = np.where(spill, a_bytes * _ceil(nn, np.maximum(tn, 1)), 0.0) + b_stream * _ceil(m, tm) + b_fix
+                ps_b = 2 * b * m * nn * 4.0 * (s_k - 1)
+                take = ok & ((d_b < dram * (1 - 1e-12)) | ((d_b <= dram) & (ps_b < psum_traffic)))
+                dram = np.where(take, d_b, dram)
+                psum_traffic = np.where(take, ps_b, psum_traffic)
+                tiles = np.where(take, b * _ceil(m, tm) * _ceil(nn, np.maximum(tn, 1)) * s_k, tiles)
+                b_dram = np.where(take, b_stream * _ceil(m, tm) + b_fix, b_dram)
+                a_dram = np.where(take, dram - b_dram, a_dram)
+            # (c): a chunk of Tm tokens x K of A resident in half the activation buffer, B streamed per chunk
+            tm = (half_a // np.ceil(k * el_a).astype(np.int64)) // p.pe_cols * p.pe_cols
+            tm = np.where((k_parts > 1) & (tm >= p.pe_cols), p.pe_cols, tm)
+            ok = tm >= p.pe_cols
+            tm = np.minimum(np.maximum(tm, 1), m)
+            d_c = np.where(spill, a_bytes, 0.0) + b_stream * _ceil(m, tm) + b_fix
+            take = ok & ((d_c < dram * (1 - 1e-12)) | ((d_c <= dram) & (psum_traffic > 0)))
+            dram = np.where(take, d_c, dram)
+            psum_traffic = np.where(take, 0.0, psum_traffic)
+            tiles = np.where(take, b * _ceil(m, tm) * n_blocks * k_parts, tiles)
+            b_dram = np.where(take, b_stream * _ceil(m, tm) + b_fix, b_dram)
+            a_dram = np.where(take, np.where(spill, a_bytes, 0.0), a_dram)
+            n_tiles[i] = tiles
             out_bytes = wr[i] * ascale[i]
             c_dram = np.where(out_bytes > half_a, out_bytes, 0.0)
             load_b[i] = b_dram + a_dram
