@@ -40,7 +40,7 @@ from models.lamarr import fastsim, nets
 class TrainConfig:
     events: int = 20000
     seed: int = 1  # generator seed; the detector uses seed + 1
-    classifier_steps: int = 3000
+    classifier_steps: int = 10000
     gan_steps: int = 8000
     batch: int = 1024
     gan_batch: int = 1024
