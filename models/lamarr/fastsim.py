@@ -104,6 +104,15 @@ def derive(state: np.ndarray) -> np.ndarray:
     return np.stack([p, pt, eta, np.arctan2(ty, tx)], axis=1)
 
 
+def gpid_base(df) -> np.ndarray:
+    """The sub-detectors' combination the global PID starts from, (n, 4) in the order of
+    ``nets.GPID_VARS``: the RICH DLLs, with the muon DLL added to the muon hypothesis (the detailed
+    simulation's global PID is exactly this: it has no calorimeter PID).  The global-PID GAN models
+    the difference (see :mod:`models.lamarr.nets`)."""
+    return np.stack([_a(df, "rich_dll_e"), _a(df, "rich_dll_mu") + _a(df, "muon_dll"), _a(df, "rich_dll_k"),
+                     _a(df, "rich_dll_p")], axis=1).astype(np.float64)
+
+
 def reconstructed(df) -> np.ndarray:
     """Mask of reconstructed tracks (track_type > 0)."""
     return _a(df, "track_type") > 0
@@ -255,14 +264,18 @@ def simulate(truth: pd.DataFrame, seed: int, pipeline: nets.Pipeline | None = No
                                                        gen, batch)).astype(bool)
     def hurdle(name):  # the zero pattern first, then the GAN conditioned on it, then the zeros set
         zs = nets.ZEROS[name]
-        sub[zs] = timed(zs, lambda: _classify(net[zs], nets.feature_matrix(sub, st[zs]), gen, batch))
-        return nets.apply_zeros(gan(name), sub[zs])
+        sub[zs] = pat = timed(zs, lambda: _classify(net[zs], nets.feature_matrix(sub, st[zs]), gen, batch))
+        out = np.zeros((len(pat), nets.n_outputs(st[name])))
+        rows = np.flatnonzero(pat != (1 << out.shape[1]) - 1)  # the GAN runs where some value is not 0
+        x = nets.feature_matrix({k: v[rows] for k, v in sub.items()}, st[name])
+        out[rows] = timed(name, lambda: _generate(pipe, net[name], st[name], x, gen, batch))
+        return nets.apply_zeros(out, pat)
 
     rich = hurdle("rich")
     sub.update(zip(nets.RICH_VARS, rich.T))
     mu = hurdle("muon")
     sub["muon_dll"] = mu[:, 0]
-    gp = hurdle("gpid")
+    gp = gpid_base(sub) + hurdle("gpid")
 
     # one float block (no per-column stacking), the three integer/boolean columns inserted in place
     floats = [c for c in COLUMNS[2:] if c != "is_muon"]

@@ -28,8 +28,9 @@ rich_zeros     classifier  same                                                 
 rich           cGAN        same + the zero pattern                                4 RICH DLLs
 muon_zeros     classifier  ismuon's + isMuon                                      muon DLL exactly 0?
 muon           cGAN        same + the zero pattern                                muon DLL
-gpid_zeros     classifier  muon's + the RICH DLLs and the muon DLL (generated)    which global DLLs are 0
-gpid           cGAN        same + the zero pattern                                4 global PID DLLs
+gpid_zeros     classifier  muon's + the RICH DLLs and the muon DLL (generated)    which corrections are 0
+gpid           cGAN        same + the zero pattern                                4 global PID DLLs minus
+                                                                                  the RICH (+ muon) DLLs
 =============  ==========  =====================================================  =====================
 
 Inputs are standardized inside each network (stored means and widths).  A GAN's targets are
@@ -44,6 +45,13 @@ hurdle model: a ``<stage>_zeros`` classifier samples which of the stage's variab
 map of the non-zero values, and the pattern's zeros are set after it.  A GAN left to place that
 mass itself (one band of its Gaussianized space mapped to 0) put 25-33% of 50-100 GeV kaons and
 pions at DLLK = 0 where the detailed simulation has 7% (measured on this project's first pipeline).
+
+The global-PID GAN generates what the global PID adds to the sub-detectors' combination
+(:func:`models.lamarr.fastsim.gpid_base`: the RICH DLLs, plus the muon DLL for the muon hypothesis),
+not the global DLLs themselves: a GAN that has to reproduce its conditions as outputs adds noise to
+them (it turned 6.7% of 2-3 GeV pions with RICH DLLK > 0 into 4.5% with global DLLK > 0).  In this
+detector the correction is exactly 0 (no calorimeter PID), so the zero pattern says "all zero" and
+the stage passes the combination through; a detector with more PID inputs would give it work.
 """
 
 from __future__ import annotations

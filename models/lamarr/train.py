@@ -158,6 +158,8 @@ def stage_data(det: pd.DataFrame, stage: nets.Stage) -> tuple[np.ndarray, np.nda
         y = fastsim.resolution_targets(sub)
     elif gan == "covariance":
         y = fastsim.covariance_targets(sub)
+    elif gan == "gpid":  # what the global PID adds to the sub-detectors' combination
+        y = sub[list(outputs)].to_numpy(np.float64) - fastsim.gpid_base(sub)
     else:
         y = sub[list(outputs)].to_numpy(np.float64)
     if gan in nets.ZEROS:

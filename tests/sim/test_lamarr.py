@@ -111,6 +111,11 @@ def test_fast_simulation_is_deterministic_and_complete(small_sample):
     assert a.loc[rec, list(fastsim.COLUMNS[2:])].drop(columns="is_muon").notna().all().all()
     assert a.loc[~rec, "x_mm"].isna().all() and not a.loc[~rec, "is_muon"].any()
     assert (a.loc[~a.in_acceptance, "track_type"] == 0).all()
+    # the global PID is the sub-detectors' combination plus what its GAN adds: nothing, in this
+    # detector (no calorimeter PID), as in the detailed simulation
+    assert np.array_equal(fastsim.gpid_base(a[rec]), a.loc[rec, list(nets.GPID_VARS)].to_numpy())
+    assert not train.stage_data(det, nets.STAGE["gpid"])[1].any()
+    assert (train.stage_data(det, nets.STAGE["gpid_zeros"])[1] == 15).all()  # every correction is 0
     # the trained pipeline's shares agree with the detailed simulation's on the same events (loosely:
     # 2.6k particles)
     assert a.in_acceptance.mean() == pytest.approx(det.in_acceptance.mean(), abs=0.05)
