@@ -4,8 +4,8 @@
 
 Both simulations run on the same generated events; the generator's time is not counted (it is
 shared).  "Detector step": the detailed simulation (propagation, hits, fit, RICH, muon, global PID)
-against the whole fast pipeline (all eight stages with their feature building, sampling and
-quantile maps).  Each is timed after a warm-up (numba compilation, torch's first calls), best of
+against the whole fast pipeline (every stage of models/lamarr/nets.py with its feature building,
+sampling and quantile map).  Each is timed after a warm-up (numba compilation, torch's first calls), best of
 ``--repeats``.  Prints events/s, microseconds per particle and the ratio (Lamarr's claim: two
 orders of magnitude), for the networks in fp32 and in bf16 (hidden and output layers; the first
 layer stays fp32 -- tests/sim/test_lamarr.py bounds what bf16 changes per network).  Run it on an

@@ -262,13 +262,14 @@ def simulate(truth: pd.DataFrame, seed: int, pipeline: nets.Pipeline | None = No
     cov = apply_covariance(sub, gan("covariance"))
     sub["is_muon"] = timed("ismuon", lambda: _classify(net["ismuon"], nets.feature_matrix(sub, st["ismuon"]),
                                                        gen, batch)).astype(bool)
+
     def hurdle(name):  # the zero pattern first, then the GAN conditioned on it, then the zeros set
         zs = nets.ZEROS[name]
         sub[zs] = pat = timed(zs, lambda: _classify(net[zs], nets.feature_matrix(sub, st[zs]), gen, batch))
         out = np.zeros((len(pat), nets.n_outputs(st[name])))
         rows = np.flatnonzero(pat != (1 << out.shape[1]) - 1)  # the GAN runs where some value is not 0
-        x = nets.feature_matrix({k: v[rows] for k, v in sub.items()}, st[name])
-        out[rows] = timed(name, lambda: _generate(pipe, net[name], st[name], x, gen, batch))
+        out[rows] = timed(name, lambda: _generate(
+            pipe, net[name], st[name], nets.feature_matrix({k: v[rows] for k, v in sub.items()}, st[name]), gen, batch))
         return nets.apply_zeros(out, pat)
 
     rich = hurdle("rich")

@@ -56,6 +56,7 @@ the stage passes the combination through; a detector with more PID inputs would 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -273,27 +274,25 @@ class QuantileMap(nn.Module):
     def inverse(self, z: np.ndarray) -> np.ndarray:
         """Normal -> data: per variable, linear interpolation between the knots at :meth:`levels`
         (``np.interp``'s result, clamped at the ends), by a compiled table lookup."""
-        lv = self.levels(self.knots.shape[1])
-        lo, width, table = _bin_table(lv)
+        lv, lo, width, table = _bin_table(self.knots.shape[1])
         out = np.empty(z.shape, np.float64)
         _interp_knots(np.ascontiguousarray(z, np.float64), lv, self.knots.double().numpy(), lo, width, table, out)
         return out
 
 
 _TABLE_CELLS = 8192
-_TABLES: dict = {}
 
 
-def _bin_table(lv: np.ndarray) -> tuple[float, float, np.ndarray]:
-    """A uniform grid over the inner levels, each cell holding the knot interval its left edge lies
-    in (the cells are narrower than any interval, so a lookup is at most a step away)."""
-    key = (len(lv), float(lv[1]))
-    if key not in _TABLES:
-        lo, hi = float(lv[0]), float(lv[-1])
-        width = (hi - lo) / _TABLE_CELLS
-        edges = lo + width * np.arange(_TABLE_CELLS)
-        _TABLES[key] = lo, width, np.clip(np.searchsorted(lv, edges, side="right") - 1, 0, len(lv) - 2)
-    return _TABLES[key]
+@functools.lru_cache(maxsize=None)
+def _bin_table(n_knots: int) -> tuple[np.ndarray, float, float, np.ndarray]:
+    """The levels of ``n_knots`` knots and a uniform grid over them, each cell holding the knot
+    interval its left edge lies in (the cells are narrower than any interval, so a lookup is at
+    most a step away)."""
+    lv = QuantileMap.levels(n_knots)
+    lo, hi = float(lv[0]), float(lv[-1])
+    width = (hi - lo) / _TABLE_CELLS
+    edges = lo + width * np.arange(_TABLE_CELLS)
+    return lv, lo, width, np.clip(np.searchsorted(lv, edges, side="right") - 1, 0, len(lv) - 2)
 
 
 @njit(cache=True)

@@ -163,11 +163,12 @@ def stage_data(det: pd.DataFrame, stage: nets.Stage) -> tuple[np.ndarray, np.nda
     else:
         y = sub[list(outputs)].to_numpy(np.float64)
     if gan in nets.ZEROS:
-        sub = sub.assign(**{nets.ZEROS[gan]: nets.zero_pattern(y)})
+        pattern = nets.zero_pattern(y)
+        sub = sub.assign(**{nets.ZEROS[gan]: pattern})
     x = nets.feature_matrix(sub, stage)
     ok = np.isfinite(y).all(axis=1) & np.isfinite(x).all(axis=1)
     if gan != stage.name:  # the zero-pattern classifier
-        return x[ok], nets.zero_pattern(y[ok])
+        return x[ok], pattern[ok]
     return x[ok], y[ok]
 
 
