@@ -7,8 +7,8 @@ shared).  "Detector step": the detailed simulation (propagation, hits, fit, RICH
 against the whole fast pipeline (every stage of models/lamarr/nets.py with its feature building,
 sampling and quantile map).  Each is timed after a warm-up (numba compilation, torch's first calls), best of
 ``--repeats``.  Prints events/s, microseconds per particle and the ratio (Lamarr's claim: two
-orders of magnitude), for the networks in fp32 and in bf16 (hidden and output layers; the first
-layer stays fp32 -- tests/sim/test_lamarr.py bounds what bf16 changes per network).  Run it on an
+orders of magnitude), for the networks in fp32 and in bf16 (every layer, on inputs standardized
+in fp32 -- tests/sim/test_lamarr.py bounds what bf16 changes per network).  Run it on an
 otherwise idle machine: on 2 cores any other load distorts both figures.
 
 The detailed simulation runs on one core (numba, particle after particle); the fast one with each

@@ -227,8 +227,12 @@ def metrics(det: pd.DataFrame, fast: pd.DataFrame, tracks: tuple | None = None) 
     return pd.DataFrame(rows)
 
 
+PID_CUTS = (0.0, 5.0, -5.0)  # DLLK working points of the kaon-ID efficiencies
+
+
 def efficiencies(det: pd.DataFrame, fast: pd.DataFrame, bins: Bins) -> pd.DataFrame:
-    """Acceptance, long-track, isMuon and kaon-PID efficiencies per p and eta bin, both simulations."""
+    """Acceptance, long-track, isMuon and kaon-ID (:data:`PID_CUTS`) efficiencies per p and eta bin,
+    both simulations."""
     parts = []
     for var, edges in (("p_gev", bins.p_gev), ("eta", bins.eta)):
         def col(df, c=var):
@@ -240,12 +244,17 @@ def efficiencies(det: pd.DataFrame, fast: pd.DataFrame, bins: Bins) -> pd.DataFr
         parts.append(compare_efficiency("long track | accepted", var, (da.track_type.to_numpy() == 1, col(da)),
                                         (fa.track_type.to_numpy() == 1, col(fa)), edges))
         dl, fl = det[det.track_type.to_numpy() == 1], fast[fast.track_type.to_numpy() == 1]
-        for code, name, what, sel in ((13, "mu", "isMuon", "is_muon"), (211, "pi", "isMuon", "is_muon"),
-                                      (321, "K", "DLLK>0", "pid_k"), (211, "pi", "DLLK>0", "pid_k")):
+        for code, name in ((13, "mu"), (211, "pi")):
             d, f = dl[_species(dl) == code], fl[_species(fl) == code]
-            pd_ = d[sel].to_numpy().astype(bool) if sel == "is_muon" else d[sel].to_numpy() > 0
-            pf = f[sel].to_numpy().astype(bool) if sel == "is_muon" else f[sel].to_numpy() > 0
-            parts.append(compare_efficiency(f"{what} ({name}, long)", var, (pd_, col(d)), (pf, col(f)), edges))
+            parts.append(compare_efficiency(f"isMuon ({name}, long)", var, (d.is_muon.to_numpy().astype(bool), col(d)),
+                                            (f.is_muon.to_numpy().astype(bool), col(f)), edges))
+        # kaon ID and pion mis-ID at DLLK > 0 (the sign the RICH classifier samples) and at +-5 (the
+        # magnitudes the RICH GAN generates)
+        for cut in PID_CUTS:
+            for code, name in ((321, "K"), (211, "pi")):
+                d, f = dl[_species(dl) == code], fl[_species(fl) == code]
+                parts.append(compare_efficiency(f"DLLK>{cut:g} ({name}, long)", var, (d.pid_k.to_numpy() > cut, col(d)),
+                                                (f.pid_k.to_numpy() > cut, col(f)), edges))
     return pd.concat(parts, ignore_index=True)
 
 

@@ -66,8 +66,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from models.errors import SimError
 from sim.config import CONFIGS_DIR, Hardware, load_yaml, resolve_path, validated
 
-STAGE_NAMES = ("acceptance", "tracking", "resolution", "covariance", "ismuon", "rich_zeros", "rich", "muon_zeros",
-               "muon", "gpid_zeros", "gpid")
+STAGE_NAMES = ("acceptance", "tracking", "resolution", "covariance", "ismuon", "rich_signs", "rich", "muon_signs",
+               "muon", "gpid_signs", "gpid")
 # which fraction of the generated particles each stage sees
 STAGE_FRACTION = {"acceptance": "generated", "tracking": "accepted", **{s: "reconstructed" for s in STAGE_NAMES[2:]}}
 # generator-level values sent per generated particle: log10 p, eta, cos/sin phi, charge, vz, log10 nTracks,
@@ -609,7 +609,7 @@ def gpu_check(csv_path: str | Path, target: str = "targets/gpu_h100_sxm.yaml", b
     from each stage's trace at the row's batch and dtype (:func:`stage_cost`; the pipeline is the sum of
     its stages, every stage over the same batch, as the benchmark ran it: the stages the file times
     one by one).  The traces are of today's networks: a file measured before a stage's inputs grew
-    (``rich``, ``muon``, ``gpid``: + the zero pattern; ``tracking``, ``resolution``, ``covariance``:
+    (``rich``, ``muon``, ``gpid``: + the sign pattern; ``tracking``, ``resolution``, ``covariance``:
     + species) is compared with slightly wider first layers than it ran.  ``matched`` marks the mode
     whose runtime was measured (stage and pipeline_eager rows: eager; pipeline_graph: graph).  A
     ``h2d_copy_<n>_features`` row is predicted by ``link`` (``latency_s`` + n x batch x dtype bytes /
@@ -627,7 +627,7 @@ def gpu_check(csv_path: str | Path, target: str = "targets/gpu_h100_sxm.yaml", b
             raise SimError(f"gpu_check: {target} is not a GPU target (target: {modes[mode][0].name})")
     memo: dict = {}
     # a pipeline row is the stages the file timed one by one (the pipeline as it was measured: a file
-    # taken before the zero-pattern stages existed holds eight)
+    # taken before the sign-pattern stages existed holds eight)
     timed_stages = set(meas.loc[meas.what == "stage", "stage"])
     piped = [s for s in STAGE_NAMES if s in timed_stages] or list(STAGE_NAMES)
 

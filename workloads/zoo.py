@@ -365,12 +365,12 @@ LAMARR_STAGES: dict[str, tuple[str, int, int, tuple[int, ...], int, int]] = {
     "resolution": ("gan", 15, 16, (128, 128, 128), 5, 37_765),
     "covariance": ("gan", 15, 16, (128, 128, 128), 7, 38_023),
     "ismuon": ("classifier", 11, 0, (64, 64, 64), 1, 9_153),
-    "rich_zeros": ("classifier", 11, 0, (64, 64, 64), 16, 10_128),
-    "rich": ("gan", 27, 16, (128, 128, 128), 4, 39_172),
-    "muon_zeros": ("classifier", 12, 0, (64, 64, 64), 2, 9_282),
+    "rich_signs": ("classifier", 11, 0, (64, 64, 64), 81, 14_353),
+    "rich": ("gan", 19, 16, (128, 128, 128), 4, 38_148),
+    "muon_signs": ("classifier", 12, 0, (64, 64, 64), 3, 9_347),
     "muon": ("gan", 14, 16, (128, 128, 128), 1, 37_121),
-    "gpid_zeros": ("classifier", 17, 0, (64, 64, 64), 16, 10_512),
-    "gpid": ("gan", 33, 16, (128, 128, 128), 4, 39_940),
+    "gpid_signs": ("classifier", 17, 0, (64, 64, 64), 81, 14_737),
+    "gpid": ("gan", 25, 16, (128, 128, 128), 4, 38_916),
 }
 _LAMARR_SOURCE = (
     "project-native (models/lamarr/nets.py): module order and kinds from Anderlini et al., 'The LHCb ultra-fast "

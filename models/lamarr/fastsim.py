@@ -151,11 +151,29 @@ def digest(pipeline: nets.Pipeline) -> str:
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
+def _fused_linear_available() -> bool:
+    """Whether torch has oneDNN's fused linear (matrix product, bias and activation in one pass:
+    the kernel torch's own compiler emits for a linear layer followed by an activation on a CPU)."""
+    try:
+        x = torch.ones((2, 3))
+        y = torch.ops.mkldnn._linear_pointwise(x, torch.ones((4, 3)), torch.zeros(4), "leaky_relu", [0.5], "")
+        return bool(torch.equal(y, torch.full((2, 4), 3.0)))
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
+_FUSED = _fused_linear_available()
+
+
 class _Compiled:
-    """One network ready for batched inference: the input standardization folded into the first
-    layer (which stays fp32: it sees the raw conditions), the later layers cast to the run's dtype,
-    each layer one ``addmm`` with LeakyReLU applied in place.  Same function as the
-    module, fewer passes over the activations."""
+    """One network ready for batched inference: each layer one fused oneDNN linear (matrix product,
+    bias and LeakyReLU in one pass over the activations; ``addmm`` and an in-place LeakyReLU where
+    torch lacks it).  Same function as the module.
+
+    fp32: the input standardization is folded into the first layer.  bf16: every layer's weights
+    trained in fp32 rounded to bfloat16; the input is standardized in fp32 first, then rounded
+    (a standardized input keeps 4x more of bf16's 8 significant bits than a raw one such as
+    eta ~ 3.3 with a spread of 0.9), and the output returned in fp32."""
 
     def __init__(self, net: nn.Module, dtype: torch.dtype):
         lin = [m for m in net.net if isinstance(m, nn.Linear)]
@@ -163,27 +181,44 @@ class _Compiled:
         w0 = lin[0].weight.detach().double()
         mean, std = net.in_mean.double(), net.in_std.double()
         n = len(mean)
-        w = w0.clone()
-        w[:, :n] = w0[:, :n] / std
-        b = lin[0].bias.detach().double() - w0[:, :n] @ (mean / std)
-        # weights kept (out, in) and passed transposed: MKL is 2-3x faster on the narrow output
-        # layers this way than with a contiguous (in, out) copy (measured, torch 2.13 on this CPU)
-        self.first = (w.float().contiguous(), b.float())
-        self.rest = [(m.weight.detach().to(dtype).contiguous(), m.bias.detach().to(dtype)) for m in lin[1:]]
         self.dtype = dtype
+        self.standardize = None
+        if dtype == torch.float32:
+            w = w0.clone()
+            w[:, :n] = w0[:, :n] / std
+            b = lin[0].bias.detach().double() - w0[:, :n] @ (mean / std)
+            first = (w.float().contiguous(), b.float())
+        else:  # x * scale + shift on every input column (the GAN's noise columns pass unchanged)
+            k = lin[0].in_features
+            scale, shift = torch.ones(k, dtype=torch.float64), torch.zeros(k, dtype=torch.float64)
+            scale[:n], shift[:n] = 1.0 / std, -mean / std
+            self.standardize = (scale.float(), shift.float())
+            first = (w0.to(dtype).contiguous(), lin[0].bias.detach().to(dtype))
+        # weights kept (out, in): oneDNN's and MKL's fastest layout for these narrow layers (addmm
+        # on a contiguous (in, out) copy is 2-3x slower, measured with torch 2.13 on this CPU)
+        self.layers = [first] + [(m.weight.detach().to(dtype).contiguous(), m.bias.detach().to(dtype))
+                                 for m in lin[1:]]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        w, b = self.first
-        h = torch.addmm(b, x, w.t())
-        for w, b in self.rest:
-            torch.nn.functional.leaky_relu_(h, self.slope)
-            h = torch.addmm(b, h.to(self.dtype), w.t())
+        if self.standardize is not None:
+            scale, shift = self.standardize
+            x = torch.addcmul(shift, x, scale).to(self.dtype)
+        last = len(self.layers) - 1
+        h = x
+        for i, (w, b) in enumerate(self.layers):
+            if _FUSED:
+                h = torch.ops.mkldnn._linear_pointwise(h, w, b, *(("none", []) if i == last
+                                                                   else ("leaky_relu", [self.slope])), "")
+            else:
+                h = torch.addmm(b, h, w.t())
+                if i < last:
+                    torch.nn.functional.leaky_relu_(h, self.slope)
         return h.float()
 
 
 def compiled(pipeline: nets.Pipeline, dtype: str = "fp32") -> dict[str, _Compiled]:
     """Every stage's network of ``pipeline`` as :class:`_Compiled` in ``dtype`` ('fp32' or 'bf16':
-    the hidden and output layers in bfloat16, the first layer in fp32).  Cheap (a few small matrix
+    every layer in bfloat16 on the input standardized in fp32).  Cheap (a few small matrix
     products), so it is done per call and never goes stale when the pipeline's weights change."""
     if dtype not in DTYPES:
         raise SimError(f"Lamarr fast-simulation dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -198,22 +233,31 @@ def _classify(net: _Compiled, x: np.ndarray, gen: torch.Generator, batch: int) -
         if logits.shape[1] == 1:
             p = torch.sigmoid(logits[:, 0])
             out.append((torch.rand(p.shape, generator=gen) < p).numpy().astype(np.int64))
-        else:  # inverse-CDF sampling: one uniform per row (torch.multinomial is ~10x slower here)
-            c = torch.cumsum(torch.softmax(logits, dim=1), dim=1)
+        elif logits.shape[1] <= 8:  # inverse-CDF sampling: one uniform per row (torch.multinomial is
+            # ~10x slower here); few classes: on the (classes, rows) view, every step along the rows
+            # (torch's softmax and cumsum along a last dimension of 3-4 are 2-3x slower), the weights
+            # exp(logit - max) not normalized: the uniform is scaled by their sum instead
+            lt = logits.t()
+            c = (lt - lt.max(dim=0).values).exp_().cumsum_(dim=0)
+            u = torch.rand(len(logits), generator=gen) * c[-1]
+            out.append((c < u).sum(dim=0).clamp_(max=c.shape[0] - 1).numpy())
+        else:  # many classes (a sign pattern's 81): row by row, a binary search in each row's CDF
+            c = torch.softmax(logits, dim=1).cumsum_(dim=1)
             u = torch.rand((len(c), 1), generator=gen) * c[:, -1:]
-            out.append((c < u).sum(dim=1).clamp_(max=c.shape[1] - 1).numpy())
+            out.append(torch.searchsorted(c, u).clamp_(max=c.shape[1] - 1).numpy()[:, 0])
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
 def _generate(pipe: nets.Pipeline, net: _Compiled, stage: nets.Stage, x: np.ndarray, gen: torch.Generator,
-              batch: int) -> np.ndarray:
-    """A GAN's samples for conditions ``x``, mapped back from its Gaussianized space."""
+              batch: int, negative: np.ndarray | None = None) -> np.ndarray:
+    """A GAN's samples for conditions ``x``, mapped back from its Gaussianized space (``negative``:
+    a hurdle GAN's elements whose sign pattern is negative, see :meth:`nets.QuantileMap.inverse`)."""
     g = np.empty((len(x), nets.n_outputs(stage)), np.float64)
     for i in range(0, len(x), batch):
         c = torch.from_numpy(x[i:i + batch])
         z = torch.randn((len(c), stage.latent), generator=gen)
         g[i:i + batch] = net(torch.cat([c, z], dim=1)).numpy()
-    return pipe.maps[stage.name].inverse(g)
+    return pipe.maps[stage.name].inverse(g, negative)
 
 
 @torch.inference_mode()
@@ -263,14 +307,15 @@ def simulate(truth: pd.DataFrame, seed: int, pipeline: nets.Pipeline | None = No
     sub["is_muon"] = timed("ismuon", lambda: _classify(net["ismuon"], nets.feature_matrix(sub, st["ismuon"]),
                                                        gen, batch)).astype(bool)
 
-    def hurdle(name):  # the zero pattern first, then the GAN conditioned on it, then the zeros set
-        zs = nets.ZEROS[name]
+    def hurdle(name):  # the sign pattern first, then the GAN (magnitudes) conditioned on it, then the signs
+        zs = nets.SIGNS[name]
         sub[zs] = pat = timed(zs, lambda: _classify(net[zs], nets.feature_matrix(sub, st[zs]), gen, batch))
         out = np.zeros((len(pat), nets.n_outputs(st[name])))
-        rows = np.flatnonzero(pat != (1 << out.shape[1]) - 1)  # the GAN runs where some value is not 0
+        rows = np.flatnonzero(pat != 0)  # the GAN runs where some value is not 0 (class 0: all are)
         out[rows] = timed(name, lambda: _generate(
-            pipe, net[name], st[name], nets.feature_matrix({k: v[rows] for k, v in sub.items()}, st[name]), gen, batch))
-        return nets.apply_zeros(out, pat)
+            pipe, net[name], st[name], nets.feature_matrix({k: v[rows] for k, v in sub.items()}, st[name]), gen, batch,
+            nets.sign_states(pat[rows], out.shape[1]) == 1))
+        return nets.apply_signs(out, pat)
 
     rich = hurdle("rich")
     sub.update(zip(nets.RICH_VARS, rich.T))

@@ -6,8 +6,9 @@
 Lamarr's order on the particles that reach it:
 
 - classifiers (acceptance, tracking, isMuon): cross-entropy, Adam;
-- zero-pattern classifiers (which PID variables are exactly 0; cross-entropy) before the RICH,
-  muon and global-PID GANs, which then model the non-zero values (a hurdle model, see nets);
+- sign-pattern classifiers (whether each PID variable is exactly 0, negative or positive;
+  cross-entropy) before the RICH, muon and global-PID GANs, which then model the magnitudes of the
+  non-zero values (a hurdle model, see nets);
 - conditional GANs (resolution, covariance, RICH, muon, global PID): the generator maps the
   condition and Gaussian noise to the stage's targets Gaussianized by a quantile map fitted on the
   training sample; a discriminator (an MLP on condition + sample, training only) plays the
@@ -91,13 +92,14 @@ def train_classifier(net: nets.Mlp, x: np.ndarray, y: np.ndarray, cfg: TrainConf
 
 
 def train_gan(g: nets.Generator, qmap: nets.QuantileMap, x: np.ndarray, y: np.ndarray, cfg: TrainConfig,
-              seed: int, skip_zeros: bool = False) -> dict:
-    """Fit the conditional generator ``g`` to targets ``y`` given conditions ``x`` (``skip_zeros``:
-    a hurdle stage, see :mod:`models.lamarr.nets`: the map covers the non-zero values)."""
+              seed: int, signed: bool = False) -> dict:
+    """Fit the conditional generator ``g`` to targets ``y`` given conditions ``x`` (``signed``: a
+    hurdle stage, see :mod:`models.lamarr.nets`: the generator learns the magnitudes of the
+    non-zero values, through a map for each sign)."""
     _standardize(g, x)
-    qmap.fit(y, skip_zeros)
+    qmap.fit(y, signed)
     rng = np.random.default_rng(seed)
-    z = qmap.forward_np(y, rng, skip_zeros).astype(np.float32)
+    z = qmap.forward_np(y, rng, signed).astype(np.float32)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     n_out = z.shape[1]
@@ -141,9 +143,9 @@ def train_gan(g: nets.Generator, qmap: nets.QuantileMap, x: np.ndarray, y: np.nd
 
 def stage_data(det: pd.DataFrame, stage: nets.Stage) -> tuple[np.ndarray, np.ndarray]:
     """The (features, targets) of ``stage`` from a detailed-simulation frame, on the particles the
-    stage sees (rows with undefined targets dropped).  A ``<gan>_zeros`` classifier's targets are
-    the zero patterns of its GAN's targets, on the same rows; a hurdle GAN is conditioned on its
-    rows' true patterns."""
+    stage sees (rows with undefined targets dropped).  A ``<gan>_signs`` classifier's targets are
+    the sign patterns of its GAN's variables, on the same rows; a hurdle GAN is conditioned on its
+    rows' true patterns (its quantile map turns the values into magnitudes)."""
     if stage.name == "acceptance":
         return nets.feature_matrix(det, stage), det["in_acceptance"].to_numpy().astype(np.int64)
     if stage.name == "tracking":
@@ -152,7 +154,7 @@ def stage_data(det: pd.DataFrame, stage: nets.Stage) -> tuple[np.ndarray, np.nda
     sub = det[fastsim.reconstructed(det)]
     if stage.name == "ismuon":
         return nets.feature_matrix(sub, stage), sub["is_muon"].to_numpy().astype(np.int64)
-    gan = next((g for g, z in nets.ZEROS.items() if z == stage.name), stage.name)
+    gan = next((g for g, z in nets.SIGNS.items() if z == stage.name), stage.name)
     outputs = nets.STAGE[gan].outputs
     if gan == "resolution":
         y = fastsim.resolution_targets(sub)
@@ -162,12 +164,12 @@ def stage_data(det: pd.DataFrame, stage: nets.Stage) -> tuple[np.ndarray, np.nda
         y = sub[list(outputs)].to_numpy(np.float64) - fastsim.gpid_base(sub)
     else:
         y = sub[list(outputs)].to_numpy(np.float64)
-    if gan in nets.ZEROS:
-        pattern = nets.zero_pattern(y)
-        sub = sub.assign(**{nets.ZEROS[gan]: pattern})
+    if gan in nets.SIGNS:
+        pattern = nets.sign_pattern(y)
+        sub = sub.assign(**{nets.SIGNS[gan]: pattern})
     x = nets.feature_matrix(sub, stage)
     ok = np.isfinite(y).all(axis=1) & np.isfinite(x).all(axis=1)
-    if gan != stage.name:  # the zero-pattern classifier
+    if gan != stage.name:  # the sign-pattern classifier
         return x[ok], pattern[ok]
     return x[ok], y[ok]
 
@@ -189,7 +191,7 @@ def train(det: pd.DataFrame, cfg: TrainConfig, progress=print) -> tuple[nets.Pip
                 if s.kind == "classifier":
                     r = {"loss": train_classifier(pipe.nets[s.name], x, y, cfg, seed)}
                 else:
-                    r = train_gan(pipe.nets[s.name], pipe.maps[s.name], x, y, cfg, seed, s.name in nets.ZEROS)
+                    r = train_gan(pipe.nets[s.name], pipe.maps[s.name], x, y, cfg, seed, s.name in nets.SIGNS)
             r.update(samples=int(len(x)), seconds=round(time.perf_counter() - t0, 2))
             report[s.name] = r
             progress(f"{s.name}: {r}")

@@ -25,8 +25,8 @@ def _particles(n=500, seed=0):
     df["is_muon"] = r.random(n) < 0.1
     for c in nets.RICH_VARS + nets.MUON_VARS:
         df[c] = r.normal(0, 5, n)
-    for g, z in nets.ZEROS.items():  # sampled zero patterns
-        df[z] = r.integers(0, 2 ** len(nets.STAGE[g].outputs), n)
+    for g, z in nets.SIGNS.items():  # sampled sign patterns
+        df[z] = r.integers(0, 3 ** len(nets.STAGE[g].outputs), n)
     return df
 
 
@@ -53,27 +53,32 @@ def test_stage_shapes_and_determinism(stage):
 
 def test_stage_order_is_lamarrs():
     assert [s.name for s in nets.STAGES] == ["acceptance", "tracking", "resolution", "covariance", "ismuon",
-                                             "rich_zeros", "rich", "muon_zeros", "muon", "gpid_zeros", "gpid"]
+                                             "rich_signs", "rich", "muon_signs", "muon", "gpid_signs", "gpid"]
     assert nets.n_outputs(nets.STAGE["tracking"]) == 4  # not reconstructed, long, upstream, downstream
-    # each hurdle GAN follows its zero-pattern classifier and is conditioned on the pattern
-    assert nets.ZEROS == {"rich": "rich_zeros", "muon": "muon_zeros", "gpid": "gpid_zeros"}
-    for g, z in nets.ZEROS.items():
-        assert nets.n_outputs(nets.STAGE[z]) == 2 ** len(nets.STAGE[g].outputs)
+    # each hurdle GAN follows its sign-pattern classifier and is conditioned on the pattern
+    assert nets.SIGNS == {"rich": "rich_signs", "muon": "muon_signs", "gpid": "gpid_signs"}
+    for g, z in nets.SIGNS.items():
+        assert nets.n_outputs(nets.STAGE[z]) == 3 ** len(nets.STAGE[g].outputs)
         assert z in nets.STAGE[g].features and "species" in nets.STAGE[z].features
 
 
-def test_zero_patterns_round_trip():
-    y = np.array([[0.0, 1.5, 0.0, 2.0], [3.0, 0.0, 0.0, 0.0], [1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 0.0]])
-    pat = nets.zero_pattern(y)
-    assert pat.tolist() == [0b0101, 0b1110, 0, 0b1111]
-    assert nets.STAGE["rich_zeros"].outputs[0b0101] == "zero:rich_dll_e+rich_dll_k"
-    filled = nets.apply_zeros(np.full(y.shape, 7.0), pat)
-    assert np.array_equal(filled == 0, y == 0)
-    # the pattern enters a GAN's condition one-hot
-    df = _particles(4).assign(track_type=1, rich_zeros=pat)
+def test_sign_patterns_round_trip():
+    y = np.array([[0.0, 1.5, 0.0, -2.0], [-3.0, 0.0, 0.0, 0.0], [1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 0.0]])
+    pat = nets.sign_pattern(y)
+    # state per variable (0: zero, 1: negative, 2: positive), base 3, variable 0 the lowest digit
+    assert pat.tolist() == [0 + 2 * 3 + 0 * 9 + 1 * 27, 1, 80, 0]
+    assert nets.STAGE["rich_signs"].outputs[pat[0]] == "sign:rich_dll_e0,rich_dll_mu+,rich_dll_k0,rich_dll_p-"
+    assert np.array_equal(nets.apply_signs(np.abs(y) + 0.0, pat), y)  # magnitudes + pattern = the values
+    filled = nets.apply_signs(np.full(y.shape, 7.0), pat)
+    assert np.array_equal(filled == 0, y == 0) and np.array_equal(np.sign(filled), np.sign(y))
+    # every class round-trips
+    every = np.arange(81)
+    states = nets.sign_states(every, 4)
+    assert np.array_equal(nets.sign_pattern(np.array([0.0, -1.0, 1.0])[states]), every)
+    # the pattern enters a GAN's condition as two flags per variable: exactly 0, negative
+    df = _particles(4).assign(track_type=1, rich_signs=pat)
     x = nets.feature_matrix(df, nets.STAGE["rich"])
-    onehot = x[:, -16:]
-    assert onehot.sum(axis=1).tolist() == [1, 1, 1, 1] and onehot.argmax(axis=1).tolist() == pat.tolist()
+    assert np.array_equal(x[:, -8:-4], y == 0) and np.array_equal(x[:, -4:], y < 0)
 
 
 def test_missing_column_is_a_clear_error():
@@ -95,14 +100,29 @@ def test_quantile_map_round_trip_and_point_masses():
         qs = np.quantile(y[:, j], [0.1, 0.5, 0.9])
         assert np.allclose(np.quantile(back[:, j], [0.1, 0.5, 0.9]), qs, rtol=0.02, atol=0.05)
     assert np.mean(back[:, 1] == 0.0) == pytest.approx(0.3, abs=0.02)  # the point mass survives
-    # skip_zeros (a hurdle stage): the map covers the non-zero values only, zeros map to 0
+    # signed (a hurdle stage): a map for the positive values and one for the negative values'
+    # magnitudes, zeros left out (they map to 0); the inverse gives magnitudes by each element's map
+    ys = np.column_stack([np.where(r.random(20000) < 0.5, r.normal(18, 1, 20000), -r.exponential(3, 20000)), y[:, 1]])
+    ys[r.random(20000) < 0.2, 0] = 0.0
     h = nets.QuantileMap(2)
-    h.fit(y, skip_zeros=True)
-    zh = h.forward_np(y, np.random.default_rng(2), skip_zeros=True)
-    nz = y[:, 1] != 0
-    assert np.all(zh[~nz, 1] == 0) and abs(zh[nz, 1].mean()) < 0.02 and abs(zh[nz, 1].std() - 1) < 0.02
-    assert np.quantile(h.inverse(zh[nz])[:, 1], 0.5) == pytest.approx(np.median(y[nz, 1]), abs=0.05)
-    assert h.knots[1].min() > 0  # no knot sits on the point mass
+    h.fit(ys, signed=True)
+    zh = h.forward_np(ys, np.random.default_rng(2), signed=True)
+    assert np.all(zh[ys == 0] == 0)
+    for j in range(2):
+        for sign in (1, -1):
+            m = np.sign(ys[:, j]) == sign
+            if m.any():  # each sign's values Gaussianized on their own
+                assert abs(zh[m, j].mean()) < 0.03 and abs(zh[m, j].std() - 1) < 0.03
+    nz = ys != 0
+    back = np.where(ys < 0, -1.0, 1.0) * h.inverse(zh, negative=ys < 0)
+    for j in range(2):
+        for m in (ys[:, j] > 0, ys[:, j] < 0):
+            if m.any():
+                assert np.quantile(back[m, j], [0.1, 0.5, 0.9]) == pytest.approx(np.quantile(ys[m, j], [0.1, 0.5, 0.9]),
+                                                                               rel=0.02, abs=0.05)
+    assert h.knots[0].min() > 10 and h.neg_knots[0].min() > 0  # +18 and the negative tail: apart
+    assert h.neg_knots[1].abs().max() == 0 and h.knots[1].min() > 0  # no negative values: an empty map
+    assert np.all(back[nz] != 0)
 
 
 def test_resolution_and_covariance_conversions_invert():

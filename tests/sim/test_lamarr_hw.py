@@ -143,7 +143,7 @@ def test_stages_see_the_surviving_particles():
     assert L.stage_particles(ev, 1)["gpid"] == 6  # 5.5 rounded, never 0
     h2d, d2h = L.transfer_bytes(p, "fp16")
     assert h2d == 2200 * L.INPUT_FEATURES * 2
-    assert d2h == 2 * (2200 * 1 + 1100 * 4 + 550 * (5 + 7 + 1 + 16 + 4 + 2 + 1 + 16 + 4))  # zero patterns: logits
+    assert d2h == 2 * (2200 * 1 + 1100 * 4 + 550 * (5 + 7 + 1 + 81 + 4 + 3 + 1 + 81 + 4))  # sign patterns: logits
 
 
 def test_measured_fractions_replace_the_placeholders():
