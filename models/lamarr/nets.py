@@ -40,8 +40,8 @@ maps are post-processing on the host, not part of the networks the hardware targ
 
 The PID stages are two-part (hurdle) models: a ``<stage>_signs`` classifier samples, per particle,
 whether each of the stage's variables is exactly 0, negative or positive (one class per pattern,
-3^k of them), and the GAN, conditioned on that pattern, generates the magnitudes (from a quantile
-map of the non-zero ``|values|``); the pattern's signs and zeros are applied after it.  The zeros
+3^k of them), and the GAN, conditioned on that pattern, generates the magnitudes (through a
+quantile map per sign, :class:`QuantileMap`); the pattern's signs and zeros are applied after it.  The zeros
 are point masses a GAN cannot place (a DLL below every Cherenkov threshold of the hypotheses it
 compares, a track no radiator or muon station saw: a third of all RICH DLLs; a GAN left to place
 them put 25-33% of 50-100 GeV kaons and pions at DLLK = 0 where the detailed simulation has 7%, on
