@@ -233,6 +233,10 @@ PID_CUTS = (0.0, 5.0, -5.0)  # DLLK working points of the kaon-ID efficiencies
 def efficiencies(det: pd.DataFrame, fast: pd.DataFrame, bins: Bins) -> pd.DataFrame:
     """Acceptance, long-track, isMuon and kaon-ID (:data:`PID_CUTS`) efficiencies per p and eta bin,
     both simulations."""
+    da, fa = det[det.in_acceptance.to_numpy()], fast[fast.in_acceptance.to_numpy()]
+    dl, fl = det[det.track_type.to_numpy() == 1], fast[fast.track_type.to_numpy() == 1]
+    sd, sf = _species(dl), _species(fl)
+    long_of = {code: (dl[sd == code], fl[sf == code]) for code in (13, 211, 321)}  # true species' long tracks
     parts = []
     for var, edges in (("p_gev", bins.p_gev), ("eta", bins.eta)):
         def col(df, c=var):
@@ -240,19 +244,17 @@ def efficiencies(det: pd.DataFrame, fast: pd.DataFrame, bins: Bins) -> pd.DataFr
 
         parts.append(compare_efficiency("acceptance", var, (det.in_acceptance.to_numpy(), col(det)),
                                         (fast.in_acceptance.to_numpy(), col(fast)), edges))
-        da, fa = det[det.in_acceptance.to_numpy()], fast[fast.in_acceptance.to_numpy()]
         parts.append(compare_efficiency("long track | accepted", var, (da.track_type.to_numpy() == 1, col(da)),
                                         (fa.track_type.to_numpy() == 1, col(fa)), edges))
-        dl, fl = det[det.track_type.to_numpy() == 1], fast[fast.track_type.to_numpy() == 1]
         for code, name in ((13, "mu"), (211, "pi")):
-            d, f = dl[_species(dl) == code], fl[_species(fl) == code]
+            d, f = long_of[code]
             parts.append(compare_efficiency(f"isMuon ({name}, long)", var, (d.is_muon.to_numpy().astype(bool), col(d)),
                                             (f.is_muon.to_numpy().astype(bool), col(f)), edges))
         # kaon ID and pion mis-ID at DLLK > 0 (the sign the RICH classifier samples) and at +-5 (the
         # magnitudes the RICH GAN generates)
         for cut in PID_CUTS:
             for code, name in ((321, "K"), (211, "pi")):
-                d, f = dl[_species(dl) == code], fl[_species(fl) == code]
+                d, f = long_of[code]
                 parts.append(compare_efficiency(f"DLLK>{cut:g} ({name}, long)", var, (d.pid_k.to_numpy() > cut, col(d)),
                                                 (f.pid_k.to_numpy() > cut, col(f)), edges))
     return pd.concat(parts, ignore_index=True)

@@ -311,11 +311,12 @@ def simulate(truth: pd.DataFrame, seed: int, pipeline: nets.Pipeline | None = No
         zs = nets.SIGNS[name]
         sub[zs] = pat = timed(zs, lambda: _classify(net[zs], nets.feature_matrix(sub, st[zs]), gen, batch))
         out = np.zeros((len(pat), nets.n_outputs(st[name])))
+        states = nets.sign_states(pat, out.shape[1])
         rows = np.flatnonzero(pat != 0)  # the GAN runs where some value is not 0 (class 0: all are)
         out[rows] = timed(name, lambda: _generate(
             pipe, net[name], st[name], nets.feature_matrix({k: v[rows] for k, v in sub.items()}, st[name]), gen, batch,
-            nets.sign_states(pat[rows], out.shape[1]) == 1))
-        return nets.apply_signs(out, pat)
+            states[rows] == 1))
+        return nets.apply_signs(out, pat, states)
 
     rich = hurdle("rich")
     sub.update(zip(nets.RICH_VARS, rich.T))

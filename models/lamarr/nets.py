@@ -128,9 +128,10 @@ def sign_pattern(y: np.ndarray) -> np.ndarray:
     return (states @ 3 ** np.arange(y.shape[1])).astype(np.int64)
 
 
-def apply_signs(magnitude: np.ndarray, pattern: np.ndarray) -> np.ndarray:
-    """``magnitude`` (>= 0) with each row's pattern applied: 0, minus or plus (in place; returned)."""
-    st = sign_states(pattern, magnitude.shape[1])
+def apply_signs(magnitude: np.ndarray, pattern: np.ndarray, states: np.ndarray | None = None) -> np.ndarray:
+    """``magnitude`` (>= 0) with each row's pattern applied: 0, minus or plus (in place; returned).
+    ``states``: the pattern's :func:`sign_states`, when the caller has them already."""
+    st = sign_states(pattern, magnitude.shape[1]) if states is None else states
     magnitude *= np.array([0.0, -1.0, 1.0])[st]
     return magnitude
 
