@@ -19,7 +19,8 @@ The file::
 What it writes (``out``): ``metrics.csv`` (per variable and species: Wasserstein distance, raw and
 over the detailed sample's standard deviation, KS statistic and p-value), ``efficiencies.csv``
 (per momentum and pseudorapidity bin, both simulations, binomial errors and the pull),
-``physics.csv`` (the D0 -> K pi mass peak and the daughters' PID efficiencies), ``speed.csv``,
+``physics.csv`` (the D0 -> K pi mass peak and the daughters' PID efficiencies),
+``resolution_widths.csv`` (each resolution's width per momentum bin, long tracks), ``speed.csv``,
 ``paper_vs_sim.csv``, ``report.html`` with the overlay plots, and the hardware outputs if asked.
 """
 
@@ -260,6 +261,37 @@ def efficiencies(det: pd.DataFrame, fast: pd.DataFrame, bins: Bins) -> pd.DataFr
     return pd.concat(parts, ignore_index=True)
 
 
+def half_width(x: np.ndarray) -> tuple[float, float]:
+    """Half the central 68% interval of ``x`` (a width that a tail does not inflate) and its
+    statistical error, 0.96 w / sqrt(n) (the large-sample variance of the two quantiles and their
+    covariance for a Gaussian)."""
+    x = x[np.isfinite(x)]
+    if len(x) < 10:
+        return np.nan, np.nan
+    lo, hi = np.percentile(x, [15.865, 84.135])
+    w = (hi - lo) / 2
+    return float(w), float(0.96 * w / np.sqrt(len(x)))
+
+
+def resolution_widths(tracks: tuple, edges) -> pd.DataFrame:
+    """The resolutions' widths (:func:`half_width`) per momentum bin, long tracks, both
+    simulations: how the mass peak's width comes about (its daughters' q/p and slopes)."""
+    a, b = (t[t.track_type.to_numpy() == 1] for t in tracks)
+    rows = []
+    for c in RESOLUTION:
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            r = {"variable": c, "lo": lo, "hi": hi}
+            for tag, t in (("detailed", a), ("fast", b)):
+                p = t.p_gev.to_numpy()
+                x = t[c].to_numpy(float)[(p >= lo) & (p < hi)]
+                r[f"n_{tag}"] = len(x)
+                r[f"width_{tag}"], r[f"err_{tag}"] = half_width(x)
+            r["ratio"] = r["width_fast"] / r["width_detailed"]
+            r["pull"] = (r["width_fast"] - r["width_detailed"]) / np.hypot(r["err_fast"], r["err_detailed"])
+            rows.append(r)
+    return pd.DataFrame(rows)
+
+
 def physics(det: pd.DataFrame, fast: pd.DataFrame) -> pd.DataFrame:
     """The D0 -> K pi peak (mean, width) and its daughters' PID efficiencies in both simulations."""
     rows = []
@@ -276,11 +308,21 @@ def physics(det: pd.DataFrame, fast: pd.DataFrame) -> pd.DataFrame:
 
 
 def fractions(det: pd.DataFrame) -> dict:
-    """Particles per event and the share of them each pipeline stage sees (for the hardware model)."""
+    """Particles per event and the share of them each pipeline stage sees (for the hardware model):
+    accepted and reconstructed (of the generated particles), per hurdle GAN the share of the
+    reconstructed tracks on which it runs (some of its values not exactly 0), and per sign-pattern
+    classifier the number of patterns that occur (one: the classifier is not run)."""
+    from models.lamarr import fastsim, nets
+
     n_ev = det["event"].nunique()
     n = len(det)
+    rec = det[fastsim.reconstructed(det)]
+    values = {"rich": rec[list(nets.RICH_VARS)].to_numpy(), "muon": rec[list(nets.MUON_VARS)].to_numpy(),
+              "gpid": rec[list(nets.GPID_VARS)].to_numpy() - fastsim.gpid_base(rec)}
     return {"particles_per_event": n / n_ev, "accepted": float(det.in_acceptance.mean()),
-            "reconstructed": float((det.track_type > 0).mean())}
+            "reconstructed": float((det.track_type > 0).mean()),
+            "hurdle": {k: float(np.mean((v != 0).any(axis=1))) if len(v) else 1.0 for k, v in values.items()},
+            "sign_patterns": {nets.SIGNS[k]: max(1, len(np.unique(nets.sign_pattern(v)))) for k, v in values.items()}}
 
 
 # ---- the run -----------------------------------------------------------------------------------
@@ -321,6 +363,7 @@ def run(path: str | Path, out: str | None = None, progress=None) -> dict:
     res = {"file": f, "truth": truth, "det": det, "fast": fast, "tracks": tracks, "speed": speed,
            "speedup": t_det / t_fast, "metrics": metrics(det, fast, tracks),
            "efficiencies": efficiencies(det, fast, f.bins), "physics": physics(det, fast),
+           "resolution_widths": resolution_widths(tracks, f.bins.p_gev),
            "fractions": fractions(det), "meta": fastsim.metadata(weights)}
     res["paper_vs_sim"] = paper_vs_sim(f, res)
     if f.hardware is not None:
@@ -355,6 +398,7 @@ def summary(res: dict) -> dict:
     ok = np.isfinite(pulls)
     m = res["metrics"]
     phys = res["physics"].set_index("simulation")
+    w = res["resolution_widths"].dropna(subset=["pull"])
     return {
         "events": res["file"].events,
         "speedup_detector_step": res["speedup"],
@@ -365,6 +409,7 @@ def summary(res: dict) -> dict:
         "median_wasserstein_rel": float(m.wasserstein_rel.median()),
         "d0_width_mev": {k: float(phys.width_mev[k]) for k in phys.index},
         "d0_width_err_mev": {k: float(phys.width_err_mev[k]) for k in phys.index},
+        "resolution_width_bins_within_2sigma": float(np.mean(np.abs(w.pull) < 2)) if len(w) else np.nan,
         "fractions": res["fractions"],
     }
 
@@ -458,7 +503,8 @@ def write(out: Path, res: dict) -> list[str]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = {"metrics.csv": res["metrics"], "efficiencies.csv": res["efficiencies"], "physics.csv": res["physics"],
-             "speed.csv": res["speed"], "paper_vs_sim.csv": res["paper_vs_sim"]}
+             "resolution_widths.csv": res["resolution_widths"], "speed.csv": res["speed"],
+             "paper_vs_sim.csv": res["paper_vs_sim"]}
     for name, df in files.items():
         df.to_csv(out / name, index=False, float_format="%.6g")
     written = list(files)
@@ -481,7 +527,9 @@ def write(out: Path, res: dict) -> list[str]:
              "<h2>Summary</h2><pre>" + json.dumps(s, indent=1, default=float) + "</pre>",
              "<h2>Speed</h2>" + res["speed"].to_html(index=False, float_format="%.4g"),
              "<h2>Paper vs simulation</h2>" + res["paper_vs_sim"].to_html(index=False, float_format="%.4g"),
-             "<h2>D0 -> K pi</h2>" + res["physics"].to_html(index=False, float_format="%.4g")]
+             "<h2>D0 -> K pi</h2>" + res["physics"].to_html(index=False, float_format="%.4g"),
+             "<h2>Resolution widths per momentum bin (long tracks)</h2>"
+             + res["resolution_widths"].to_html(index=False, float_format="%.4g")]
     for title, fig in figs:
         parts.append(f"<h2>{title}</h2><img src='data:image/png;base64,{_png(fig)}'>")
     parts.append("<h2>Distances per variable</h2>" + res["metrics"].to_html(index=False, float_format="%.4g"))

@@ -9,7 +9,13 @@ What is modelled
 Events come from the generator and are grouped into batches of ``B`` events.  A batch's particles
 pass the stages in order; a stage sees ``B x particles_per_event x fraction`` particles, where the
 fraction is 1 for ``acceptance`` (every generated particle), ``accepted`` for ``tracking`` and
-``reconstructed`` for the six later stages (fractions of the generated particles).  Each stage is
+``reconstructed`` for the later stages (fractions of the generated particles), times ``hurdle`` for
+the three hurdle GANs (``rich``, ``muon``, ``gpid``: the share of reconstructed tracks whose
+sampled sign pattern leaves some value non-zero, the only tracks the fast simulation runs the GAN
+on; a GAN with a share of 0 is not run at all).  A sign-pattern classifier whose stage has only
+one pattern (``sign_patterns``: the patterns the detailed simulation produces; the global PID's is
+always "all zero" here) is not run either: the fast simulation samples among the patterns that occur
+and one pattern leaves nothing to sample.  Each stage is
 traced at the batch it sees, costed on the target and scheduled by the engine (:func:`sim.run.schedule`):
 that gives the stage's time and its action counts (energy).
 
@@ -61,7 +67,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.errors import SimError
 from sim.config import CONFIGS_DIR, Hardware, load_yaml, resolve_path, validated
@@ -70,6 +76,8 @@ STAGE_NAMES = ("acceptance", "tracking", "resolution", "covariance", "ismuon", "
                "muon", "gpid_signs", "gpid")
 # which fraction of the generated particles each stage sees
 STAGE_FRACTION = {"acceptance": "generated", "tracking": "accepted", **{s: "reconstructed" for s in STAGE_NAMES[2:]}}
+HURDLE_GANS = ("rich", "muon", "gpid")  # run on the reconstructed tracks with a non-zero sign pattern only
+SIGN_STAGES = ("rich_signs", "muon_signs", "gpid_signs")  # not run where one pattern is all there is
 # generator-level values sent per generated particle: log10 p, eta, cos/sin phi, charge, vz, log10 nTracks,
 # species one-hot (5) -- every stage's truth condition (models/lamarr/nets.py); the rest is made on the device
 INPUT_FEATURES = 12
@@ -87,6 +95,11 @@ class Events(_Strict):
     particles_per_event: float = Field(gt=0)
     accepted: float = Field(gt=0, le=1, description="fraction of generated particles in the acceptance")
     reconstructed: float = Field(gt=0, le=1, description="fraction of generated particles reconstructed as tracks")
+    hurdle: dict[str, float] = Field(default_factory=lambda: dict.fromkeys(HURDLE_GANS, 1.0),
+                                     description="per hurdle GAN, the share of reconstructed tracks it runs on")
+    sign_patterns: dict[str, int] = Field(default_factory=dict,
+                                          description="per sign-pattern classifier, the patterns that occur "
+                                                      "(1: the stage is not run; not given: many)")
     source: str = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -94,6 +107,27 @@ class Events(_Strict):
         if self.reconstructed > self.accepted:
             raise ValueError(f"reconstructed ({self.reconstructed}) cannot exceed accepted ({self.accepted})")
         return self
+
+    @field_validator("hurdle")
+    @classmethod
+    def _hurdle(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = set(v) - set(HURDLE_GANS)
+        if unknown:
+            raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; expected {', '.join(HURDLE_GANS)}")
+        bad = {k: x for k, x in v.items() if not 0 <= x <= 1}
+        if bad:
+            raise ValueError(f"shares must lie in [0, 1], got {bad}")
+        return {k: float(v.get(k, 1.0)) for k in HURDLE_GANS}  # a stage not given: every track
+
+    @field_validator("sign_patterns")
+    @classmethod
+    def _patterns(cls, v: dict[str, int]) -> dict[str, int]:
+        unknown = set(v) - set(SIGN_STAGES)
+        if unknown:
+            raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; expected {', '.join(SIGN_STAGES)}")
+        if any(n < 1 for n in v.values()):
+            raise ValueError(f"a stage has at least one pattern, got {v}")
+        return v
 
 
 class Link(_Strict):
@@ -224,14 +258,15 @@ def spec_of(block) -> HardwareSpec:
 
 def merged_events(spec: HardwareSpec, fractions: dict | None) -> Events:
     """The spec's events, with measured ``fractions`` (``particles_per_event``, ``accepted``,
-    ``reconstructed``, as :func:`sim.lamarr.fractions` returns) replacing the placeholders."""
+    ``reconstructed``, ``hurdle``, as :func:`sim.lamarr.fractions` returns) replacing the placeholders."""
     if not fractions:
         return spec.events
-    unknown = set(fractions) - {"particles_per_event", "accepted", "reconstructed"}
+    unknown = set(fractions) - {"particles_per_event", "accepted", "reconstructed", "hurdle", "sign_patterns"}
     if unknown:
         raise SimError(f"unknown fraction(s) {', '.join(sorted(unknown))}; expected particles_per_event, accepted, "
-                       "reconstructed")
-    data = {**spec.events.model_dump(), **{k: float(v) for k, v in fractions.items()},
+                       "reconstructed, hurdle, sign_patterns")
+    measured = {k: (dict(v) if isinstance(v, dict) else float(v)) for k, v in fractions.items()}
+    data = {**spec.events.model_dump(), **measured,
             "source": "measured by the detailed simulation (sim.lamarr.fractions)"}
     from pydantic import ValidationError
 
@@ -243,10 +278,14 @@ def merged_events(spec: HardwareSpec, fractions: dict | None) -> Events:
 
 
 def stage_particles(ev: Events, batch_events: int) -> dict[str, int]:
-    """Particles each stage sees in a batch of ``batch_events`` events (rounded, at least 1)."""
+    """Particles each stage sees in a batch of ``batch_events`` events (rounded, at least 1; 0 for a
+    hurdle GAN with a share of 0 and a sign-pattern classifier with one pattern: not run)."""
     share = {"generated": 1.0, "accepted": ev.accepted, "reconstructed": ev.reconstructed}
-    return {s: max(1, int(round(batch_events * ev.particles_per_event * share[STAGE_FRACTION[s]])))
-            for s in STAGE_NAMES}
+    out = {}
+    for s in STAGE_NAMES:
+        f = share[STAGE_FRACTION[s]] * ev.hurdle.get(s, 1.0) * (ev.sign_patterns.get(s, 2) > 1)
+        out[s] = max(1, int(round(batch_events * ev.particles_per_event * f))) if f > 0 else 0
+    return out
 
 
 def transfer_bytes(parts: dict[str, int], dtype: str) -> tuple[int, int]:
@@ -329,6 +368,9 @@ def stage_cost(target, energy, stage: str, particles: int, dtype: str, fidelity:
     return {"time_s": seconds, "dynamic_j": dyn, "static_w": _static_w(energy, c.actions, busy),
             "macs": int(np.sum(c.macs)), "gemms": int((tr.kind == "gemm").sum()),
             "ops": int((tr.kind != "view").sum())}
+
+
+_NO_COST = {"time_s": 0.0, "dynamic_j": {}, "static_w": 0.0, "macs": 0, "gemms": 0, "ops": 0}  # a stage not run
 
 
 def _static_only(energy, actions) -> set:
@@ -439,7 +481,8 @@ def run(spec: HardwareSpec | dict, fractions: dict | None = None, base_dir: str 
         for b in spec.batch_events:
             say(f"{t.name}: batch of {b} events")
             parts = stage_particles(ev, b)
-            costs = {s: stage_cost(target, energy, s, parts[s], t.dtype, spec.fidelity) for s in STAGE_NAMES}
+            costs = {s: stage_cost(target, energy, s, parts[s], t.dtype, spec.fidelity) if parts[s] else _NO_COST
+                     for s in STAGE_NAMES}
             stage_s = {s: c["time_s"] for s, c in costs.items()}
             h2d_b, d2h_b = transfer_bytes(parts, t.dtype)
             h2d_s = 0.0 if on_host else link.latency_s + h2d_b / link.bytes_per_s

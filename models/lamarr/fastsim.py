@@ -175,7 +175,7 @@ class _Compiled:
     (a standardized input keeps 4x more of bf16's 8 significant bits than a raw one such as
     eta ~ 3.3 with a spread of 0.9), and the output returned in fp32."""
 
-    def __init__(self, net: nn.Module, dtype: torch.dtype):
+    def __init__(self, net: nn.Module, dtype: torch.dtype, outputs: np.ndarray | None = None):
         lin = [m for m in net.net if isinstance(m, nn.Linear)]
         self.slope = next(m.negative_slope for m in net.net if isinstance(m, nn.LeakyReLU))
         w0 = lin[0].weight.detach().double()
@@ -198,6 +198,10 @@ class _Compiled:
         # on a contiguous (in, out) copy is 2-3x slower, measured with torch 2.13 on this CPU)
         self.layers = [first] + [(m.weight.detach().to(dtype).contiguous(), m.bias.detach().to(dtype))
                                  for m in lin[1:]]
+        if outputs is not None:  # only these outputs (a classifier's possible classes)
+            w, b = self.layers[-1]
+            idx = torch.from_numpy(np.asarray(outputs, np.int64))
+            self.layers[-1] = (w[idx].contiguous(), b[idx].contiguous())
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.standardize is not None:
@@ -218,11 +222,14 @@ class _Compiled:
 
 def compiled(pipeline: nets.Pipeline, dtype: str = "fp32") -> dict[str, _Compiled]:
     """Every stage's network of ``pipeline`` as :class:`_Compiled` in ``dtype`` ('fp32' or 'bf16':
-    every layer in bfloat16 on the input standardized in fp32).  Cheap (a few small matrix
+    every layer in bfloat16 on the input standardized in fp32); a sign-pattern classifier's outputs
+    cut to the patterns its training sample held (:meth:`nets.Pipeline.seen`).  Cheap (a few small matrix
     products), so it is done per call and never goes stale when the pipeline's weights change."""
     if dtype not in DTYPES:
         raise SimError(f"Lamarr fast-simulation dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-    return {name: _Compiled(net, DTYPES[dtype]) for name, net in pipeline.nets.items()}
+    signs = set(nets.SIGNS.values())
+    return {name: _Compiled(net, DTYPES[dtype], pipeline.seen(name) if name in signs else None)
+            for name, net in pipeline.nets.items()}
 
 
 def _classify(net: _Compiled, x: np.ndarray, gen: torch.Generator, batch: int) -> np.ndarray:
@@ -233,30 +240,29 @@ def _classify(net: _Compiled, x: np.ndarray, gen: torch.Generator, batch: int) -
         if logits.shape[1] == 1:
             p = torch.sigmoid(logits[:, 0])
             out.append((torch.rand(p.shape, generator=gen) < p).numpy().astype(np.int64))
-        elif logits.shape[1] <= 8:  # inverse-CDF sampling: one uniform per row (torch.multinomial is
-            # ~10x slower here); few classes: on the (classes, rows) view, every step along the rows
-            # (torch's softmax and cumsum along a last dimension of 3-4 are 2-3x slower), the weights
-            # exp(logit - max) not normalized: the uniform is scaled by their sum instead
+        elif logits.shape[1] <= 32:  # inverse-CDF sampling: one uniform per row (torch.multinomial is
+            # ~10x slower here); up to 32 classes: on the (classes, rows) view, every step along the rows
+            # (torch's softmax and cumsum along a last dimension of 3-4 are 2-3x slower, of 21 1.5x; of
+            # 81 2x faster), the weights exp(logit - max) not normalized: the uniform is scaled by their sum
             lt = logits.t()
             c = (lt - lt.max(dim=0).values).exp_().cumsum_(dim=0)
             u = torch.rand(len(logits), generator=gen) * c[-1]
             out.append((c < u).sum(dim=0).clamp_(max=c.shape[0] - 1).numpy())
-        else:  # many classes (a sign pattern's 81): row by row, a binary search in each row's CDF
+        else:  # many classes (all 81 of a sign pattern's): row by row, a binary search in each row's CDF
             c = torch.softmax(logits, dim=1).cumsum_(dim=1)
             u = torch.rand((len(c), 1), generator=gen) * c[:, -1:]
             out.append(torch.searchsorted(c, u).clamp_(max=c.shape[1] - 1).numpy()[:, 0])
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
-def _generate(pipe: nets.Pipeline, net: _Compiled, stage: nets.Stage, x: np.ndarray, gen: torch.Generator,
-              batch: int, negative: np.ndarray | None = None) -> np.ndarray:
-    """A GAN's samples for conditions ``x``, mapped back from its Gaussianized space (``negative``:
-    a hurdle GAN's elements whose sign pattern is negative, see :meth:`nets.QuantileMap.inverse`)."""
-    g = np.empty((len(x), nets.n_outputs(stage)), np.float64)
+def _generate(pipe: nets.Pipeline, net: _Compiled, stage: nets.Stage, x: np.ndarray, batch: int,
+              negative: np.ndarray | None = None) -> np.ndarray:
+    """A GAN's samples for inputs ``x`` (conditions and noise, :func:`nets.feature_matrix`), mapped
+    back from its Gaussianized space (``negative``: a hurdle GAN's elements whose sign pattern is
+    negative, see :meth:`nets.QuantileMap.inverse`)."""
+    g = np.empty((len(x), nets.n_outputs(stage)), np.float32)
     for i in range(0, len(x), batch):
-        c = torch.from_numpy(x[i:i + batch])
-        z = torch.randn((len(c), stage.latent), generator=gen)
-        g[i:i + batch] = net(torch.cat([c, z], dim=1)).numpy()
+        g[i:i + batch] = net(torch.from_numpy(x[i:i + batch])).numpy()
     return pipe.maps[stage.name].inverse(g, negative)
 
 
@@ -298,24 +304,30 @@ def simulate(truth: pd.DataFrame, seed: int, pipeline: nets.Pipeline | None = No
     rec = np.flatnonzero(ttype > 0)
     sub = {k: v[rec] for k, v in cols.items()}
     sub["track_type"] = ttype[rec]
+    feats: dict = {}  # the reconstructed tracks' feature groups, shared by the stages below
+
+    def features(name, rows=None, latent=0):  # a GAN's noise: one draw for all rows (what a draw per batch gives)
+        m = len(rec) if rows is None else len(rows)
+        noise = torch.randn((m, latent), generator=gen) if latent else None
+        return nets.feature_matrix(sub, st[name], feats, rows, noise)
 
     def gan(name):
-        return timed(name, lambda: _generate(pipe, net[name], st[name], nets.feature_matrix(sub, st[name]), gen, batch))
+        return timed(name, lambda: _generate(pipe, net[name], st[name], features(name, latent=st[name].latent), batch))
 
     state = apply_resolution(sub, gan("resolution"))
     cov = apply_covariance(sub, gan("covariance"))
-    sub["is_muon"] = timed("ismuon", lambda: _classify(net["ismuon"], nets.feature_matrix(sub, st["ismuon"]),
-                                                       gen, batch)).astype(bool)
+    sub["is_muon"] = timed("ismuon", lambda: _classify(net["ismuon"], features("ismuon"), gen, batch)).astype(bool)
 
     def hurdle(name):  # the sign pattern first, then the GAN (magnitudes) conditioned on it, then the signs
         zs = nets.SIGNS[name]
-        sub[zs] = pat = timed(zs, lambda: _classify(net[zs], nets.feature_matrix(sub, st[zs]), gen, batch))
+        classes = pipe.seen(zs)  # sampled among the patterns that occurred in training; one: nothing to sample
+        sub[zs] = pat = timed(zs, lambda: np.full(len(rec), classes[0]) if len(classes) == 1
+                              else classes[_classify(net[zs], features(zs), gen, batch)])
         out = np.zeros((len(pat), nets.n_outputs(st[name])))
         states = nets.sign_states(pat, out.shape[1])
         rows = np.flatnonzero(pat != 0)  # the GAN runs where some value is not 0 (class 0: all are)
-        out[rows] = timed(name, lambda: _generate(
-            pipe, net[name], st[name], nets.feature_matrix({k: v[rows] for k, v in sub.items()}, st[name]), gen, batch,
-            states[rows] == 1))
+        out[rows] = timed(name, lambda: _generate(pipe, net[name], st[name], features(name, rows, st[name].latent),
+                                                  batch, states[rows] == 1) if len(rows) else out[rows])
         return nets.apply_signs(out, pat, states)
 
     rich = hurdle("rich")
@@ -325,13 +337,10 @@ def simulate(truth: pd.DataFrame, seed: int, pipeline: nets.Pipeline | None = No
     gp = gpid_base(sub) + hurdle("gpid")
 
     # one float block (no per-column stacking), the three integer/boolean columns inserted in place
-    floats = [c for c in COLUMNS[2:] if c != "is_muon"]
+    floats = STATE + DERIVED + COVARIANCE + nets.RICH_VARS + nets.MUON_VARS + nets.GPID_VARS  # COLUMNS' floats
     full = np.full((n, len(floats)), np.nan)
-    for block, block_cols in ((state, STATE), (derive(state), DERIVED), (cov, COVARIANCE),
-                              (rich, nets.RICH_VARS), (mu, nets.MUON_VARS), (gp, nets.GPID_VARS)):
-        for j, c in enumerate(block_cols):
-            full[rec, floats.index(c)] = block[:, j]
-    out = pd.DataFrame(full, index=truth.index, columns=floats, copy=False)
+    full[rec] = np.concatenate([state, derive(state), cov, rich, mu, gp], axis=1)
+    out = pd.DataFrame(full, index=truth.index, columns=list(floats), copy=False)
     ism = np.zeros(n, bool)
     ism[rec] = sub["is_muon"]
     for c, v in (("in_acceptance", acc), ("track_type", ttype), ("is_muon", ism)):

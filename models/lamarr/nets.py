@@ -165,57 +165,66 @@ def n_outputs(stage: Stage) -> int:
     return 1 if stage.outputs == ("in_acceptance",) or stage.outputs == ("is_muon",) else len(stage.outputs)
 
 
-def feature_matrix(df, stage: Stage) -> np.ndarray:
-    """The stage's condition features of every row of ``df`` (float32, not yet standardized).
+def feature_matrix(df, stage: Stage, cache: dict | None = None, rows: np.ndarray | None = None,
+                   noise: torch.Tensor | None = None) -> np.ndarray:
+    """The stage's condition features of every row of ``df`` (float32, not yet standardized), (n,
+    :func:`n_features`), or (n, n_features + latent) with a GAN's ``noise`` appended.
 
     ``df`` (a DataFrame or a mapping of column arrays) holds the generator columns (``p_gev, eta,
-    phi, charge, vz_mm, n_tracks, pid``) and, for later stages, ``track_type``, ``is_muon`` and the
-    generated RICH and muon DLLs."""
+    phi, charge, vz_mm, n_tracks, pid``) and, for later stages, ``track_type``, ``is_muon``, the
+    generated RICH and muon DLLs and the sign patterns.  ``cache``: a dict kept with one particle
+    table, which receives each feature group the first time a stage needs it and hands it to every
+    later stage (stages share most of their conditions: log10 p alone feeds all eleven); a column
+    must not change once a group made from it is cached.  ``rows``: only these rows of ``df``
+    (the cached groups stay whole)."""
+    groups = []
+    for f in stage.features:
+        g = None if cache is None else cache.get(f)
+        if g is None:
+            g = _feature_group(df, f, stage)
+            if cache is not None:
+                cache[f] = g
+        groups.append(torch.from_numpy(g if rows is None else g[rows]))
+    if noise is not None:
+        groups.append(noise)
+    return torch.cat(groups, dim=1).numpy()
+
+
+def _feature_group(df, f: str, stage: Stage) -> np.ndarray:
+    """One feature group of every row of ``df``: (n, width) float32."""
 
     def col(name):
         return np.asarray(df[name])
 
-    n = len(df.index) if hasattr(df, "iloc") else len(np.asarray(next(iter(df.values()))))  # frame or mapping
-    out = np.zeros((n_features(stage), n), np.float32)  # filled row by row, returned transposed
-    j = 0
-    for f in stage.features:
-        try:
-            if f == "logp":
-                out[j] = np.log10(col("p_gev"))
-            elif f in ("eta", "charge", "is_muon"):
-                out[j] = col(f)
-            elif f == "cosphi":
-                out[j] = np.cos(col("phi"))
-            elif f == "sinphi":
-                out[j] = np.sin(col("phi"))
-            elif f == "vz":
-                out[j] = col("vz_mm")
-            elif f == "logntr":
-                out[j] = np.log10(np.maximum(col("n_tracks"), 1))
-            elif f == "species":
-                a = np.abs(col("pid"))
-                for i, sp in enumerate(SPECIES):
-                    out[j + i] = a == sp
-            elif f == "type":
-                t = col("track_type")
-                for i, k in enumerate(TRACK_TYPES):
-                    out[j + i] = t == k
-            elif f == "rich":
-                for i, c in enumerate(RICH_VARS):
-                    out[j + i] = col(c)
-            elif f == "muon":
-                out[j] = col("muon_dll")
-            elif f in _WIDTH and f.endswith("_signs"):  # the pattern: per variable, 0? and < 0?
-                k = _WIDTH[f] // 2
-                st = sign_states(col(f), k)
-                out[j:j + k] = (st == 0).T
-                out[j + k:j + 2 * k] = (st == 1).T
-            else:  # pragma: no cover - the table above is the only source of names
-                raise KeyError(f)
-        except KeyError as e:
-            raise SimError(f"Lamarr stage {stage.name!r} needs column {e.args[0]!r} in the particle table") from None
-        j += _WIDTH.get(f, 1)
-    return np.ascontiguousarray(out.T)
+    try:
+        if f == "logp":
+            g = np.log10(col("p_gev"))
+        elif f in ("eta", "charge", "is_muon"):
+            g = col(f)
+        elif f == "cosphi":
+            g = np.cos(col("phi"))
+        elif f == "sinphi":
+            g = np.sin(col("phi"))
+        elif f == "vz":
+            g = col("vz_mm")
+        elif f == "logntr":
+            g = np.log10(np.maximum(col("n_tracks"), 1))
+        elif f == "species":
+            g = np.abs(col("pid"))[:, None] == np.array(SPECIES)
+        elif f == "type":
+            g = col("track_type")[:, None] == np.array(TRACK_TYPES)
+        elif f == "rich":
+            g = np.stack([col(c) for c in RICH_VARS], axis=1)
+        elif f == "muon":
+            g = col("muon_dll")
+        elif f in _WIDTH and f.endswith("_signs"):  # the pattern: per variable, 0? and < 0?
+            st = sign_states(col(f), _WIDTH[f] // 2)
+            g = np.concatenate([st == 0, st == 1], axis=1)
+        else:  # pragma: no cover - the table above is the only source of names
+            raise KeyError(f)
+    except KeyError as e:
+        raise SimError(f"Lamarr stage {stage.name!r} needs column {e.args[0]!r} in the particle table") from None
+    return np.ascontiguousarray(g.reshape(len(g), -1), np.float32)
 
 
 class Mlp(nn.Module):
@@ -324,7 +333,8 @@ class QuantileMap(nn.Module):
         out = np.empty(z.shape, np.float64)
         knots = torch.stack([self.knots, self.neg_knots]).double().numpy()
         sel = np.zeros((0, 0), np.int8) if negative is None else np.ascontiguousarray(negative, np.int8)
-        _interp_knots(np.ascontiguousarray(z, np.float64), sel, lv, knots, lo, width, table, out)
+        z = np.ascontiguousarray(z, np.float32 if z.dtype == np.float32 else np.float64)  # float32: exact in float64
+        _interp_knots(z, sel, lv, knots, lo, width, table, out)
         return out
 
 
@@ -369,7 +379,8 @@ def _interp_knots(z, sel, lv, knots, lo, width, table, out):  # pragma: no cover
 
 class Pipeline(nn.Module):
     """All stages of the Lamarr pipeline (classifiers as :class:`Mlp`, GANs as :class:`Generator`
-    with their :class:`QuantileMap`)."""
+    with their :class:`QuantileMap`), and per sign-pattern classifier the patterns its training
+    sample held (``seen_<stage>``, a mask over the 3^k classes; see :meth:`seen`)."""
 
     def __init__(self):
         super().__init__()
@@ -381,6 +392,16 @@ class Pipeline(nn.Module):
             else:
                 self.nets[s.name] = Generator(n_features(s), s.latent, s.hidden, n_outputs(s))
                 self.maps[s.name] = QuantileMap(n_outputs(s))
+        for z in SIGNS.values():  # every pattern allowed until training says which occur
+            self.register_buffer(f"seen_{z}", torch.ones(n_outputs(STAGE[z]), dtype=torch.bool))
+
+    def seen(self, stage: str) -> np.ndarray:
+        """The classes (pattern indices) of a sign-pattern classifier that occurred in its training
+        sample: the fast simulation samples among these only.  Most patterns cannot occur (a track
+        below every RICH threshold has all four DLLs 0, not some): the RICH's training sample held
+        18 of the 81, the global PID's 1 (its correction is exactly 0 in this detector, so its
+        classifier has nothing to decide and is not evaluated)."""
+        return np.flatnonzero(getattr(self, f"seen_{stage}").numpy())
 
     def trace_run(self, input_ids: torch.Tensor, phase: str) -> tuple[torch.Tensor, ...]:
         """The tracer's entry: every stage over ``input_ids.shape[0] * shape[1]`` particles."""

@@ -8,7 +8,8 @@ Lamarr's order on the particles that reach it:
 - classifiers (acceptance, tracking, isMuon): cross-entropy, Adam;
 - sign-pattern classifiers (whether each PID variable is exactly 0, negative or positive;
   cross-entropy) before the RICH, muon and global-PID GANs, which then model the magnitudes of the
-  non-zero values (a hurdle model, see nets);
+  non-zero values (a hurdle model, see nets); the patterns that occur in the sample are recorded
+  (``Pipeline.seen``);
 - conditional GANs (resolution, covariance, RICH, muon, global PID): the generator maps the
   condition and Gaussian noise to the stage's targets Gaussianized by a quantile map fitted on the
   training sample; a discriminator (an MLP on condition + sample, training only) plays the
@@ -187,6 +188,9 @@ def train(det: pd.DataFrame, cfg: TrainConfig, progress=print) -> tuple[nets.Pip
             t0 = time.perf_counter()
             x, y = stage_data(det, s)
             seed = 1000 * (cfg.seed + 1) + i
+            if s.name in nets.SIGNS.values():  # the patterns that occur: the only ones the fast simulation samples
+                seen = getattr(pipe, f"seen_{s.name}")
+                seen.copy_(torch.from_numpy(np.bincount(y, minlength=len(seen)) > 0))
             with torch.enable_grad():
                 if s.kind == "classifier":
                     r = {"loss": train_classifier(pipe.nets[s.name], x, y, cfg, seed)}

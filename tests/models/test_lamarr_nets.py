@@ -81,6 +81,14 @@ def test_sign_patterns_round_trip():
     assert np.array_equal(x[:, -8:-4], y == 0) and np.array_equal(x[:, -4:], y < 0)
 
 
+def test_an_untrained_pipeline_allows_every_sign_pattern():
+    pipe = nets.new_pipeline(torch.float16)
+    for g, z in nets.SIGNS.items():
+        assert list(pipe.seen(z)) == list(range(3 ** len(nets.STAGE[g].outputs)))
+        assert getattr(pipe, f"seen_{z}").dtype == torch.bool  # not cast with the weights
+    assert "seen_rich_signs" in pipe.state_dict()  # saved with the weights
+
+
 def test_missing_column_is_a_clear_error():
     df = _particles(10).drop(columns=["n_tracks"])
     with pytest.raises(SimError, match="n_tracks"):
@@ -123,6 +131,26 @@ def test_quantile_map_round_trip_and_point_masses():
     assert h.knots[0].min() > 10 and h.neg_knots[0].min() > 0  # +18 and the negative tail: apart
     assert h.neg_knots[1].abs().max() == 0 and h.knots[1].min() > 0  # no negative values: an empty map
     assert np.all(back[nz] != 0)
+
+
+def test_feature_cache_and_rows_give_the_same_matrix():
+    df = _particles(300)
+    cache: dict = {}
+    rows = np.flatnonzero(np.random.default_rng(5).random(300) < 0.4)
+    noise = torch.randn(len(rows), 16, generator=torch.Generator().manual_seed(2))
+    for stage in nets.STAGES[2:]:  # the stages that share the reconstructed tracks' groups
+        full = nets.feature_matrix(df, stage)
+        assert np.array_equal(nets.feature_matrix(df, stage, cache), full)  # first call fills, ...
+        assert np.array_equal(nets.feature_matrix(df, stage, cache), full)  # ... later calls reuse
+        sub = nets.feature_matrix(df, stage, cache, rows, noise)
+        assert np.array_equal(sub[:, :full.shape[1]], full[rows])
+        assert np.array_equal(sub[:, full.shape[1]:], noise.numpy())
+    assert {"logp", "species", "type", "rich_signs"} <= set(cache)
+    # the groups are what the table in nets says: log10 p first, the one-hot species after the kinematics
+    x = nets.feature_matrix(df, nets.STAGE["resolution"])
+    assert np.allclose(x[:, 0], np.log10(df.p_gev), rtol=1e-6)
+    onehot = x[:, 7:12]
+    assert np.array_equal(np.asarray(nets.SPECIES)[onehot.argmax(axis=1)], np.abs(df.pid))
 
 
 def test_resolution_and_covariance_conversions_invert():

@@ -51,6 +51,16 @@ def test_clipped_gauss_recovers_a_width():
     assert 0 < err < 1e-4 and n > 15000
 
 
+def test_half_width_and_its_error_on_gaussian_samples():
+    r = np.random.default_rng(2)
+    ws = np.array([lamarr.half_width(r.normal(3.0, 0.5, 2000)) for _ in range(300)])
+    assert ws[:, 0].mean() == pytest.approx(0.5, rel=0.01)  # a Gaussian's sigma
+    assert ws[:, 0].std() == pytest.approx(ws[:, 1].mean(), rel=0.15)  # the stated error is the scatter
+    heavy = np.concatenate([r.normal(0, 1, 9000), r.normal(0, 30, 1000)])  # a 10% wide tail
+    assert lamarr.half_width(heavy)[0] < 1.3 and heavy.std() > 5  # the core, not the tail
+    assert np.isnan(lamarr.half_width(np.ones(5))[0])
+
+
 def test_kpi_mass_of_exact_daughters_is_the_d0_mass():
     truth = generator.generate(40, seed=3)
     d = truth[truth.d0_id >= 0].copy()
@@ -84,6 +94,8 @@ def test_compiled_networks_match_the_modules_and_bf16_stays_close(small_sample):
         with torch.inference_mode():
             if s.kind == "classifier":
                 ref = pipe.nets[s.name](xt)
+                if s.name in nets.SIGNS.values():  # the compiled classifier keeps the patterns seen in training
+                    ref = ref[:, torch.from_numpy(pipe.seen(s.name))]
                 a, b = c32[s.name](xt), c16[s.name](xt)
                 act = torch.sigmoid if a.shape[1] == 1 else (lambda t: torch.softmax(t, 1))
                 assert float((act(b) - act(a)).abs().mean()) < 2e-3, s.name
@@ -135,6 +147,15 @@ def test_fast_simulation_is_deterministic_and_complete(small_sample):
     assert np.array_equal(fastsim.gpid_base(a[rec]), a.loc[rec, list(nets.GPID_VARS)].to_numpy())
     assert not train.stage_data(det, nets.STAGE["gpid"])[1].any()
     assert (train.stage_data(det, nets.STAGE["gpid_signs"])[1] == 0).all()  # every correction is 0
+    # the sign patterns are sampled among those the training sample held (most of the 81 cannot
+    # occur); the global PID's single pattern needs no network
+    assert list(pipe.seen("gpid_signs")) == [0] and list(pipe.seen("muon_signs")) == [0, 1, 2]
+    assert 10 < len(pipe.seen("rich_signs")) < 81
+    assert set(nets.sign_pattern(a.loc[rec, list(nets.RICH_VARS)].to_numpy())) <= set(pipe.seen("rich_signs"))
+    assert set(train.stage_data(det, nets.STAGE["rich_signs"])[1]) <= set(pipe.seen("rich_signs"))
+    t: dict = {}
+    fastsim.simulate(truth, seed=5, pipeline=pipe, timings=t)
+    assert t["gpid_signs"] < t["muon_signs"]  # not evaluated
     # the trained pipeline's shares agree with the detailed simulation's on the same events (loosely:
     # 2.6k particles)
     assert a.in_acceptance.mean() == pytest.approx(det.in_acceptance.mean(), abs=0.05)
@@ -156,6 +177,8 @@ def test_training_is_deterministic(small_sample):
     p2, r2 = train.train(det, cfg, progress=lambda m: None)
     assert fastsim.digest(p1) == fastsim.digest(p2)
     assert set(r1) == {s.name for s in nets.STAGES}
+    for z in nets.SIGNS.values():  # the patterns the sample held are recorded
+        assert list(p1.seen(z)) == sorted(set(train.stage_data(det, nets.STAGE[z])[1]))
     p3, _ = train.train(det, train.TrainConfig(events=0, seed=2, classifier_steps=15, gan_steps=15, batch=256,
                                                gan_batch=128), progress=lambda m: None)
     assert fastsim.digest(p3) != fastsim.digest(p1)
@@ -180,9 +203,11 @@ def test_end_to_end_small_run(tmp_path, capsys):
     f.write_text(yaml.safe_dump(cfg))
     assert main(["run", str(f)]) == 0
     out = tmp_path / "out"
-    for name in ("metrics.csv", "efficiencies.csv", "physics.csv", "speed.csv", "paper_vs_sim.csv", "summary.json",
-                 "report.html"):
+    for name in ("metrics.csv", "efficiencies.csv", "physics.csv", "resolution_widths.csv", "speed.csv",
+                 "paper_vs_sim.csv", "summary.json", "report.html"):
         assert (out / name).is_file(), name
+    w = pd.read_csv(out / "resolution_widths.csv")
+    assert set(w.variable) == set(lamarr.RESOLUTION) and (w.width_detailed.dropna() > 0).all()
     m = pd.read_csv(out / "metrics.csv")
     assert {"p_reco_gev", "dqop_rel", "sigma_qop_rel", "rich_dll_k", "pid_mu"} <= set(m.variable)
     assert ((m.ks.dropna() >= 0) & (m.ks.dropna() <= 1)).all()

@@ -141,6 +141,23 @@ def test_stages_see_the_surviving_particles():
     assert p["acceptance"] == 2200 and p["tracking"] == 1100
     assert all(p[s] == 550 for s in L.STAGE_NAMES[2:])
     assert L.stage_particles(ev, 1)["gpid"] == 6  # 5.5 rounded, never 0
+    # the hurdle GANs run on the tracks whose sign pattern leaves a value non-zero; a share of 0: not run
+    hev = L.Events(particles_per_event=22, accepted=0.5, reconstructed=0.25, hurdle={"rich": 0.5, "gpid": 0.0},
+                   source="test")
+    assert hev.hurdle == {"rich": 0.5, "muon": 1.0, "gpid": 0.0}  # muon not given: every track
+    hp = L.stage_particles(hev, 100)
+    assert hp["rich"] == 275 and hp["muon"] == 550 and hp["gpid"] == 0 and hp["rich_signs"] == 550
+    assert L.stage_particles(hev, 1)["rich"] == 3  # 2.75 rounded; a positive share is never 0 particles
+    one = L.Events(particles_per_event=22, accepted=0.5, reconstructed=0.25, source="test",
+                   sign_patterns={"gpid_signs": 1, "rich_signs": 21})
+    op = L.stage_particles(one, 100)
+    assert op["gpid_signs"] == 0 and op["rich_signs"] == 550 and op["muon_signs"] == 550  # one pattern: not run
+    with pytest.raises(ValueError, match="at least one"):
+        L.Events(particles_per_event=22, accepted=0.5, reconstructed=0.25, source="test",
+                 sign_patterns={"rich_signs": 0})
+    for bad, match in (({"calo": 0.5}, "unknown stage"), ({"rich": 1.5}, r"\[0, 1\]")):
+        with pytest.raises(ValueError, match=match):
+            L.Events(particles_per_event=22, accepted=0.5, reconstructed=0.25, hurdle=bad, source="test")
     h2d, d2h = L.transfer_bytes(p, "fp16")
     assert h2d == 2200 * L.INPUT_FEATURES * 2
     assert d2h == 2 * (2200 * 1 + 1100 * 4 + 550 * (5 + 7 + 1 + 81 + 4 + 3 + 1 + 81 + 4))  # sign patterns: logits
@@ -151,8 +168,17 @@ def test_measured_fractions_replace_the_placeholders():
     df = L.run(spec, {"particles_per_event": 30.0, "accepted": 0.6, "reconstructed": 0.3}, HW_FILE.parent)
     assert df.particles_acceptance.iloc[0] == 240 and df.particles_tracking.iloc[0] == 144
     assert df.particles_gpid.iloc[0] == 72 and df.attrs["events"]["particles_per_event"] == 30.0
+    assert df.attrs["events"]["hurdle"] == {"rich": 1.0, "muon": 1.0, "gpid": 1.0}  # placeholders kept
+    # measured hurdle shares: the GAN not run costs nothing, the others see their share
+    dh = L.run(spec, {"particles_per_event": 30.0, "accepted": 0.6, "reconstructed": 0.3,
+                      "hurdle": {"rich": 0.5, "muon": 0.25, "gpid": 0.0}}, HW_FILE.parent)
+    assert dh.particles_rich.iloc[0] == 36 and dh.particles_muon.iloc[0] == 18 and dh.particles_gpid.iloc[0] == 0
+    assert dh.stage_s_gpid.iloc[0] == 0 and dh.stage_s_rich.iloc[0] < df.stage_s_rich.iloc[0]
+    assert dh.macs_per_event.iloc[0] < df.macs_per_event.iloc[0] and dh.events_per_s.iloc[0] > df.events_per_s.iloc[0]
     with pytest.raises(SimError, match="unknown fraction"):
         L.run(spec, {"particles": 3}, HW_FILE.parent)
+    with pytest.raises(SimError, match="hurdle"):
+        L.run(spec, {"hurdle": {"rich": 2.0}}, HW_FILE.parent)
     with pytest.raises(SimError, match="cannot exceed"):
         L.run(spec, {"accepted": 0.2, "reconstructed": 0.3}, HW_FILE.parent)
 
