@@ -108,12 +108,16 @@ class Events(_Strict):
             raise ValueError(f"reconstructed ({self.reconstructed}) cannot exceed accepted ({self.accepted})")
         return self
 
+    @staticmethod
+    def _known(v: dict, stages: tuple[str, ...]) -> None:
+        unknown = set(v) - set(stages)
+        if unknown:
+            raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; expected {', '.join(stages)}")
+
     @field_validator("hurdle")
     @classmethod
     def _hurdle(cls, v: dict[str, float]) -> dict[str, float]:
-        unknown = set(v) - set(HURDLE_GANS)
-        if unknown:
-            raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; expected {', '.join(HURDLE_GANS)}")
+        cls._known(v, HURDLE_GANS)
         bad = {k: x for k, x in v.items() if not 0 <= x <= 1}
         if bad:
             raise ValueError(f"shares must lie in [0, 1], got {bad}")
@@ -122,9 +126,7 @@ class Events(_Strict):
     @field_validator("sign_patterns")
     @classmethod
     def _patterns(cls, v: dict[str, int]) -> dict[str, int]:
-        unknown = set(v) - set(SIGN_STAGES)
-        if unknown:
-            raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; expected {', '.join(SIGN_STAGES)}")
+        cls._known(v, SIGN_STAGES)
         if any(n < 1 for n in v.values()):
             raise ValueError(f"a stage has at least one pattern, got {v}")
         return v
