@@ -242,8 +242,9 @@ def _classify(net: _Compiled, x: np.ndarray, gen: torch.Generator, batch: int) -
             out.append((torch.rand(p.shape, generator=gen) < p).numpy().astype(np.int64))
         elif logits.shape[1] <= 32:  # inverse-CDF sampling: one uniform per row (torch.multinomial is
             # ~10x slower here); up to 32 classes: on the (classes, rows) view, every step along the rows
-            # (torch's softmax and cumsum along a last dimension of 3-4 are 2-3x slower, of 21 1.5x; of
-            # 81 2x faster), the weights exp(logit - max) not normalized: the uniform is scaled by their sum
+            # (torch's softmax and cumsum along a last dimension of 3-4 are 2-3x slower, of 21 1.5x slower;
+            # of 81 the softmax below is 2x faster), the weights exp(logit - max) not normalized: the
+            # uniform is scaled by their sum
             lt = logits.t()
             c = (lt - lt.max(dim=0).values).exp_().cumsum_(dim=0)
             u = torch.rand(len(logits), generator=gen) * c[-1]

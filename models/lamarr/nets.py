@@ -399,7 +399,7 @@ class Pipeline(nn.Module):
         """The classes (pattern indices) of a sign-pattern classifier that occurred in its training
         sample: the fast simulation samples among these only.  Most patterns cannot occur (a track
         below every RICH threshold has all four DLLs 0, not some): the RICH's training sample held
-        18 of the 81, the global PID's 1 (its correction is exactly 0 in this detector, so its
+        21 of the 81, the global PID's 1 (its correction is exactly 0 in this detector, so its
         classifier has nothing to decide and is not evaluated)."""
         return np.flatnonzero(getattr(self, f"seen_{stage}").numpy())
 

@@ -129,7 +129,7 @@ def test_compiled_networks_fall_back_to_addmm_where_torch_has_no_fused_linear(sm
             assert float((a - b).abs().mean()) < 0.01 * float(a.abs().mean()) + 1e-3, s.name
 
 
-def test_fast_simulation_is_deterministic_and_complete(small_sample):
+def test_fast_simulation_is_deterministic_and_complete(small_sample, monkeypatch):
     truth, det = small_sample
     pipe = fastsim.load()
     a = fastsim.simulate(truth, seed=5, pipeline=pipe)
@@ -153,9 +153,14 @@ def test_fast_simulation_is_deterministic_and_complete(small_sample):
     assert 10 < len(pipe.seen("rich_signs")) < 81
     assert set(nets.sign_pattern(a.loc[rec, list(nets.RICH_VARS)].to_numpy())) <= set(pipe.seen("rich_signs"))
     assert set(train.stage_data(det, nets.STAGE["rich_signs"])[1]) <= set(pipe.seen("rich_signs"))
-    t: dict = {}
-    fastsim.simulate(truth, seed=5, pipeline=pipe, timings=t)
-    assert t["gpid_signs"] < t["muon_signs"]  # not evaluated
+    widths = []  # the classifiers evaluated, by their inputs' width (the global PID's is its own)
+    classify = fastsim._classify
+    monkeypatch.setattr(fastsim, "_classify", lambda net, x, *a: widths.append(x.shape[1]) or classify(net, x, *a))
+    n_gpid = nets.n_features(nets.STAGE["gpid_signs"])
+    assert [nets.n_features(s) for s in nets.STAGES if s.kind == "classifier"].count(n_gpid) == 1
+    pd.testing.assert_frame_equal(fastsim.simulate(truth, seed=5, pipeline=pipe), a)
+    assert len(widths) == 5 and n_gpid not in widths  # acceptance ... muon_signs; not the global PID's
+    monkeypatch.undo()
     # the trained pipeline's shares agree with the detailed simulation's on the same events (loosely:
     # 2.6k particles)
     assert a.in_acceptance.mean() == pytest.approx(det.in_acceptance.mean(), abs=0.05)
