@@ -6,8 +6,9 @@ Per stage of ``models.lamarr.nets`` (random weights: the time does not depend on
 batch of particles and dtype: the median of 7 samples, each the mean over enough back-to-back calls to
 last >= 2 ms, timed with CUDA events after a warm-up (eager PyTorch, one stream).  Also the whole
 pipeline (every stage over the same batch) eager and replayed from a CUDA graph, and the host->device
-copy of the batch's inputs.  Needs only torch (and numpy); writes one CSV with the machine in its
-columns.
+copy of the batch's inputs.  Each stage's and the pipeline's parameter count goes with its rows
+(``params``: ``sim.lamarr_hw.gpu_check`` compares a row only with the networks it timed).  Needs only
+torch (and numpy); writes one CSV with the machine in its columns.
 """
 
 from __future__ import annotations
@@ -75,15 +76,17 @@ def main(argv=None) -> int:
                     inputs[s.name] = (c, z)
                     net = pipe.nets[s.name]
                     fn = (lambda net=net, c=c: net(c)) if z is None else (lambda net=net, c=c, z=z: net(c, z))
-                    rows.append({"what": "stage", "stage": s.name, "dtype": dname, "batch": b, "seconds": timed(fn)})
+                    rows.append({"what": "stage", "stage": s.name, "dtype": dname, "batch": b, "seconds": timed(fn),
+                                 "params": sum(p.numel() for p in net.parameters())})
 
                 def whole():
                     for s in nets.STAGES:
                         c, z = inputs[s.name]
                         pipe.nets[s.name](c) if z is None else pipe.nets[s.name](c, z)
 
+                every = sum(p.numel() for p in pipe.nets.parameters())
                 rows.append({"what": "pipeline_eager", "stage": "all", "dtype": dname, "batch": b,
-                             "seconds": timed(whole)})
+                             "seconds": timed(whole), "params": every})
                 g = torch.cuda.CUDAGraph()
                 s_ = torch.cuda.Stream()
                 s_.wait_stream(torch.cuda.current_stream())
@@ -93,7 +96,7 @@ def main(argv=None) -> int:
                 with torch.cuda.graph(g):
                     whole()
                 rows.append({"what": "pipeline_graph", "stage": "all", "dtype": dname, "batch": b,
-                             "seconds": timed(g.replay)})
+                             "seconds": timed(g.replay), "params": every})
                 host = torch.randn((b, 32), dtype=dt).pin_memory()
                 rows.append({"what": "h2d_copy_32_features", "stage": "-", "dtype": dname, "batch": b,
                              "seconds": timed(lambda host=host: host.to(dev, non_blocking=True))})
@@ -103,7 +106,7 @@ def main(argv=None) -> int:
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, ["device", "torch", "what", "stage", "dtype", "batch", "seconds"])
+        w = csv.DictWriter(fh, ["device", "torch", "what", "stage", "dtype", "batch", "seconds", "params"])
         w.writeheader()
         for r in rows:
             w.writerow({"device": name, "torch": torch.__version__, **r})

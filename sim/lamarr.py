@@ -309,18 +309,21 @@ def physics(det: pd.DataFrame, fast: pd.DataFrame) -> pd.DataFrame:
 
 def fractions(det: pd.DataFrame) -> dict:
     """Particles per event and the share of them each pipeline stage sees (for the hardware model):
-    accepted and reconstructed (of the generated particles), per hurdle GAN the share of the
-    reconstructed tracks on which it runs (some of its values not exactly 0), and per sign-pattern
-    classifier the number of patterns that occur (one: the classifier is not run)."""
+    accepted and reconstructed (of the generated particles), the share of the reconstructed tracks
+    in the muon preselection (the muon stages' tracks), per hurdle GAN the share of its sign
+    classifier's tracks on which it runs (some of its values not exactly 0), and per sign-pattern
+    classifier the number of patterns that occur there (one: the classifier is not run)."""
     from models.lamarr import fastsim, nets
 
     n_ev = det["event"].nunique()
     n = len(det)
     rec = det[fastsim.reconstructed(det)]
-    values = {"rich": rec[list(nets.RICH_VARS)].to_numpy(), "muon": rec[list(nets.MUON_VARS)].to_numpy(),
+    pre = fastsim.muon_preselected(rec["track_type"], rec["p_reco_gev"])
+    values = {"rich": rec[list(nets.RICH_VARS)].to_numpy(), "muon": rec.loc[pre, list(nets.MUON_VARS)].to_numpy(),
               "gpid": rec[list(nets.GPID_VARS)].to_numpy() - fastsim.gpid_base(rec)}
     return {"particles_per_event": n / n_ev, "accepted": float(det.in_acceptance.mean()),
             "reconstructed": float((det.track_type > 0).mean()),
+            "muon_preselected": float(pre.mean()) if len(rec) else 1.0,
             "hurdle": {k: float(np.mean((v != 0).any(axis=1))) if len(v) else 1.0 for k, v in values.items()},
             "sign_patterns": {nets.SIGNS[k]: max(1, len(np.unique(nets.sign_pattern(v)))) for k, v in values.items()}}
 

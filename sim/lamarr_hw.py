@@ -9,8 +9,11 @@ What is modelled
 Events come from the generator and are grouped into batches of ``B`` events.  A batch's particles
 pass the stages in order; a stage sees ``B x particles_per_event x fraction`` particles, where the
 fraction is 1 for ``acceptance`` (every generated particle), ``accepted`` for ``tracking`` and
-``reconstructed`` for the later stages (fractions of the generated particles), times ``hurdle`` for
-the three hurdle GANs (``rich``, ``muon``, ``gpid``: the share of reconstructed tracks whose
+``reconstructed`` for the later stages (fractions of the generated particles), times
+``muon_preselected`` for the muon stages (``ismuon``, ``muon_signs``, ``muon``: the share of
+reconstructed tracks in the muon identification's preselection, long and downstream tracks above
+3 GeV, the only ones the fast simulation runs them on), times ``hurdle`` for the three hurdle GANs
+(``rich``, ``muon``, ``gpid``: the share of the tracks the stage's sign classifier sees whose
 sampled sign pattern leaves some value non-zero, the only tracks the fast simulation runs the GAN
 on; a GAN with a share of 0 is not run at all).  A sign-pattern classifier whose stage has only
 one pattern (``sign_patterns``: the patterns the detailed simulation produces; the global PID's is
@@ -77,6 +80,7 @@ STAGE_NAMES = ("acceptance", "tracking", "resolution", "covariance", "ismuon", "
 # which fraction of the generated particles each stage sees
 STAGE_FRACTION = {"acceptance": "generated", "tracking": "accepted", **{s: "reconstructed" for s in STAGE_NAMES[2:]}}
 HURDLE_GANS = ("rich", "muon", "gpid")  # run on the reconstructed tracks with a non-zero sign pattern only
+MUON_STAGES = ("ismuon", "muon_signs", "muon")  # run on the muon preselection only (models/lamarr/fastsim.py)
 SIGN_STAGES = ("rich_signs", "muon_signs", "gpid_signs")  # not run where one pattern is all there is
 # generator-level values sent per generated particle: log10 p, eta, cos/sin phi, charge, vz, log10 nTracks,
 # species one-hot (5) -- every stage's truth condition (models/lamarr/nets.py); the rest is made on the device
@@ -95,8 +99,10 @@ class Events(_Strict):
     particles_per_event: float = Field(gt=0)
     accepted: float = Field(gt=0, le=1, description="fraction of generated particles in the acceptance")
     reconstructed: float = Field(gt=0, le=1, description="fraction of generated particles reconstructed as tracks")
+    muon_preselected: float = Field(1.0, ge=0, le=1, description="share of reconstructed tracks the muon stages "
+                                                               "run on (long/downstream, p > 3 GeV)")
     hurdle: dict[str, float] = Field(default_factory=lambda: dict.fromkeys(HURDLE_GANS, 1.0),
-                                     description="per hurdle GAN, the share of reconstructed tracks it runs on")
+                                     description="per hurdle GAN, the share of its sign classifier's tracks it runs on")
     sign_patterns: dict[str, int] = Field(default_factory=dict,
                                           description="per sign-pattern classifier, the patterns that occur "
                                                       "(1: the stage is not run; not given: many)")
@@ -260,13 +266,14 @@ def spec_of(block) -> HardwareSpec:
 
 def merged_events(spec: HardwareSpec, fractions: dict | None) -> Events:
     """The spec's events, with measured ``fractions`` (``particles_per_event``, ``accepted``,
-    ``reconstructed``, ``hurdle``, as :func:`sim.lamarr.fractions` returns) replacing the placeholders."""
+    ``reconstructed``, ``muon_preselected``, ``hurdle``, ``sign_patterns``, as
+    :func:`sim.lamarr.fractions` returns) replacing the placeholders."""
     if not fractions:
         return spec.events
-    unknown = set(fractions) - {"particles_per_event", "accepted", "reconstructed", "hurdle", "sign_patterns"}
+    known = ("particles_per_event", "accepted", "reconstructed", "muon_preselected", "hurdle", "sign_patterns")
+    unknown = set(fractions) - set(known)
     if unknown:
-        raise SimError(f"unknown fraction(s) {', '.join(sorted(unknown))}; expected particles_per_event, accepted, "
-                       "reconstructed, hurdle, sign_patterns")
+        raise SimError(f"unknown fraction(s) {', '.join(sorted(unknown))}; expected {', '.join(known)}")
     measured = {k: (dict(v) if isinstance(v, dict) else float(v)) for k, v in fractions.items()}
     data = {**spec.events.model_dump(), **measured,
             "source": "measured by the detailed simulation (sim.lamarr.fractions)"}
@@ -281,11 +288,12 @@ def merged_events(spec: HardwareSpec, fractions: dict | None) -> Events:
 
 def stage_particles(ev: Events, batch_events: int) -> dict[str, int]:
     """Particles each stage sees in a batch of ``batch_events`` events (rounded, at least 1; 0 for a
-    hurdle GAN with a share of 0 and a sign-pattern classifier with one pattern: not run)."""
+    stage with a share of 0 and a sign-pattern classifier with one pattern: not run)."""
     share = {"generated": 1.0, "accepted": ev.accepted, "reconstructed": ev.reconstructed}
     out = {}
     for s in STAGE_NAMES:
-        f = share[STAGE_FRACTION[s]] * ev.hurdle.get(s, 1.0) * (ev.sign_patterns.get(s, 2) > 1)
+        f = (share[STAGE_FRACTION[s]] * (ev.muon_preselected if s in MUON_STAGES else 1.0) * ev.hurdle.get(s, 1.0)
+             * (ev.sign_patterns.get(s, 2) > 1))
         out[s] = max(1, int(round(batch_events * ev.particles_per_event * f))) if f > 0 else 0
     return out
 
@@ -594,6 +602,10 @@ def cpu_check(chk: CpuCheck, base: Path, progress=None) -> pd.DataFrame:
 
 GPU_CSV_COLUMNS = ("what", "stage", "dtype", "batch", "seconds")
 _RUNTIME = {"stage": "eager", "pipeline_eager": "eager", "pipeline_graph": "graph"}
+# a network timed and today's are compared when their parameters differ by at most this: a first layer
+# given a few more inputs since (the committed H100 file predates the species and sign-pattern inputs)
+# moves a stage's parameters by 0.1-3.5%; a narrower or wider stage moves them by far more
+PARAMS_TOLERANCE = 0.10
 
 
 def _find(name: str, base: Path) -> Path | None:
@@ -638,6 +650,11 @@ def read_gpu_measured(path: str | Path, base: Path = CONFIGS_DIR) -> pd.DataFram
         if not ok:
             raise SimError(f"{p}: line {i}: batch and seconds must be positive numbers (got {r.batch!r}, "
                            f"{r.seconds!r})")
+    if "params" in m.columns:  # optional: the parameters of the networks timed (none on copy rows)
+        bad = m.index[m.what.isin(list(_RUNTIME)) & ~(pd.to_numeric(m.params, errors="coerce") > 0)]
+        if len(bad):
+            raise SimError(f"{p}: line {bad[0] + 2}: params must be a positive count on stage and pipeline rows "
+                           f"(got {m.params[bad[0]]!r})")
     m = m.copy()
     m["batch"] = m["batch"].astype(np.int64)
     m["seconds"] = m["seconds"].astype(np.float64)
@@ -656,14 +673,22 @@ def gpu_check(csv_path: str | Path, target: str = "targets/gpu_h100_sxm.yaml", b
     one by one).  The traces are of today's networks: a file measured before a stage's inputs grew
     (``rich``, ``muon``, ``gpid``: + the sign pattern; ``tracking``, ``resolution``, ``covariance``:
     + species) is compared with slightly wider first layers than it ran.  ``matched`` marks the mode
-    whose runtime was measured (stage and pipeline_eager rows: eager; pipeline_graph: graph).  A
+    whose runtime was measured (stage and pipeline_eager rows: eager; pipeline_graph: graph) on the
+    network modelled today: a file with a ``params`` column (the parameters of each stage, or of the
+    stages of a pipeline row, as timed) is compared only where today's networks hold within
+    :data:`PARAMS_TOLERANCE` of them (a pipeline row: every stage within it); ``params_ratio`` is
+    today's over the file's.  (The committed H100 file timed the muon GAN with three 128-wide layers,
+    a quarter of today's 64-wide stage's parameters: its rows and the pipeline's are not compared.)  A
     ``h2d_copy_<n>_features`` row is predicted by ``link`` (``latency_s`` + n x batch x dtype bytes /
     ``bytes_per_s``), mode ``link``.  Columns: what, stage, dtype, batch, mode, matched, measured_s,
     predicted_s, rel_error ((predicted - measured) / measured), kernels (launches the prediction
-    pays for), gemm_path (the tensor-core path of the GEMMs: ``tf32`` for fp32 traces), device, torch."""
+    pays for), gemm_path (the tensor-core path of the GEMMs: ``tf32`` for fp32 traces), params_ratio,
+    device, torch."""
     base = Path(base)
     say = progress or (lambda m: None)
     meas = read_gpu_measured(csv_path, base)
+    from workloads.zoo import LAMARR_STAGES
+
     graph = dict(GRAPH_PARAMS if graph_params is None else graph_params)
     modes = {}
     for mode, params in (("eager", {}), ("graph", graph)):
@@ -675,6 +700,12 @@ def gpu_check(csv_path: str | Path, target: str = "targets/gpu_h100_sxm.yaml", b
     # taken before the sign-pattern stages existed holds eight)
     timed_stages = set(meas.loc[meas.what == "stage", "stage"])
     piped = [s for s in STAGE_NAMES if s in timed_stages] or list(STAGE_NAMES)
+    # each stage's parameters as timed (the file's params column; not given: taken to be today's)
+    timed_params = {}
+    if "params" in meas:
+        rows_with = meas[(meas.what == "stage") & meas.params.notna()]
+        timed_params = dict(zip(rows_with.stage, rows_with.params.astype(float)))
+    stage_params = {s: timed_params.get(s, float(LAMARR_STAGES[s][5])) for s in piped}
 
     def cost(mode, stage, batch, dtype):
         key = (mode, stage, batch, dtype)
@@ -694,12 +725,22 @@ def gpu_check(csv_path: str | Path, target: str = "targets/gpu_h100_sxm.yaml", b
             stages = [r.stage] if r.what == "stage" else piped
             bits = DTYPE_BITS[r.dtype]
             path = modes["eager"][0].mma_key(bits, bits, "bf16" if r.dtype == "bf16" else "f16")
+            # the networks timed against today's: a stage (every stage of a pipeline row) within
+            # PARAMS_TOLERANCE of the parameters the file records is the same network, else not compared
+            today = [LAMARR_STAGES[s][5] for s in stages]
+            timed = getattr(r, "params", np.nan)
+            ratio = sum(today) / timed if timed == timed else np.nan
+            if r.what == "stage":
+                same = not abs(ratio - 1) > PARAMS_TOLERANCE
+            else:
+                same = all(not abs(t / stage_params.get(s, np.nan) - 1) > PARAMS_TOLERANCE
+                           for s, t in zip(stages, today))
             for mode in modes:
                 parts = [cost(mode, s, int(r.batch), r.dtype) for s in stages]
                 pred = sum(p[0] for p in parts)
-                rows.append({**base_row, "mode": mode, "matched": mode == _RUNTIME[r.what], "measured_s": r.seconds,
-                             "predicted_s": pred, "rel_error": (pred - r.seconds) / r.seconds,
-                             "kernels": sum(p[1] for p in parts), "gemm_path": path, **extra})
+                rows.append({**base_row, "mode": mode, "matched": mode == _RUNTIME[r.what] and same,
+                             "measured_s": r.seconds, "predicted_s": pred, "rel_error": (pred - r.seconds) / r.seconds,
+                             "kernels": sum(p[1] for p in parts), "gemm_path": path, "params_ratio": ratio, **extra})
         else:
             if link is None:
                 raise SimError(f"gpu_check: {meas.attrs['path']} has {r.what} rows; give `link` (a key of `links`) "

@@ -368,7 +368,7 @@ LAMARR_STAGES: dict[str, tuple[str, int, int, tuple[int, ...], int, int]] = {
     "rich_signs": ("classifier", 11, 0, (64, 64, 64), 81, 14_353),
     "rich": ("gan", 19, 16, (128, 128, 128), 4, 38_148),
     "muon_signs": ("classifier", 12, 0, (64, 64, 64), 3, 9_347),
-    "muon": ("gan", 14, 16, (128, 128, 128), 1, 37_121),
+    "muon": ("gan", 14, 16, (64, 64, 64), 1, 10_369),
     "gpid_signs": ("classifier", 17, 0, (64, 64, 64), 81, 14_737),
     "gpid": ("gan", 25, 16, (128, 128, 128), 4, 38_916),
 }

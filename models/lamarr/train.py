@@ -18,6 +18,10 @@ Lamarr's order on the particles that reach it:
   The global-PID GAN is conditioned on the detailed simulation's RICH and muon DLLs during
   training and on the generated ones at inference, as in Lamarr.
 
+Each stage trains on the particles it sees in the fast simulation: every generated particle, the
+accepted ones, the reconstructed tracks, and for the muon stages the tracks in the muon
+preselection (:func:`models.lamarr.fastsim.muon_preselected`).
+
 Determinism: one thread, ``torch.use_deterministic_algorithms``, every random draw from generators
 seeded per stage: the same settings give byte-identical weights (the test trains a small pipeline
 twice and compares the digests).
@@ -144,7 +148,8 @@ def train_gan(g: nets.Generator, qmap: nets.QuantileMap, x: np.ndarray, y: np.nd
 
 def stage_data(det: pd.DataFrame, stage: nets.Stage) -> tuple[np.ndarray, np.ndarray]:
     """The (features, targets) of ``stage`` from a detailed-simulation frame, on the particles the
-    stage sees (rows with undefined targets dropped).  A ``<gan>_signs`` classifier's targets are
+    stage sees (rows with undefined targets dropped; the muon stages: the tracks in the muon
+    preselection, :func:`fastsim.muon_preselected`).  A ``<gan>_signs`` classifier's targets are
     the sign patterns of its GAN's variables, on the same rows; a hurdle GAN is conditioned on its
     rows' true patterns (its quantile map turns the values into magnitudes)."""
     if stage.name == "acceptance":
@@ -153,6 +158,8 @@ def stage_data(det: pd.DataFrame, stage: nets.Stage) -> tuple[np.ndarray, np.nda
         sub = det[det["in_acceptance"].to_numpy()]
         return nets.feature_matrix(sub, stage), sub["track_type"].to_numpy().astype(np.int64)
     sub = det[fastsim.reconstructed(det)]
+    if stage.name in nets.MUON_STAGES:  # the muon identification's tracks (elsewhere isMuon false, DLL 0)
+        sub = sub[fastsim.muon_preselected(sub["track_type"], sub["p_reco_gev"])]
     if stage.name == "ismuon":
         return nets.feature_matrix(sub, stage), sub["is_muon"].to_numpy().astype(np.int64)
     gan = next((g for g, z in nets.SIGNS.items() if z == stage.name), stage.name)

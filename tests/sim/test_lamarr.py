@@ -110,6 +110,21 @@ def test_compiled_networks_match_the_modules_and_bf16_stays_close(small_sample):
         assert b.dtype == torch.float32
 
 
+def test_compiled_networks_are_kept_until_the_weights_change():
+    pipe = fastsim.load()
+    a = fastsim.compiled(pipe, "bf16")
+    assert fastsim.compiled(pipe, "bf16") is a and fastsim.compiled(pipe, "fp32") is not a
+    w = pipe.nets["acceptance"].net[0].weight
+    with torch.no_grad():
+        w.mul_(2.0)  # an in-place write: the kept networks are stale
+    b = fastsim.compiled(pipe, "bf16")
+    assert b is not a and torch.equal(b["acceptance"].layers[0][0], w.detach().to(torch.bfloat16))
+    pipe.load_state_dict(fastsim.load().state_dict())  # back to the saved weights
+    c = fastsim.compiled(pipe, "bf16")
+    assert c is not b and torch.equal(c["acceptance"].layers[0][0], a["acceptance"].layers[0][0])
+    assert fastsim.compiled(fastsim.load(), "bf16") is not c  # another pipeline: its own
+
+
 def test_compiled_networks_fall_back_to_addmm_where_torch_has_no_fused_linear(small_sample, monkeypatch):
     """The fused oneDNN layers and the addmm + LeakyReLU chain a build without oneDNN takes are one
     function (fp32: to rounding; bf16: both round every layer's output to bf16)."""
@@ -149,7 +164,15 @@ def test_fast_simulation_is_deterministic_and_complete(small_sample, monkeypatch
     assert (train.stage_data(det, nets.STAGE["gpid_signs"])[1] == 0).all()  # every correction is 0
     # the sign patterns are sampled among those the training sample held (most of the 81 cannot
     # occur); the global PID's single pattern needs no network
-    assert list(pipe.seen("gpid_signs")) == [0] and list(pipe.seen("muon_signs")) == [0, 1, 2]
+    assert list(pipe.seen("gpid_signs")) == [0]
+    # the muon stages run on the muon preselection, where every track has a muon DLL (< 0 or > 0:
+    # patterns 1, 2); elsewhere isMuon is false and the DLL 0, in both simulations
+    assert list(pipe.seen("muon_signs")) == [1, 2]
+    for frame in (a, det):
+        pre = fastsim.muon_preselected(frame.track_type, frame.p_reco_gev)
+        assert 0 < pre.sum() < (frame.track_type > 0).sum()
+        assert not frame.is_muon[~pre].any() and (frame.muon_dll[~pre].fillna(0) == 0).all()
+        assert (frame.muon_dll[pre] != 0).all()
     assert 10 < len(pipe.seen("rich_signs")) < 81
     assert set(nets.sign_pattern(a.loc[rec, list(nets.RICH_VARS)].to_numpy())) <= set(pipe.seen("rich_signs"))
     assert set(train.stage_data(det, nets.STAGE["rich_signs"])[1]) <= set(pipe.seen("rich_signs"))
@@ -230,7 +253,9 @@ def test_end_to_end_small_run(tmp_path, capsys):
     assert len(hwr) == 2 and (hwr.events_per_s > 0).all()
     # the detailed simulation's fractions reached the hardware model
     s = json.loads((out / "summary.json").read_text())
-    assert 15 < s["fractions"]["particles_per_event"] < 30
+    fr = s["fractions"]
+    assert 15 < fr["particles_per_event"] < 30 and 0.3 < fr["muon_preselected"] < 0.9
+    assert fr["hurdle"]["muon"] == 1.0 and fr["sign_patterns"]["muon_signs"] == 2  # preselected: every DLL non-zero
     assert "faster" in capsys.readouterr().out
 
 

@@ -155,6 +155,16 @@ def test_stages_see_the_surviving_particles():
     with pytest.raises(ValueError, match="at least one"):
         L.Events(particles_per_event=22, accepted=0.5, reconstructed=0.25, source="test",
                  sign_patterns={"rich_signs": 0})
+    # the muon stages see the muon preselection's share of the tracks (the GAN: times its hurdle share)
+    mev = L.Events(particles_per_event=22, accepted=0.5, reconstructed=0.25, muon_preselected=0.6,
+                   hurdle={"muon": 0.5}, source="test")
+    mp = L.stage_particles(mev, 100)
+    assert mp["ismuon"] == mp["muon_signs"] == 330 and mp["muon"] == 165
+    assert all(mp[s] == 550 for s in L.STAGE_NAMES[2:] if s not in L.MUON_STAGES)
+    assert L.stage_particles(L.Events(particles_per_event=22, accepted=0.5, reconstructed=0.25, muon_preselected=0,
+                                      source="test"), 100)["ismuon"] == 0  # no track preselected: not run
+    with pytest.raises(ValueError, match="muon_preselected"):
+        L.Events(particles_per_event=22, accepted=0.5, reconstructed=0.25, muon_preselected=1.2, source="test")
     for bad, match in (({"calo": 0.5}, "unknown stage"), ({"rich": 1.5}, r"\[0, 1\]")):
         with pytest.raises(ValueError, match=match):
             L.Events(particles_per_event=22, accepted=0.5, reconstructed=0.25, hurdle=bad, source="test")
@@ -253,11 +263,19 @@ def gpu() -> pd.DataFrame:
 
 def test_gpu_check_predicts_every_measured_row(gpu):
     meas = pd.read_csv(GPU_CSV)
-    assert gpu.matched.sum() == len(meas)  # each measured row once in the runtime it was measured in
+    # each measured row once in the runtime it was measured in, where the network timed is today's: the
+    # file timed the muon GAN with 128-wide layers (today's: 64), so its rows and the pipeline's are not
+    # compared; the others' first layers have grown by a few inputs since (within the tolerance)
+    stale = (meas.stage == "muon") | meas.what.str.startswith("pipeline")
+    assert gpu.matched.sum() == (~stale).sum()
+    in_its_runtime = gpu["mode"] == gpu.what.map(L._RUNTIME)
+    assert set(gpu[~gpu.matched & in_its_runtime].stage) == {"muon", "all"}
+    ratio = gpu[(gpu.what == "stage")].groupby("stage").params_ratio.first()
+    assert ratio["muon"] == pytest.approx(10_369 / 36_865)
+    assert ratio.drop("muon").between(1, 1 + L.PARAMS_TOLERANCE).all()
     compute = meas.what.isin(["stage", "pipeline_eager", "pipeline_graph"])
     assert len(gpu) == 2 * compute.sum() + (~compute).sum()  # compute rows in both modes, copies by the link
     assert np.isfinite(gpu.predicted_s).all() and (gpu.predicted_s > 0).all()
-    assert set(gpu[gpu.matched & (gpu.what == "pipeline_graph")]["mode"]) == {"graph"}
     assert set(gpu[gpu.matched & gpu.what.isin(["stage", "pipeline_eager"])]["mode"]) == {"eager"}
     # the model prices fp32 GEMMs on TF32 tensor cores, though the benchmark turned TF32 off
     assert set(gpu[gpu.dtype == "fp32"].gemm_path) <= {"tf32", "-"} and set(gpu[gpu.dtype == "fp16"].gemm_path) <= {
@@ -278,13 +296,13 @@ def test_gpu_check_summary_is_pinned_loosely(gpu):
     # what the committed H100 run shows (not a tight bound): at 2^20 particles the stages are HBM-bound and
     # the eager prediction is 15-30% low for fp16 -- within a factor of 2 either way
     big = gpu[(gpu.what == "stage") & gpu.matched & (gpu.batch == 1048576) & (gpu.dtype == "fp16")]
-    assert len(big) == 8 and (big.predicted_s / big.measured_s).between(0.5, 2.0).all()  # the 8 stages it timed
+    assert len(big) == 7 and (big.predicted_s / big.measured_s).between(0.5, 2.0).all()  # the 7 of 8 still compared
     # at 256 particles the measured eager stages are host-launch bound in the VM (~20-30 us per op, against
     # the target file's 3 us): the model is far below, and says so
     small = gpu[(gpu.what == "stage") & gpu.matched & (gpu.batch == 256)]
     assert (small.predicted_s < small.measured_s / 3).all()
     s = L.gpu_check_summary(gpu)
-    assert set(s[s.what == "all"]["mode"]) == {"eager", "graph", "link"}
+    assert set(s[s.what == "all"]["mode"]) == {"eager", "link"}  # the graph-replayed rows are pipeline rows
     assert (s.mape > 0).all() and (s.rows > 0).all()
 
 
@@ -323,3 +341,14 @@ def test_gpu_check_errors(tmp_path):
     assert "\n" not in str(e.value)
     with pytest.raises(SimError, match="not a GPU target"):
         L.gpu_check(GPU_CSV, target="targets/etsoc1.yaml", base=HW_FILE.parent)
+    m = pd.read_csv(GPU_CSV)
+    m.loc[0, "params"] = -3
+    m.to_csv(bad, index=False)
+    with pytest.raises(SimError, match=r"line 2: params must be a positive count"):
+        L.gpu_check(bad)
+    # a file without parameters (as the benchmark wrote before it recorded them): every row compared
+    old = pd.read_csv(GPU_CSV).drop(columns="params")
+    old = old[(old.batch == 256) & (old.dtype == "fp16")]
+    old.to_csv(bad, index=False)
+    chk = L.gpu_check(bad, base=HW_FILE.parent, link=L.Link(bytes_per_s=1e9, latency_s=1e-6, source="t"))
+    assert chk.matched.sum() == len(old) and chk.params_ratio.isna().all()
