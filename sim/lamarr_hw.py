@@ -604,7 +604,7 @@ GPU_CSV_COLUMNS = ("what", "stage", "dtype", "batch", "seconds")
 _RUNTIME = {"stage": "eager", "pipeline_eager": "eager", "pipeline_graph": "graph"}
 # a network timed and today's are compared when their parameters differ by at most this: a first layer
 # given a few more inputs since (the committed H100 file predates the species and sign-pattern inputs)
-# moves a stage's parameters by 0.1-3.5%; a narrower or wider stage moves them by far more
+# moves a stage's parameters by 0-3.5%; a narrower or wider stage moves them by far more
 PARAMS_TOLERANCE = 0.10
 
 
@@ -650,12 +650,14 @@ def read_gpu_measured(path: str | Path, base: Path = CONFIGS_DIR) -> pd.DataFram
         if not ok:
             raise SimError(f"{p}: line {i}: batch and seconds must be positive numbers (got {r.batch!r}, "
                            f"{r.seconds!r})")
+    m = m.copy()
     if "params" in m.columns:  # optional: the parameters of the networks timed (none on copy rows)
-        bad = m.index[m.what.isin(list(_RUNTIME)) & ~(pd.to_numeric(m.params, errors="coerce") > 0)]
+        count = pd.to_numeric(m.params, errors="coerce")
+        bad = m.index[m.what.isin(list(_RUNTIME)) & ~(count > 0)]
         if len(bad):
             raise SimError(f"{p}: line {bad[0] + 2}: params must be a positive count on stage and pipeline rows "
                            f"(got {m.params[bad[0]]!r})")
-    m = m.copy()
+        m["params"] = count
     m["batch"] = m["batch"].astype(np.int64)
     m["seconds"] = m["seconds"].astype(np.float64)
     m.attrs["path"] = str(p)
@@ -678,7 +680,7 @@ def gpu_check(csv_path: str | Path, target: str = "targets/gpu_h100_sxm.yaml", b
     stages of a pipeline row, as timed) is compared only where today's networks hold within
     :data:`PARAMS_TOLERANCE` of them (a pipeline row: every stage within it); ``params_ratio`` is
     today's over the file's.  (The committed H100 file timed the muon GAN with three 128-wide layers,
-    a quarter of today's 64-wide stage's parameters: its rows and the pipeline's are not compared.)  A
+    3.6x the parameters of today's 64-wide stage: its rows and the pipeline's are not compared.)  A
     ``h2d_copy_<n>_features`` row is predicted by ``link`` (``latency_s`` + n x batch x dtype bytes /
     ``bytes_per_s``), mode ``link``.  Columns: what, stage, dtype, batch, mode, matched, measured_s,
     predicted_s, rel_error ((predicted - measured) / measured), kernels (launches the prediction
@@ -700,12 +702,11 @@ def gpu_check(csv_path: str | Path, target: str = "targets/gpu_h100_sxm.yaml", b
     # taken before the sign-pattern stages existed holds eight)
     timed_stages = set(meas.loc[meas.what == "stage", "stage"])
     piped = [s for s in STAGE_NAMES if s in timed_stages] or list(STAGE_NAMES)
-    # each stage's parameters as timed (the file's params column; not given: taken to be today's)
+    # each stage's parameters as timed (the file's params column; not given: a row is taken to be today's)
     timed_params = {}
     if "params" in meas:
         rows_with = meas[(meas.what == "stage") & meas.params.notna()]
         timed_params = dict(zip(rows_with.stage, rows_with.params.astype(float)))
-    stage_params = {s: timed_params.get(s, float(LAMARR_STAGES[s][5])) for s in piped}
 
     def cost(mode, stage, batch, dtype):
         key = (mode, stage, batch, dtype)
@@ -730,11 +731,10 @@ def gpu_check(csv_path: str | Path, target: str = "targets/gpu_h100_sxm.yaml", b
             today = [LAMARR_STAGES[s][5] for s in stages]
             timed = getattr(r, "params", np.nan)
             ratio = sum(today) / timed if timed == timed else np.nan
-            if r.what == "stage":
+            if r.what == "stage" or not set(stages) <= set(timed_params):  # the row's own count
                 same = not abs(ratio - 1) > PARAMS_TOLERANCE
-            else:
-                same = all(not abs(t / stage_params.get(s, np.nan) - 1) > PARAMS_TOLERANCE
-                           for s, t in zip(stages, today))
+            else:  # a pipeline row: every stage it ran, as the file's stage rows timed them
+                same = all(not abs(t / timed_params[s] - 1) > PARAMS_TOLERANCE for s, t in zip(stages, today))
             for mode in modes:
                 parts = [cost(mode, s, int(r.batch), r.dtype) for s in stages]
                 pred = sum(p[0] for p in parts)

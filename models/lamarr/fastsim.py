@@ -237,9 +237,10 @@ def compiled(pipeline: nets.Pipeline, dtype: str = "fp32") -> dict[str, _Compile
     """Every stage's network of ``pipeline`` as :class:`_Compiled` in ``dtype`` ('fp32' or 'bf16':
     every layer in bfloat16 on the input standardized in fp32); a sign-pattern classifier's outputs
     cut to the patterns its training sample held (:meth:`nets.Pipeline.seen`).  Kept per pipeline and
-    dtype, and rebuilt when any of the pipeline's tensors changed since (its storage or torch's
-    version counter, which every in-place write such as ``load_state_dict`` advances), so it never
-    goes stale; building takes ~2 ms, 1% of a 2,000-event fast simulation."""
+    dtype, and rebuilt when any of the pipeline's tensors changed since: its storage, or torch's
+    version counter, which every in-place write through the tensor advances (``load_state_dict``,
+    an optimizer step, ``w.mul_()`` under ``no_grad``); a write through ``w.data`` is not counted by
+    torch and goes unseen.  Building takes ~2 ms, 1% of a 2,000-event fast simulation."""
     if dtype not in DTYPES:
         raise SimError(f"Lamarr fast-simulation dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     state = tuple((t.data_ptr(), t._version) for m in pipeline.modules() for d in (m._parameters, m._buffers)

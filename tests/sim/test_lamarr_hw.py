@@ -191,6 +191,13 @@ def test_measured_fractions_replace_the_placeholders():
         L.run(spec, {"hurdle": {"rich": 2.0}}, HW_FILE.parent)
     with pytest.raises(SimError, match="cannot exceed"):
         L.run(spec, {"accepted": 0.2, "reconstructed": 0.3}, HW_FILE.parent)
+    # the measured muon preselection: the muon stages see that share of the reconstructed tracks
+    dm = L.run(spec, {"particles_per_event": 30.0, "accepted": 0.6, "reconstructed": 0.3, "muon_preselected": 0.5},
+               HW_FILE.parent)
+    assert dm.particles_ismuon.iloc[0] == dm.particles_muon_signs.iloc[0] == dm.particles_muon.iloc[0] == 36
+    assert dm.particles_rich.iloc[0] == 72 and dm.attrs["events"]["muon_preselected"] == 0.5
+    with pytest.raises(SimError, match="muon_preselected"):
+        L.run(spec, {"muon_preselected": 1.5}, HW_FILE.parent)
 
 
 def test_outputs_are_deterministic(sweep, tmp_path):
@@ -350,5 +357,15 @@ def test_gpu_check_errors(tmp_path):
     old = pd.read_csv(GPU_CSV).drop(columns="params")
     old = old[(old.batch == 256) & (old.dtype == "fp16")]
     old.to_csv(bad, index=False)
-    chk = L.gpu_check(bad, base=HW_FILE.parent, link=L.Link(bytes_per_s=1e9, latency_s=1e-6, source="t"))
+    link = L.Link(bytes_per_s=1e9, latency_s=1e-6, source="t")
+    chk = L.gpu_check(bad, base=HW_FILE.parent, link=link)
     assert chk.matched.sum() == len(old) and chk.params_ratio.isna().all()
+    # pipeline rows with no stage rows: today's whole pipeline, judged by the row's own count
+    piped = pd.read_csv(GPU_CSV)
+    piped = piped[piped.what.str.startswith("pipeline") & (piped.batch == 256)]
+    today = sum(v[5] for v in zoo.LAMARR_STAGES.values())
+    for timed, same in ((today * 1.05, True), (today / 2, False)):
+        piped.assign(params=int(timed)).to_csv(bad, index=False)
+        chk = L.gpu_check(bad, base=HW_FILE.parent, link=link)
+        assert np.allclose(chk.params_ratio, today / int(timed))
+        assert set(chk[chk["mode"] == chk.what.map(L._RUNTIME)].matched) == {same}
