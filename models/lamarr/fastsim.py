@@ -351,9 +351,9 @@ def simulate(truth: pd.DataFrame, seed: int, pipeline: nets.Pipeline | None = No
         zs = nets.SIGNS[name]
         classes = pipe.seen(zs)  # sampled among the patterns that occurred in training; one: nothing to sample
         sub[zs] = pat = np.zeros(len(rec), np.int64)
-        among = np.arange(len(rec)) if among is None else among
-        pat[among] = timed(zs, lambda: np.full(len(among), classes[0]) if len(classes) == 1
-                           else classes[_classify(net[zs], features(zs, among), gen, batch)])
+        sel = slice(None) if among is None else among  # every row: a view, no gather of the feature groups
+        pat[sel] = timed(zs, lambda: np.full(len(pat[sel]), classes[0]) if len(classes) == 1
+                         else classes[_classify(net[zs], features(zs, among), gen, batch)])
         out = np.zeros((len(pat), nets.n_outputs(st[name])))
         states = nets.sign_states(pat, out.shape[1])
         rows = np.flatnonzero(pat != 0)  # the GAN runs where some value is not 0 (class 0: all are)

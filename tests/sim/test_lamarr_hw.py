@@ -46,6 +46,7 @@ def test_stage_table_matches_the_networks():
         m = build(zoo.get(f"Lamarr-{s.name}"), "fp32", "meta")
         assert sum(p.numel() for p in m.parameters()) == params == zoo.get(f"Lamarr-{s.name}").published_params
     assert tuple(zoo.LAMARR_STAGES) == tuple(s.name for s in nets.STAGES) == L.STAGE_NAMES
+    assert L.MUON_STAGES == nets.MUON_STAGES  # kept here too: this module imports no torch at start-up
     whole = build(zoo.get("Lamarr-pipeline"), "fp32", "meta")
     assert sum(p.numel() for p in whole.parameters()) == zoo.get("Lamarr-pipeline").published_params
     assert zoo.get("Lamarr-pipeline").published_params == sum(
