@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # The main job: Llama-2-7B, 256-token prompt + 20 decode tokens on the BitMoD FP16 baseline.
 QUICKSTART := $(VENV)/bin/sim run configs/quickstart.yaml
 
-.PHONY: quickstart test setup bench clean
+.PHONY: quickstart test test-fast golden setup bench clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,14 @@ quickstart: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest
+
+# the tier for every edit: everything not marked slow, timing or gpu (about a minute on 2 cores)
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -m "not slow and not timing and not gpu" -q
+
+# rewrite results/golden/ from the current code (commit the diff with the reason it moved)
+golden: $(STAMP)
+	$(VENV)/bin/python -m sim.golden
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/trace_speed.py
