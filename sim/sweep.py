@@ -39,7 +39,10 @@ import itertools
 import json
 import math
 import os
+import signal
 import sqlite3
+import sys
+import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -367,8 +370,39 @@ def run_batch(items: list[tuple[str, dict, str]]) -> list[tuple[str, str, str, s
     return out
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Initializer of a local worker: the worker ends when the sweep process that started it dies,
+    even by kill -9 (which runs none of the parent's clean-up, so nothing else would stop a worker
+    that is busy with, or blocked waiting for, a batch).
+
+    On Linux the kernel sends the worker SIGKILL when its parent dies (PR_SET_PDEATHSIG).  That
+    signal comes when the parent *thread* that started the worker ends; the pool's workers are
+    started in ``submit`` by the thread that runs ``run_sweep``, which lives as long as the pool.
+    Everywhere (and in case prctl is unavailable) a daemon thread also checks twice a second whether
+    the worker was re-parented, i.e. its parent is gone.  Never raises: a failing initializer would
+    break the pool."""
+    try:
+        if sys.platform.startswith("linux"):
+            import ctypes
+
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the death signal was armed
+            os._exit(1)
+        threading.Thread(target=_watch_parent, args=(parent,), name="sweep-parent-watch", daemon=True).start()
+    except Exception:  # best effort: the worker still works without it
+        pass
+
+
+def _watch_parent(parent: int, interval_s: float = 0.5) -> None:
+    while os.getppid() == parent:
+        time.sleep(interval_s)
+    os._exit(1)
+
+
 class _LocalExecutor:
-    """Worker processes on this machine; a pool whose worker died is replaced and its work resubmitted."""
+    """Worker processes on this machine; a pool whose worker died is replaced and its work resubmitted.
+    The workers exit when this process dies (see ``_exit_with_parent``)."""
 
     def __init__(self, workers: int):
         self.workers = workers
@@ -377,7 +411,8 @@ class _LocalExecutor:
     def _new(self):
         import multiprocessing as mp
 
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"))
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=mp.get_context("spawn"),
+                                   initializer=_exit_with_parent, initargs=(os.getpid(),))
 
     def slots(self) -> int:
         return self.workers

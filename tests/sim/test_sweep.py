@@ -2,6 +2,7 @@
 
 import json
 import os
+from html.parser import HTMLParser
 import signal
 import sqlite3
 import subprocess
@@ -14,7 +15,8 @@ import pytest
 import yaml
 
 from sim.sweep import load_results, load_sweep, run_sweep
-from sim.sweep_report import pareto_front, write_sweep_report
+from sim.sweep_report import (_eng, _num, _param_groups, _sensitivity_figure, _short_names, pareto_front,
+                              write_sweep_report)
 
 ROOT = Path(__file__).resolve().parents[2]
 SIM = str(Path(sys.executable).parent / "sim")
@@ -271,3 +273,197 @@ def test_every_shipped_sweep_validates(path, tmp_path):
     """Every sweep file in configs/sweeps/ expands and validates point by point (nothing runs)."""
     sw = load_sweep(path, out=tmp_path / "out")
     assert len(sw.points) > 1
+
+
+def _children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (scanning /proc: works without CONFIG_PROC_CHILDREN)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state, ppid, ...
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(d.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting to be reaped by whoever adopted it counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2:].split()[0] != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_local_workers_exit_when_the_sweep_is_killed(tmp_path, base):
+    """kill -9 of `sim sweep --workers 2` must not leave its worker processes running."""
+    axes = {"hardware.params.dram_bits_per_cycle": [64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536],
+            "hardware.params.pe_rows": [8, 16, 32, 64, 128, 256]}
+    p = sweep_file(tmp_path, base, axes=axes)
+    out = tmp_path / "o"
+    db = out / "sweep.sqlite"
+    cmd = [SIM, "sweep", str(p), "--out", str(out), "--workers", "2", "--batch-size", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    workers: list[int] = []
+    try:
+        deadline = time.time() + 60
+        n = 0
+        while time.time() < deadline and proc.poll() is None:
+            if db.exists():
+                try:
+                    n = len(_keys(db))
+                except sqlite3.OperationalError:
+                    n = 0
+            workers = [c for c in _children(proc.pid)
+                       if "spawn_main" in Path(f"/proc/{c}/cmdline").read_bytes().decode(errors="replace")]
+            if n >= 2 and len(workers) == 2:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None and len(workers) == 2 and n < 60, (proc.returncode, workers, n)
+        os.kill(proc.pid, signal.SIGKILL)  # the parent only, not its process group
+        proc.wait()
+        deadline = time.time() + 5
+        while time.time() < deadline and any(_alive(w) for w in workers):
+            time.sleep(0.05)
+        left = [w for w in workers if _alive(w)]
+        assert not left, f"worker processes {left} still running 5 s after their sweep was killed"
+    finally:
+        for pid in [proc.pid, *workers]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        proc.wait()
+
+
+class _Tables(HTMLParser):
+    """The tables of a report page by the heading (h2/h3) above them: rows of cell texts."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self.heading, self.text, self.row, self.cell = "", None, None, None
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("h2", "h3"):
+            self.text = ""
+        elif tag == "table":
+            self.tables[self.heading] = []
+        elif tag == "tr":
+            self.row = []
+        elif tag in ("td", "th"):
+            self.cell = ""
+
+    def handle_endtag(self, tag):
+        if tag in ("h2", "h3"):
+            self.heading, self.text = self.text.strip(), None
+        elif tag == "tr":
+            self.tables[self.heading].append(self.row)
+        elif tag in ("td", "th"):
+            self.row.append(self.cell)
+            self.cell = None
+
+    def handle_data(self, data):
+        if self.text is not None:
+            self.text += data
+        if self.cell is not None:
+            self.cell += data
+
+
+def test_best_design_table_is_one_compact_row_per_objective(tmp_path, base):
+    """One row per objective, every cell filled (no NaN), parameters by short name, a named axis that
+    sets two keys as one column, the objectives' metrics of that point with units."""
+    buffers = [{"hardware.params.weight_buffer_bytes": b, "hardware.params.act_buffer_bytes": b}
+               for b in (262144, 524288)]
+    p = sweep_file(tmp_path, base, axes={"hardware.params.dram_bits_per_cycle": [128, 512], "buffers": buffers,
+                                         "workload.batch": [1, 4]})
+    run_sweep(load_sweep(p, tmp_path / "o"), workers=0)
+    page = write_sweep_report(tmp_path / "o").read_text()
+    parser = _Tables()
+    parser.feed(page)
+    header, *rows = parser.tables["Best design per objective"]
+    assert header == ["objective", "best", "point", "dram_bits_per_cycle", "weight_buffer_bytes / act_buffer_bytes",
+                      "workload.batch", "latency", "energy", "tokens/J", "tokens/s"]
+    assert [r[0] for r in rows] == ["lowest latency", "lowest energy", "most tokens per joule (tokens/s per W)",
+                                    "most tokens per second"]
+    assert all(len(r) == len(header) for r in rows)
+    cells = [c for r in rows for c in r]
+    assert all(c.strip() for c in cells) and not [c for c in cells if "nan" in c.lower()], rows
+    df = load_results(tmp_path / "o")
+    best = df.loc[df.latency_s.idxmin()]
+    lat = rows[0]
+    assert lat[2] == str(best.idx) and lat[1] == lat[6] == _eng(best.latency_s, "s")
+    assert lat[3] == str(best["param:hardware.params.dram_bits_per_cycle"])
+    assert lat[4] == f"{best['param:hardware.params.weight_buffer_bytes']:,}"  # the two keys are equal: one value
+    assert rows[3][1] == f"{_num(df.tokens_per_s.max())} tokens/s"
+    section = page[page.index("Best design per objective"):]
+    assert "NaN" not in section[:section.index("</table>")]
+    # the Pareto table is as compact: no NaN, the same columns for the parameters
+    front_header, *front = parser.tables["Pareto-optimal designs"]
+    assert front_header[1:4] == header[3:6] and front
+    assert not [c for r in front for c in r if "nan" in c.lower() or not c.strip()]
+
+
+def test_number_formatting():
+    assert _eng(1.135e-4, "s") == "113.5 µs" and _eng(46.72, "J") == "46.72 J" and _eng(0.99996, "s") == "1 s"
+    assert _num(8e8) == "8e8" and _num(262144) == "262,144" and _num(1024) == "1024" and _num(0.25) == "0.25"
+    assert _num(17318.4) == "17,318" and _num(True) == "true" and _num(float("nan")) == "base"
+
+
+def test_sensitivity_plots_are_readable_at_page_width():
+    """A five-axis sweep (one of them linked, one with long names): three panels a row, labels at a
+    readable size when the image is shown 1100 px wide, no two labels overlapping."""
+    import itertools
+
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = itertools.product([1, 16, 64, 256, 1024], [6e7, 2e8, 3e8], [4, 16, 64], [False, True],
+                             ["OPT-1.3B", "Llama-2-7B", "Phi-3-mini-4k-instruct"])
+    rng = np.random.default_rng(0)
+    ok = pd.DataFrame([{"idx": i, "param:hardware.params.cores": c, "param:hardware.params.freq_hz": f,
+                        "param:hardware.params.ternary_lanes": ln, "param:hardware.params.row_lanes": ln,
+                        "param:hardware.params.weights_on_chip": w, "param:workload.model": m,
+                        "latency_s": rng.uniform(1e-4, 10), "energy_j": rng.uniform(0.05, 0.06),
+                        "tokens_per_j": rng.uniform(1.847, 1.851)} for i, (c, f, ln, w, m) in enumerate(grid)])
+    params = [c for c in ok.columns if c.startswith("param:")]
+    groups = _param_groups(ok, params)
+    assert ["param:hardware.params.ternary_lanes", "param:hardware.params.row_lanes"] in groups
+    fig = _sensitivity_figure(ok, groups, _short_names(params))
+    if os.environ.get("SWEEP_FIGURE"):  # to look at it
+        fig.savefig(os.environ["SWEEP_FIGURE"], dpi=110, bbox_inches="tight")
+    try:
+        assert len(fig.axes) == 3 * len(groups) == 15
+        dpi = 110  # sim.report._png
+        scale = min(1.0, 1100 / (fig.get_figwidth() * dpi))
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        def drawn(ax):  # the tick labels inside the view, the axis labels and the title
+            (x0, x1), (y0, y1) = sorted(ax.get_xlim()), sorted(ax.get_ylim())
+            xs = [t for v, t in zip(ax.get_xticks(), ax.get_xticklabels()) if x0 <= v <= x1]
+            ys = [t for v, t in zip(ax.get_yticks(), ax.get_yticklabels()) if y0 <= v <= y1]
+            return [t for t in [*xs, *ys, ax.xaxis.label, ax.yaxis.label, ax.title] if t.get_visible() and t.get_text()]
+
+        texts = [t for ax in fig.axes for t in drawn(ax)]
+        smallest = min(t.get_fontsize() for t in texts) * dpi / 72 * scale
+        assert smallest >= 11, f"labels {smallest:.1f} px high at page width"
+        boxes = [t.get_window_extent(renderer).expanded(0.98, 0.98) for t in texts]
+        clashes = [(texts[i].get_text(), texts[j].get_text()) for i in range(len(boxes))
+                   for j in range(i + 1, len(boxes)) if boxes[i].overlaps(boxes[j])]
+        assert not clashes, clashes[:5]
+        # tick labels distinguish their ticks (no "1.85, 1.85, 1.85")
+        for ax in fig.axes:
+            shown = [t.get_text() for t in drawn(ax) if t in ax.get_yticklabels()]
+            assert len(shown) == len(set(shown)), shown
+    finally:
+        plt.close(fig)
