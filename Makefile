@@ -29,9 +29,11 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest -m "not slow and not timing and not gpu" -q
 
-# rewrite results/golden/ from the current code (commit the diff with the reason it moved)
+# rewrite results/golden/ from the current code, and the docs' tables made from it (commit the diff
+# with the reason a number moved)
 golden: $(STAMP)
 	$(VENV)/bin/python -m sim.golden
+	$(VENV)/bin/python -m sim.docs
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/trace_speed.py
