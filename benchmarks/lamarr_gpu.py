@@ -7,7 +7,7 @@ batch of particles and dtype: the median of 7 samples, each the mean over enough
 last >= 2 ms, timed with CUDA events after a warm-up (eager PyTorch, one stream).  Also the whole
 pipeline (every stage over the same batch) eager and replayed from a CUDA graph, and the host->device
 copy of the batch's inputs.  Each stage's and the pipeline's parameter count goes with its rows
-(``params``: ``sim.lamarr_hw.gpu_check`` compares a row only with the networks it timed).  Needs only
+(``params``: ``sim.studies.lamarr.hardware.gpu_check`` compares a row only with the networks it timed).  Needs only
 torch (and numpy); writes one CSV with the machine in its columns.
 """
 

@@ -41,7 +41,20 @@ def _add_trace(sub) -> None:
     p.add_argument("--by", default="role", help="group the printed summary by this column (default role)")
     p.add_argument("--out", default=None, help="write the trace to this .parquet or .csv file")
     p.add_argument("--no-cache", action="store_true", help="trace afresh, neither reading nor writing the cache")
+    _add_format(p)
     p.set_defaults(func=_cmd_trace)
+
+
+def _add_format(p) -> None:
+    p.add_argument("--format", default="table", dest="fmt",
+                   help="table (default; never cuts a cell) | csv | json (for a script to read whole)")
+
+
+def _check_format(fmt: str) -> None:
+    from sim.tables import FORMATS
+
+    if fmt not in FORMATS:
+        raise SimError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
 
 
 def _fmt(x: float, unit: str = "") -> str:
@@ -52,26 +65,27 @@ def _fmt(x: float, unit: str = "") -> str:
     return f"{x:.3g}{unit}"
 
 
-def _cmd_list() -> int:
-    from rich.console import Console
-    from rich.table import Table
+def _cmd_list(fmt: str) -> int:
+    import pandas as pd
 
+    from sim.tables import emit
     from workloads import zoo
 
-    t = Table(title="Model zoo")
-    for col in ("name", "kind", "params (published)", "layers", "d_model", "heads / kv", "max pos", "weights"):
-        t.add_column(col, justify="left" if col in ("name", "kind", "weights") else "right")
-    for s in zoo.specs():
-        t.add_row(s.name, s.kind, f"{s.published_params / 1e9:.3g}B" if s.published_params >= 1e9
-                  else f"{s.published_params / 1e6:.3g}M", str(s.layers), str(s.hidden),
-                  f"{s.heads} / {s.kv_heads}", str(s.max_positions), "real" if s.real_weights else "meta")
-    Console().print(t)
+    def params(n: float) -> str:
+        return f"{n / 1e9:.3g}B" if n >= 1e9 else f"{n / 1e6:.3g}M"
+
+    rows = [{"name": s.name, "kind": s.kind, "params": s.published_params if fmt != "table" else params(s.published_params),
+             "layers": s.layers, "d_model": s.hidden, "heads": s.heads, "kv_heads": s.kv_heads,
+             "max_positions": s.max_positions, "weights": "real" if s.real_weights else "meta"} for s in zoo.specs()]
+    emit(pd.DataFrame(rows), fmt, "Model zoo", right={"params", "layers", "d_model", "heads", "kv_heads",
+                                                       "max_positions"})
     return 0
 
 
 def _cmd_trace(args) -> int:
+    _check_format(args.fmt)
     if args.list:
-        return _cmd_list()
+        return _cmd_list(args.fmt)
     if not args.model:
         raise SimError("sim trace: a model name is needed (or --list)")
     from workloads import summarize, trace, trace_text
@@ -106,26 +120,24 @@ def _cmd_trace(args) -> int:
         except OSError as e:
             raise SimError(f"cannot write {out}: {e.strerror or e}") from None
 
-    from rich.console import Console
-    from rich.table import Table
+    from sim.tables import console, emit
 
     a = df.attrs
     title = (f"{a['model']} {a['phase']}: batch {a['batch']}, seq {a['seq']}, context {a['context']}, "
              f"{a['dtype']}  ({len(df)} ops)")
-    t = Table(title=title)
+    cols = {"flops": "FLOP", "bytes_read": "read B", "bytes_written": "written B", "weight_bytes": "weight B",
+            "kv_bytes_read": "KV read B", "kv_bytes_written": "KV write B"}
     g = summarize(df, args.by)
-    t.add_column(args.by)
-    for col in ("ops", "FLOP", "read B", "written B", "weight B", "KV read B", "KV write B"):
-        t.add_column(col, justify="right")
-    cols = ("flops", "bytes_read", "bytes_written", "weight_bytes", "kv_bytes_read", "kv_bytes_written")
-    for name, r in g.iterrows():
-        t.add_row(str(name), str(int(r["ops"])), *(_fmt(r[c]) for c in cols))
-    tot = g.sum()
-    t.add_row("total", str(int(tot["ops"])), *(_fmt(tot[c]) for c in cols), style="bold")
-    console = Console()
-    console.print(t)
+    g.loc["total"] = g.sum()
+    g = g.reset_index().rename(columns={"index": args.by})
+    g["ops"] = g["ops"].astype(int)
+    if args.fmt != "table":
+        emit(g, args.fmt)
+        return 0
+    g = g.rename(columns=cols)
+    emit(g, "table", title, formats={c: _fmt for c in cols.values()}, right={"ops", *cols.values()})
     if args.out:
-        console.print(f"trace written to {args.out}")
+        console().print(f"trace written to {args.out}")
     return 0
 
 
@@ -136,138 +148,69 @@ def _add_run(sub) -> None:
     p.add_argument("config", help="YAML config (see configs/quickstart.yaml)")
     p.add_argument("--out", default=None, help="output folder (default: the config's run.out, else results/<name>)")
     p.add_argument("--fidelity", default=None, help="override run.fidelity: simpy | analytic")
+    p.add_argument("--trace", action="store_true",
+                   help="also write trace.json, the run's timeline for ui.perfetto.dev or chrome://tracing")
     p.set_defaults(func=_cmd_run)
 
 
 def _cmd_run(args) -> int:
+    """Dispatch a config to the study its top-level ``study:`` key names (a plain run without it)."""
     from pathlib import Path
 
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from sim.report import print_summary, write
-    from sim.run import run
+    from sim import studies
+    from sim.config import load_yaml
+    from sim.studies.base import Options
+    from sim.tables import console as make_console
 
     if args.fidelity not in (None, "simpy", "analytic"):
         raise SimError(f"--fidelity must be simpy or analytic, got {args.fidelity!r}")
-    from sim import reproduce
-    from sim.config import load_yaml
+    path = Path(args.config)
+    data, lines = load_yaml(path)
+    kind = studies.kind_of(data, path, lines)
+    study = studies.get(kind)
+    if args.trace and not study.traceable:
+        can = [k for k in studies.kinds() if studies.get(k).traceable]
+        raise SimError(f"--trace: a {kind} study has no timeline to write (traceable: {', '.join(can)})")
+    console = make_console()
+    with _progress() as progress:
+        result = study.run(path, Options(out=args.out, fidelity=args.fidelity), progress)
+        out = Path(result.out)
+        progress("writing the results")
+        files: list[str] = []
+        _write_results(out, lambda: files.extend(study.write(out, result)))
+        if args.trace:
+            from sim.engine import trace
 
-    console = Console()
-    err = Console(stderr=True)
-    data = load_yaml(Path(args.config))[0]
-    from sim import easyspec
-
-    if easyspec.is_easyspec(data):
-        return _cmd_easyspec(args, console, err)
-    from sim import lamarr
-
-    if lamarr.is_lamarr(data):
-        return _cmd_lamarr(args, console, err)
-    from sim import lamarr_hw
-
-    if lamarr_hw.is_lamarr_hw(data):
-        return _cmd_lamarr_hw(args, console, err)
-    if reproduce.is_reproduce(data):
-        return _cmd_reproduce(args, console, err)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
-                  transient=True, disable=not err.is_terminal) as bar:
-        task = bar.add_task("starting", total=None)
-        result = run(args.config, fidelity=args.fidelity, progress=lambda m: bar.update(task, description=m))
-        out = Path(args.out or result.config.run.out or Path("results") / result.summary["name"])
-        bar.update(task, description="writing report")
-        _write_results(out, lambda: write(result, out))
-    print_summary(result.summary, console)
-    console.print(f"wrote {out}/ops.parquet, summary.json, report.html")
-    return 0
-
-
-def _cmd_easyspec(args, console, err) -> int:
-    from pathlib import Path
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    from sim import easyspec
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err, transient=True,
-                  disable=not err.is_terminal) as bar:
-        task = bar.add_task("runs", total=None)
-        runs, metrics, f, sweep = easyspec.run(
-            args.config, args.out,
-            progress=lambda k, n, what: bar.update(task, completed=k, total=n, description=what))
-    out = Path(args.out or f.out or "results/easyspec")
-    _write_results(out, lambda: easyspec.write(out, runs, metrics, f, sweep))
-    _print_paper_vs_sim(console, f"EasySpec: paper vs simulation ({f.gpus} GPUs, gamma {f.gamma}, group {f.group})",
-                        metrics)
-    console.print(f"wrote {out}/paper_vs_sim.csv, runs.csv, sweep.csv, report.html, trace_*.json")
-    return 0
-
-
-def _cmd_lamarr(args, console, err) -> int:
-    from pathlib import Path
-
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    from sim import lamarr
-
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
-                  transient=True, disable=not err.is_terminal) as bar:
-        task = bar.add_task("starting", total=None)
-        res = lamarr.run(args.config, progress=lambda m: bar.update(task, description=m))
-        out = Path(args.out or res["file"].out or "results/lamarr")
-        bar.update(task, description="writing the report")
-        files: list = []
-        _write_results(out, lambda: files.extend(lamarr.write(out, res)))
-    s = lamarr.summary(res)
-    console.print(f"Lamarr vs detailed simulation, {s['events']} events: detector step "
-                  f"{s['speedup_detector_step']:.0f}x faster; efficiency bins within 2 sigma "
-                  f"{s['efficiency_bins_within_2sigma']:.0%} "
-                  f"(mean pull^2 {s['efficiency_chi2_per_bin']:.2f}); median KS {s['median_ks']:.3f}; D0 width "
-                  f"{s['d0_width_mev']['detailed']:.2f} (detailed) vs {s['d0_width_mev']['fast']:.2f} MeV (fast)")
-    if len(res["paper_vs_sim"]):
-        _print_paper_vs_sim(console, "Lamarr: paper vs simulation", res["paper_vs_sim"])
+            _write_results(out, lambda: trace.write(study.spans(result), out / "trace.json"))
+            files.append("trace.json")
+    study.print(result, console)
     console.print(f"wrote {out}/" + ", ".join(files))
     return 0
 
 
-def _cmd_lamarr_hw(args, console, err) -> int:
-    from pathlib import Path
+class _progress:
+    """The one progress display of ``sim run``: a bar where the study counts its work, a spinner
+    otherwise; on stderr, and only on a terminal."""
 
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    def __enter__(self):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from sim import lamarr_hw
+        err = Console(stderr=True)
+        self._bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal)
+        self._bar.__enter__()
+        self._task = self._bar.add_task("starting", total=None)
+        return self
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err,
-                  transient=True, disable=not err.is_terminal) as bar:
-        task = bar.add_task("starting", total=None)
-        spec = lamarr_hw.load(Path(args.config))
-        df = lamarr_hw.run(spec, None, Path(args.config).parent, progress=lambda m: bar.update(task, description=m))
-        out = Path(args.out or spec.out or "results/lamarr_hw")
-        files: list = []
-        _write_results(out, lambda: files.extend(lamarr_hw.write(out, df)))
-    console.print(lamarr_hw.summary_table(df).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    console.print(f"wrote {out}/" + ", ".join(files))
-    return 0
+    def __call__(self, what: str, done: int | None = None, total: int | None = None) -> None:
+        if total is None:
+            self._bar.update(self._task, description=what)
+        else:
+            self._bar.update(self._task, description=what, completed=done or 0, total=total)
 
-
-def _cmd_reproduce(args, console, err) -> int:
-    from pathlib import Path
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from sim import reproduce
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err, transient=True, disable=not err.is_terminal) as bar:
-        task = bar.add_task("runs", total=None)
-        runs, metrics, rf = reproduce.run(
-            args.config, fidelity=args.fidelity,
-            progress=lambda k, n, what: bar.update(task, completed=k, total=n, description=what))
-    out = Path(args.out or rf.out or Path("results") / rf.reproduce)
-    _write_results(out, lambda: reproduce.write(out, runs, metrics, rf))
-    _print_paper_vs_sim(console, f"{rf.reproduce}: paper vs simulation ({len(runs)} runs, {rf.fidelity})", metrics)
-    console.print(f"wrote {out}/paper_vs_sim.csv, runs.csv, report.html")
-    return 0
+    def __exit__(self, *exc):
+        return self._bar.__exit__(*exc)
 
 
 def _write_results(out, write) -> None:
@@ -276,17 +219,6 @@ def _write_results(out, write) -> None:
         write()
     except OSError as e:
         raise SimError(f"cannot write the results to {out}: {e.strerror or e}") from None
-
-
-def _print_paper_vs_sim(console, title: str, metrics) -> None:
-    from rich.table import Table
-
-    t = Table(title=title)
-    for c in ("metric", "paper", "simulated", "rel. error"):
-        t.add_column(c, justify="left" if c == "metric" else "right")
-    for _, r in metrics.iterrows():
-        t.add_row(r["metric"], f"{r['paper']:.3g}", f"{r['simulated']:.3g}", f"{r['rel_error']:+.1%}")
-    console.print(t)
 
 
 def _add_sweep(sub) -> None:
@@ -332,9 +264,11 @@ def _cmd_sweep(args) -> int:
     from sim.sweep import load_sweep, run_sweep
     from sim.sweep_report import write_sweep_report
 
+    from sim.tables import console as make_console
+
     workers = _int_arg("--workers", args.workers, 0)
     batch = _int_arg("--batch-size", args.batch_size, 1)
-    console = Console()
+    console = make_console()
     sw = load_sweep(args.sweep, args.out)
     if args.dry_run:
         console.print(f"{sw.name}: {len(sw.points)} points -> {sw.out}")
@@ -373,9 +307,6 @@ def _add_quantize(sub) -> None:
 
 
 def _cmd_quantize(args) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
     from sim.quality import evaluate, write
     from workloads import zoo
 
@@ -387,14 +318,14 @@ def _cmd_quantize(args) -> int:
         out = write(args.out, per_layer, summary)
     except OSError as e:
         raise SimError(f"cannot write {args.out}: {e.strerror or e}") from None
-    t = Table(title=f"{spec.name}: weight quantization, groups of 128")
-    for c in ("bits", "format", "bits/weight", "weight MSE", "embedding cos (mean)", "(min)"):
-        t.add_column(c, justify="right")
-    for _, r in summary.iterrows():
-        t.add_row(str(r["bits"]), r["format"], f"{r['bits_per_weight']:.4g}", f"{r['weight_mse']:.3e}",
-                  f"{r['cos_mean']:.4f}", f"{r['cos_min']:.4f}")
-    console = Console()
-    console.print(t)
+    from sim.tables import console, rich_table
+
+    cols = ["bits", "format", "bits/weight", "weight MSE", "embedding cos (mean)", "(min)"]
+    rows = [[str(r["bits"]), r["format"], f"{r['bits_per_weight']:.4g}", f"{r['weight_mse']:.3e}",
+             f"{r['cos_mean']:.4f}", f"{r['cos_min']:.4f}"] for _, r in summary.iterrows()]
+    console = console()
+    console.print(rich_table(f"{spec.name}: weight quantization, groups of 128", cols, rows, right=set(cols)),
+                  crop=False)
     console.print(f"wrote {out}/per_layer.csv, summary.csv")
     return 0
 

@@ -116,6 +116,7 @@ class Run(_Strict):
 
 
 class Config(_Strict):
+    study: Literal["run"] = "run"  # the plain run (sim/studies/: other kinds have their own schemas)
     name: str | None = None
     workload: Workload
     hardware: Hardware

@@ -28,15 +28,14 @@ GPUs are free and their inputs are ready):
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import simpy
 
 from models.errors import SimError
+from sim.engine.graph import TaskGraph
 
 COLUMN = {"q_proj", "k_proj", "v_proj", "qkv_proj", "mlp_gate", "mlp_up", "mlp_gate_up", "lm_head"}
 ROW = {"o_proj", "mlp_down"}
@@ -133,65 +132,21 @@ def _step_times(model, phase, seq, context, tp, gpu, link, batch, dtype, precisi
                      layers=spec.layers, hidden_bytes=hidden)
 
 
-@dataclass
-class Task:
-    name: str
-    gpus: tuple[int, ...]
-    seconds: float
-    after: tuple[str, ...] = ()
-    cat: str = "compute"
-
-
-@dataclass
-class Timeline:
-    tasks: list[Task] = field(default_factory=list)
-    start: dict[str, float] = field(default_factory=dict)
-    end: dict[str, float] = field(default_factory=dict)
+class Timeline(TaskGraph):
+    """A decoding iteration's task graph: each GPU a resource (``GPU 0`` .. ``GPU n-1``)."""
 
     def add(self, name, gpus, seconds, after=(), cat="compute") -> str:
-        if any(t.name == name for t in self.tasks):
-            raise SimError(f"duplicate task {name!r}")
-        self.tasks.append(Task(name, tuple(gpus), float(seconds), tuple(a for a in after if a), cat))
-        return name
+        return super().add(name, [f"GPU {g}" for g in gpus], float(seconds), after, cat)
 
-    def run(self, n_gpus: int) -> float:
-        """Schedule with SimPy: a task starts when the tasks it follows are done and all its GPUs are
-        free (each GPU a resource, requested in order, so tasks on one GPU serialize)."""
-        env = simpy.Environment()
-        gpus = [simpy.Resource(env, capacity=1) for _ in range(n_gpus)]
-        done = {t.name: env.event() for t in self.tasks}
-
-        def proc(t: Task):
-            if t.after:
-                yield simpy.AllOf(env, [done[a] for a in t.after])
-            reqs = [gpus[g].request() for g in t.gpus]
-            yield simpy.AllOf(env, reqs)
-            self.start[t.name] = env.now
-            yield env.timeout(t.seconds)
-            self.end[t.name] = env.now
-            for g, r in zip(t.gpus, reqs):
-                gpus[g].release(r)
-            done[t.name].succeed()
-
-        for t in self.tasks:
-            env.process(proc(t))
-        env.run()
-        if len(self.end) != len(self.tasks):
-            raise SimError("timeline deadlock: a task waits on one that never runs")
-        return max(self.end.values()) if self.end else 0.0
+    def run(self, n_gpus: int | None = None) -> float:
+        return super().run()
 
 
 def chrome_trace(tl: Timeline, path: str | Path, label: str = "") -> Path:
-    """The timeline as Chrome trace events (one row per GPU), for chrome://tracing or ui.perfetto.dev."""
-    events = []
-    for t in tl.tasks:
-        for g in t.gpus:
-            events.append({"name": t.name, "cat": t.cat, "ph": "X", "pid": label or "iteration", "tid": f"GPU {g}",
-                           "ts": tl.start[t.name] * 1e6, "dur": t.seconds * 1e6})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"traceEvents": events, "displayTimeUnit": "ms"}))
-    return path
+    """The timeline as a Chrome/Perfetto trace (one row per GPU; :mod:`sim.engine.trace`)."""
+    from sim.engine.trace import write
+
+    return write(tl.spans(label or "iteration"), path)
 
 
 def expected_tokens(alpha: float, gamma: int) -> float:

@@ -339,18 +339,15 @@ def run(device: str, shapes: str = "default", out: str | Path | None = None, dty
 
 
 def print_summary(summary: dict, console=None) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from sim.tables import console as make_console
+    from sim.tables import rich_table
 
-    console = console or Console()
-    t = Table(title=f"validation on {summary['name']} ({summary['shapes']} GEMMs)")
-    t.add_column("shape")
-    for c in ("measured ms", "predicted ms", "error"):
-        t.add_column(c, justify="right")
-    for w in summary["worst"]:
-        t.add_row(f"{w['name']} ({w['M']}x{w['N']}x{w['K']}x{w['batch']})", f"{w['measured_ms']:.3f}",
-                  f"{w['predicted_ms']:.3f}", f"{w['error'] * 100:+.1f}%")
-    console.print(t)
+    console = console or make_console()
+    rows = [[f"{w['name']} ({w['M']}x{w['N']}x{w['K']}x{w['batch']})", f"{w['measured_ms']:.3f}",
+             f"{w['predicted_ms']:.3f}", f"{w['error'] * 100:+.1f}%"] for w in summary["worst"]]
+    cols = ["shape", "measured ms", "predicted ms", "error"]
+    console.print(rich_table(f"validation on {summary['name']} ({summary['shapes']} GEMMs)", cols, rows,
+                             right=set(cols[1:])), crop=False)
     by_set = ", ".join(f"{k} {v * 100:.1f}%" for k, v in summary["mape_by_set"].items())
     console.print(f"MAPE {summary['mape'] * 100:.1f}% (median {summary['median_ape'] * 100:.1f}%, "
                   f"max {summary['max_ape'] * 100:.1f}%; by set: {by_set}) -> {summary['out']}")

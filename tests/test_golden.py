@@ -1,8 +1,6 @@
 """Golden numbers: every reproduction and the quickstart, run through `sim run`, equal their
 committed golden files (results/golden/<system>/); `make golden` rewrites them on purpose."""
 
-from pathlib import Path
-
 import pytest
 
 from sim import golden

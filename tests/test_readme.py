@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 from workloads.schema import COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,6 +28,7 @@ def test_readme_documents_every_trace_column():
         assert f"`{col}`" in table, col
 
 
+@pytest.mark.slow
 def test_quickstart_command_runs(tmp_path):
     """The main job of the Makefile runs (with its output redirected)."""
     import subprocess

@@ -1,4 +1,4 @@
-"""The engine: schedules costed ops on a target's resources.
+"""Tiles on one device: the engine that schedules costed ops on a target's resources.
 
 SimPy path (:func:`simulate`)
     A DMA process loads tiles in program order into the staging buffer (a

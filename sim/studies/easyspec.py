@@ -5,7 +5,7 @@ group size and acceptance with a speedup heatmap; Chrome traces of one iteration
 
 The file::
 
-    reproduce: easyspec
+    study: easyspec
     out: results/easyspec
     gpu: ../targets/gpu_h100_sxm.yaml          # the GPU target file (and params overrides)
     gpu_params: {kernel_overhead_s: 9.0e-7, fuse_vector_ops: true}
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.errors import SimError
 from sim.config import load_yaml, resolve_path, validated
+from sim.studies.base import Options, Progress, Study, StudyResult, no_progress, paper_vs_sim
 
 
 class _Strict(BaseModel):
@@ -70,7 +71,7 @@ class SweepSpec(_Strict):
 
 
 class EasySpecFile(_Strict):
-    reproduce: str
+    study: Literal["easyspec"]
     out: str | None = None
     gpu: str
     gpu_params: dict[str, Any] = Field(default_factory=dict)
@@ -85,10 +86,6 @@ class EasySpecFile(_Strict):
     paper: list[PaperFigure] = Field(default_factory=list)
     sweep: SweepSpec | None = None
     notes: str = ""
-
-
-def is_easyspec(data: dict) -> bool:
-    return isinstance(data, dict) and data.get("reproduce") == "easyspec"
 
 
 def _acceptance(a: Acceptance, base: Path, gamma: int, group: int) -> dict:
@@ -139,25 +136,25 @@ def run(path: str | Path, out: str | Path | None = None,
     link = Link(f.link.bytes_per_s, f.link.floor_s)
     acc = _acceptance(f.acceptance, path.parent, f.gamma, f.group)
     out = Path(out or f.out or "results/easyspec")
-    step = progress or (lambda k, n, m: None)
+    step = progress or no_progress
     rows = []
     n_runs = 3 * len(f.pairs)
     for i, pair in enumerate(f.pairs):
         kw = dict(base=pair.base, gpu=gpu, link=link, n=f.gpus, context=f.context, gamma=f.gamma,
                   draft_tp=f.draft_tp)
         slug = f"{pair.base}-{pair.draft}".replace(".", "_")
-        step(3 * i, n_runs, f"{pair.base} vanilla")
+        step(f"{pair.base} vanilla", 3 * i, n_runs)
         v = run_decoder("vanilla", draft=None, trace_to=out / f"trace_{slug}_vanilla.json", **kw)
-        step(3 * i + 1, n_runs, f"{pair.base} speculative")
+        step(f"{pair.base} speculative", 3 * i + 1, n_runs)
         s = run_decoder("speculative", draft=pair.draft, tokens_per_iter=acc["tokens_exact"],
                         trace_to=out / f"trace_{slug}_spec.json", **kw)
-        step(3 * i + 2, n_runs, f"{pair.base} easyspec")
+        step(f"{pair.base} easyspec", 3 * i + 2, n_runs)
         e = run_decoder("easyspec", draft=pair.draft, tokens_per_iter=acc["tokens_parallel"], group=f.group,
                         trace_to=out / f"trace_{slug}_easyspec.json", **kw)
         for r, alpha in ((v, None), (s, acc["alpha_exact"]), (e, acc["alpha_parallel"])):
             rows.append({"base": pair.base, "draft": pair.draft, **r, "alpha": alpha,
                          "speedup_vs_vanilla": v["time_per_token_s"] / r["time_per_token_s"]})
-    step(n_runs, n_runs, "done")
+    step("done", n_runs, n_runs)
     runs = pd.DataFrame(rows)
     sim_fig = {
         "peak_speedup_vs_vanilla": float(runs[runs.decoder == "easyspec"].speedup_vs_vanilla.max()),
@@ -166,9 +163,8 @@ def run(path: str | Path, out: str | Path | None = None,
             / runs[(runs.base == p.base) & (runs.decoder == "easyspec")].drafting_s.item() for p in f.pairs])),
         "acceptance_drop": 1 - acc["alpha_parallel"] / acc["alpha_exact"],
     }
-    metrics = pd.DataFrame([{"metric": m.metric, "paper": m.paper, "simulated": sim_fig.get(m.metric, np.nan),
-                             "rel_error": (sim_fig.get(m.metric, np.nan) - m.paper) / m.paper,
-                             "source": m.source} for m in f.paper])
+    metrics = paper_vs_sim({"metric": m.metric, "paper": m.paper, "simulated": sim_fig.get(m.metric, np.nan),
+                            "source": m.source} for m in f.paper)
     metrics.attrs["acceptance"] = acc
     sweep = sweep_points(f, gpu, link) if f.sweep else pd.DataFrame()
     return runs, metrics, f, sweep
@@ -242,3 +238,23 @@ def write(out: str | Path, runs: pd.DataFrame, metrics: pd.DataFrame, f: EasySpe
     page = html_page("EasySpec", parts)
     (out / "report.html").write_text(page)
     return out
+
+
+class EasySpec(Study):
+    """Multi-GPU speculative decoding: vanilla, standard speculative and layer-parallel drafting."""
+
+    kind = "easyspec"
+    schema = EasySpecFile
+
+    def run(self, path: Path, options: Options, progress: Progress = no_progress) -> StudyResult:
+        runs, metrics, f, sweep = run(path, options.out, progress=progress)
+        out = Path(options.out or f.out or "results/easyspec")
+        return StudyResult(tables={"runs": runs, "sweep": sweep}, paper_vs_sim=metrics, out=out,
+                           title=f"EasySpec: paper vs simulation ({f.gpus} GPUs, gamma {f.gamma}, group {f.group})",
+                           data=(runs, metrics, f, sweep))
+
+    def write(self, out: Path, result: StudyResult) -> list[str]:
+        runs, metrics, f, sweep = result.data
+        write(out, runs, metrics, f, sweep)
+        return ["paper_vs_sim.csv", "runs.csv", "acceptance_used.csv", *(["sweep.csv"] if len(sweep) else []),
+                "report.html", "trace_*.json"]

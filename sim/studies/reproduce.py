@@ -3,7 +3,8 @@
 A reproduce file is a matrix of runs — models x accelerators x tasks — and the paper's metrics
 with their sources::
 
-    reproduce: bitmod
+    study: reproduce
+    name: bitmod
     out: results/bitmod
     fidelity: simpy
     workload: {batch: 1, prompt: 256, dtype: fp16}     # shared by every run
@@ -45,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.errors import SimError
 from sim.config import load_yaml, located, merge, validated
+from sim.studies.base import Options, Progress, Study, StudyResult, no_progress, paper_vs_sim
 
 
 class Accel(BaseModel):
@@ -92,7 +94,8 @@ class GemmMetric(BaseModel):
 
 class ReproduceFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reproduce: str
+    study: Literal["reproduce"]
+    name: str  # the system reproduced (results/<name> by default)
     out: str | None = None
     fidelity: Literal["simpy", "analytic"] = "simpy"
     workload: dict[str, Any] = Field(default_factory=dict)
@@ -104,10 +107,6 @@ class ReproduceFile(BaseModel):
     gemm_tokens: list[int] = Field(default_factory=list)  # token counts (M) of the kernel-level GEMM table
     gemm_metrics: list[GemmMetric] = Field(default_factory=list)
     notes: str = ""  # where and why the simulation and the paper differ (shown in the report)
-
-
-def is_reproduce(data: dict) -> bool:
-    return isinstance(data, dict) and "reproduce" in data
 
 
 def _pick(table: dict, task: str, model: str | None = None) -> dict:
@@ -167,7 +166,7 @@ def load(path: Path) -> tuple[ReproduceFile, list[tuple[str, str, str, dict]]]:
         for model in rf.models:
             for name, acc in rf.accelerators.items():
                 cfg = {
-                    "name": f"{rf.reproduce}-{task}-{model}-{name}",
+                    "name": f"{rf.name}-{task}-{model}-{name}",
                     "workload": {**rf.workload, **tcfg, "model": model, **_pick(acc.precision, task, model)},
                     "hardware": {"file": acc.file, "params": _pick(acc.params, task)},
                     "run": {"fidelity": rf.fidelity},
@@ -190,9 +189,8 @@ def compute_metrics(rf: ReproduceFile, runs: pd.DataFrame) -> pd.DataFrame:
             sel = runs[runs.task.isin(tasks) & (runs.accelerator == m.acc)]
             if m.model:
                 sel = sel[sel.model == m.model]
-            sim = float(sel[col].mean()) * scale
-            rows.append({"metric": m.metric, "paper": m.paper, "simulated": sim,
-                         "rel_error": (sim - m.paper) / m.paper, "source": m.source})
+            rows.append({"metric": m.metric, "paper": m.paper, "simulated": float(sel[col].mean()) * scale,
+                         "source": m.source})
             continue
         if m.kind == "decode_efficiency":  # ratio of decode tokens per joule, acc over `over`, per model
             ratios = []
@@ -201,9 +199,7 @@ def compute_metrics(rf: ReproduceFile, runs: pd.DataFrame) -> pd.DataFrame:
                 if m.model:
                     r = r.loc[[m.model]]
                 ratios.append(float((r[m.acc] / r[m.over]).mean()))
-            sim = float(np.mean(ratios))
-            rows.append({"metric": m.metric, "paper": m.paper, "simulated": sim,
-                         "rel_error": (sim - m.paper) / m.paper, "source": m.source})
+            rows.append({"metric": m.metric, "paper": m.paper, "simulated": float(np.mean(ratios)), "source": m.source})
             continue
         col = "latency_s" if m.kind == "speedup" else "energy_j"
         ratios = []
@@ -213,10 +209,8 @@ def compute_metrics(rf: ReproduceFile, runs: pd.DataFrame) -> pd.DataFrame:
                 r = r.loc[[m.model]]
             gain = lambda a: float((r[rf.reference] / r[a]).mean())  # noqa: E731
             ratios.append(gain(m.acc) / gain(m.over))
-        sim = float(np.mean(ratios))
-        rows.append({"metric": m.metric, "paper": m.paper, "simulated": sim,
-                     "rel_error": (sim - m.paper) / m.paper, "source": m.source})
-    return pd.DataFrame(rows, columns=["metric", "paper", "simulated", "rel_error", "source"])
+        rows.append({"metric": m.metric, "paper": m.paper, "simulated": float(np.mean(ratios)), "source": m.source})
+    return paper_vs_sim(rows)
 
 
 def gemm_table(rf: ReproduceFile, path: Path) -> pd.DataFrame:
@@ -253,9 +247,8 @@ def compute_gemm_metrics(rf: ReproduceFile, table: pd.DataFrame) -> pd.DataFrame
         sim = float(getattr(ratio, m.stat)())
         at = ratio.idxmax() if m.stat == "max" else (ratio.idxmin() if m.stat == "min" else None)
         where = f" (at {at[0]}, {at[1]} tokens)" if at is not None else ""
-        rows.append({"metric": m.metric, "paper": m.paper, "simulated": sim, "rel_error": (sim - m.paper) / m.paper,
-                     "source": m.source + where})
-    return pd.DataFrame(rows, columns=["metric", "paper", "simulated", "rel_error", "source"])
+        rows.append({"metric": m.metric, "paper": m.paper, "simulated": sim, "source": m.source + where})
+    return paper_vs_sim(rows)
 
 
 def run(path: str | Path, fidelity: str | None = None,
@@ -269,7 +262,7 @@ def run(path: str | Path, fidelity: str | None = None,
     rows = []
     for k, (task, model, name, cfg) in enumerate(runs):
         if progress:
-            progress(k, len(runs), f"{task} {model} {name}")
+            progress(f"{task} {model} {name}", k, len(runs))
         cfg["run"]["fidelity"] = rf.fidelity
         res = execute(prepare(cfg, path))
         s = res.summary
@@ -289,7 +282,7 @@ def run(path: str | Path, fidelity: str | None = None,
                      "mac_utilization": s["utilization"]["mac"],
                      "dram_energy_j": s["energy_by_component_j"].get("dram", 0.0)})
     if progress:
-        progress(len(runs), len(runs), "done")
+        progress("done", len(runs), len(runs))
     df = pd.DataFrame(rows)
     metrics = compute_metrics(rf, df)
     if rf.gemm_tokens:
@@ -314,7 +307,7 @@ def write(out: str | Path, runs: pd.DataFrame, metrics: pd.DataFrame, rf: Reprod
     gemms = runs.attrs.get("gemm_table")
     if gemms is not None:
         gemms.to_csv(out / "gemms.csv", index=False)
-    parts = [f"<h1>Reproduction: {html.escape(rf.reproduce)}</h1>", "<h2>Paper vs simulation</h2>",
+    parts = [f"<h1>Reproduction: {html.escape(rf.name)}</h1>", "<h2>Paper vs simulation</h2>",
              metrics.to_html(index=False, float_format=lambda v: f"{v:.4g}")]
     if rf.notes.strip():
         parts.append("<h2>Where and why they differ</h2>" + "".join(
@@ -360,3 +353,22 @@ def write(out: str | Path, runs: pd.DataFrame, metrics: pd.DataFrame, rf: Reprod
     page = html_page("reproduction", parts)
     (out / "report.html").write_text(page)
     return out
+
+
+class Reproduce(Study):
+    """The matrix reproduction of a paper (models x accelerators x tasks)."""
+
+    kind = "reproduce"
+    schema = ReproduceFile
+
+    def run(self, path: Path, options: Options, progress: Progress = no_progress) -> StudyResult:
+        runs, metrics, rf = run(path, fidelity=options.fidelity, progress=progress)
+        out = Path(options.out or rf.out or Path("results") / rf.name)
+        return StudyResult(tables={"runs": runs}, paper_vs_sim=metrics, out=out,
+                           title=f"{rf.name}: paper vs simulation ({len(runs)} runs, {rf.fidelity})",
+                           data=(runs, metrics, rf))
+
+    def write(self, out: Path, result: StudyResult) -> list[str]:
+        runs, metrics, rf = result.data
+        write(out, runs, metrics, rf)
+        return ["paper_vs_sim.csv", "runs.csv", *(["gemms.csv"] if "gemm_table" in runs.attrs else []), "report.html"]

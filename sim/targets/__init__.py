@@ -1,8 +1,10 @@
 """Target registry.  A target module registers its class with :func:`register`; configs name it.
 
 ``build(hardware, base)`` resolves a config's ``hardware`` section: a target file
-(``configs/targets/*.yaml``: ``target``, ``energy``, ``params``, ``sources``) and/or inline
-``params`` overriding it, validated by the target's own parameter schema.
+(``configs/targets/*.yaml``: ``target``, ``energy``, ``params``, ``sources``, ``description``, and
+``extends``: another target file it starts from, merged as the energy tables merge) and/or inline
+``params`` overriding it, validated by the target's own parameter schema.  The energy table comes back
+with its static power scaled to the target's operating point (a target's ``static_scale``, default 1).
 """
 
 from __future__ import annotations
@@ -52,30 +54,82 @@ def _existing(name: str, base: Path, src: Path, key: str, lines: dict) -> Path:
     return p
 
 
+_FILE_KEYS = {"extends", "target", "energy", "params", "sources", "description"}
+
+
+def load_target_file(path: Path, _seen: tuple = ()) -> dict:
+    """A target file with what it ``extends:`` (another target file, relative to this one) merged in, by
+    the energy tables' rule: this file's ``target``, ``energy`` and ``description`` replace the parent's,
+    its ``params`` and ``sources`` replace or add to the parent's key by key.
+
+    Returns ``{"target", "energy", "description", "params", "sources"}``, ``"lines"`` (this file's line
+    map) and ``"from"``: for ``target``, ``energy`` and each parameter, the ``(file, line map)`` that gave
+    it (errors name that file, and an ``energy`` path is relative to it).  Every problem is a one-line
+    SimError naming the file, the key and its line."""
+    data, lines = load_yaml(path)
+    if not isinstance(data, dict):
+        raise SimError(f"{path}: expected a mapping (a target file)")
+    unknown = set(data) - _FILE_KEYS
+    if unknown:
+        raise SimError(f"{located(path, (min(unknown),), lines)}: unknown key")
+    for key in ("params", "sources"):
+        if not isinstance(data.get(key) or {}, dict):
+            raise SimError(f"{located(path, key, lines)}: expected a mapping")
+    out: dict = {"target": None, "energy": None, "description": None, "params": {}, "sources": {}, "from": {}}
+    parent = data.get("extends")
+    if parent is not None:
+        where = located(path, "extends", lines)
+        if not isinstance(parent, str) or not parent:
+            raise SimError(f"{where}: expected the name of a target file")
+        parent_path = path.parent / parent
+        if not parent_path.exists():
+            raise SimError(f"{where}: no such file {parent!r} (looked in {path.parent})")
+        if parent_path.resolve() in _seen + (path.resolve(),):
+            raise SimError(f"{where}: {parent!r} extends itself (a cycle)")
+        out = load_target_file(parent_path, _seen + (path.resolve(),))
+    own = data.get("params") or {}
+    for key in ("target", "energy", "description"):
+        if data.get(key) is not None:
+            out[key] = data[key]
+            out["from"][key] = (path, lines)
+    out["params"] = {**out["params"], **own}
+    out["sources"] = {**out["sources"], **(data.get("sources") or {})}
+    out["from"].update({("params", k): (path, lines) for k in own})
+    out["lines"] = lines
+    return out
+
+
+def _static_scale(target: Target) -> float:
+    """The factor on the energy table's static power at the target's operating point (1 unless the target
+    reports one: ET-SoC's voltage scaling).  A point the target refuses leaves 1: its cost() raises."""
+    try:
+        return float(getattr(target, "static_scale", 1.0))
+    except SimError:
+        return 1.0
+
+
 def build(hw: Hardware, config_path: Path, lines: dict | None = None) -> tuple[Target, EnergyTable, dict]:
-    """The target, its energy table and the resolved hardware description of a config."""
+    """The target, its energy table (static power scaled to the target's operating point) and the
+    resolved hardware description of a config."""
     base = config_path.parent
+    lines = lines or {}
     file_params: dict = {}
     target_name, energy_name = hw.target, hw.energy
-    file_path, file_lines = None, {}
+    file_path, spec = None, {"from": {}, "lines": {}}
     if hw.file:
-        file_path = _existing(hw.file, base, config_path, "hardware.file", lines or {})
-        data, file_lines = load_yaml(file_path)
-        unknown = set(data) - {"target", "energy", "params", "sources", "description"}
-        if unknown:
-            key = sorted(unknown)[0]
-            raise SimError(f"{located(file_path, (key,), file_lines)}: unknown key")
-        if not isinstance(data.get("params", {}), dict):
-            raise SimError(f"{file_path}: params: expected a mapping")
-        file_params = data.get("params") or {}
-        target_name = target_name or data.get("target")
-        energy_name = energy_name or data.get("energy")
+        file_path = _existing(hw.file, base, config_path, "hardware.file", lines)
+        spec = load_target_file(file_path)
+        file_params = spec["params"]
+        target_name = target_name or spec["target"]
+        energy_name = energy_name or spec["energy"]
         if not target_name:
             raise SimError(f"{file_path}: target: missing required key")
+    origin = spec["from"]
     try:
         cls = get(str(target_name))
     except SimError as e:
-        src, key, ls = (config_path, "hardware.target", lines or {}) if hw.target else (file_path, "target", file_lines)
+        src, ls = origin.get("target", (file_path, {}))
+        src, key, ls = (config_path, "hardware.target", lines) if hw.target else (src, "target", ls)
         raise SimError(f"{located(src, key, ls)}: {e}") from None
     params = {**file_params, **hw.params}
     try:
@@ -83,14 +137,16 @@ def build(hw: Hardware, config_path: Path, lines: dict | None = None) -> tuple[T
     except ValidationError as e:
         bad = e.errors()[0]["loc"][0] if e.errors()[0]["loc"] else None
         if bad in hw.params or file_path is None:
-            raise validation_error(config_path, e, lines or {}, prefix=("hardware", "params")) from None
-        raise validation_error(file_path, e, file_lines, prefix=("params",)) from None
+            raise validation_error(config_path, e, lines, prefix=("hardware", "params")) from None
+        src, ls = origin.get(("params", bad), (file_path, spec["lines"]))  # a missing key: the file named
+        raise validation_error(src, e, ls, prefix=("params",)) from None
     if not energy_name:
         raise SimError(f"{config_path}: hardware.energy: no energy table given (in the config or the target file)")
     if hw.energy or file_path is None:
-        epath = _existing(str(energy_name), base, config_path, "hardware.energy", lines or {})
+        epath = _existing(str(energy_name), base, config_path, "hardware.energy", lines)
     else:
-        epath = _existing(str(energy_name), file_path.parent, file_path, "energy", file_lines)
+        src, ls = origin["energy"]
+        epath = _existing(str(energy_name), src.parent, src, "energy", ls)
     energy = load_energy(epath)
     node = getattr(p, "node_nm", None)
     if node is not None and node != energy.node_nm:
@@ -98,7 +154,11 @@ def build(hw: Hardware, config_path: Path, lines: dict | None = None) -> tuple[T
                        f"target is at {node} nm")
     resolved = {"target": cls.name, "file": str(hw.file) if hw.file else None, "energy": str(energy_name),
                 "params": p.model_dump()}
-    return cls(p), energy, resolved
+    target = cls(p)
+    # each parameter's source: the target file's (its and its parents'), or the config that set it inline
+    target.sources = {**spec.get("sources", {}),
+                      **{k: f"{config_path}: hardware.params.{k}" for k in hw.params}}
+    return target, energy.scaled(_static_scale(target)), resolved
 
 
-__all__ = ["Costs", "Target", "build", "get", "names", "register"]
+__all__ = ["Costs", "Target", "build", "get", "load_target_file", "names", "register"]

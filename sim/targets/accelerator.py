@@ -64,6 +64,7 @@ from models.errors import SimError
 from sim.targets import register
 from sim.targets.base import Costs, OpArrays, Target
 from sim.targets.base import cdiv as _ceil
+from sim.targets.parts import Memory, param_source
 
 
 class AcceleratorParams(BaseModel):
@@ -104,8 +105,16 @@ class Accelerator(Target):
     def peak_macs_per_cycle(self, wbits: int, abits: int) -> float:
         return self.params.pes * self.params.dp / self.latency(wbits, abits)
 
+    @property
+    def memory(self) -> Memory:
+        """The DRAM: ``dram_bits_per_cycle`` at ``freq_hz``, ``dram_latency_cycles`` per tile load (capacity
+        not modelled)."""
+        p = self.params
+        return Memory(bytes_per_s=p.dram_bits_per_cycle / 8 * p.freq_hz, latency_s=p.dram_latency_cycles / p.freq_hz,
+                      source=param_source(self, "dram_bits_per_cycle", "freq_hz", "dram_latency_cycles"))
+
     def dram_bytes_per_cycle(self) -> float:
-        return self.params.dram_bits_per_cycle / 8
+        return self.params.dram_bits_per_cycle / 8  # per cycle natively (memory.bytes_per_cycle may round)
 
     def cost(self, ops: OpArrays | pd.DataFrame, wbits: int, abits: int, kv_bits: int | None = None,
              weight_storage_bits: float | None = None) -> Costs:

@@ -53,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.errors import SimError
 from sim.targets import register
 from sim.targets.base import Costs, OpArrays, Target
+from sim.targets.parts import Memory, param_source
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
@@ -129,8 +130,13 @@ class HostCPU(Target):
     def peak_macs_per_cycle(self, wbits: int, abits: int) -> float:
         return self.params.peak_flops_per_s[self._dtype(abits)] / 2 / self.freq_hz
 
+    @property
+    def memory(self) -> Memory:
+        """The DRAM: ``dram_bytes_per_s`` (a reduction's measured bandwidth; capacity not modelled)."""
+        return Memory(bytes_per_s=self.params.dram_bytes_per_s, source=param_source(self, "dram_bytes_per_s"))
+
     def dram_bytes_per_cycle(self) -> float:
-        return self.params.dram_bytes_per_s / self.freq_hz
+        return self.memory.bytes_per_cycle(self.freq_hz)
 
     def cost(self, ops: OpArrays | pd.DataFrame, wbits: int, abits: int, kv_bits: int | None = None,
              weight_storage_bits: float | None = None) -> Costs:

@@ -19,11 +19,14 @@ Precision: a GEMM runs int8 when both weights and activations are 8 bits or fewe
 at 32 bits).  Voltage and frequency: ``freq_hz`` picks the voltage from ``dvfs`` (linear between
 points, extrapolated at the ends, never below ``v_min``; above ``v_max`` is an error); dynamic
 energies, measured at ``v_ref``, scale with (V / v_ref)^2; static power scales with
-(V / v_ref)^``static_exponent``.
+(V / v_ref)^``static_exponent``: the target reports that factor as :attr:`ETSoC.static_scale` and
+:func:`sim.targets.build` scales the energy table's static power (its ``static_w``) by it.
 
 Time is in cycles of ``freq_hz``.  Actions (in energy at ``v_ref``, scaled as above): ``compute.mac_int8``,
 ``compute.mac_fp16``, ``compute.mac_fp32``, ``compute.vector_op``, ``l1.byte``, ``l2.byte``, ``l3.byte``,
-``dram.byte``, ``network.byte_hop``, and ``static.second`` (seconds of the op at the static power).
+``dram.byte``, ``network.byte_hop``; and ``static.second``, not an action but the seconds of each op
+(as simulated, before rounding to cycles) over which the table prices the ``static`` component's
+static power (:mod:`sim.energy`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from models.errors import SimError
 from sim.targets import register
 from sim.targets.base import Costs, OpArrays, Target
+from sim.targets.parts import Memory, param_source
 
 
 class ETSoCParams(BaseModel):
@@ -174,8 +178,21 @@ class ETSoC(Target):
         p = self.params
         return p.shires * p.minions_per_shire * p.tensor_ops_per_cycle[self._dtype(wbits, abits)] / 2
 
+    @property
+    def memory(self) -> Memory:
+        """The LPDDR: ``dram_bytes_per_s`` over ``dram_channels`` (capacity not modelled)."""
+        p = self.params
+        return Memory(bytes_per_s=p.dram_bytes_per_s, channels=p.dram_channels,
+                      source=param_source(self, "dram_bytes_per_s", "dram_channels"))
+
     def dram_bytes_per_cycle(self) -> float:
-        return self.params.dram_bytes_per_s / self.params.freq_hz
+        return self.memory.bytes_per_cycle(self.params.freq_hz)
+
+    @property
+    def static_scale(self) -> float:
+        """Static power at ``freq_hz`` over the energy table's (measured at ``v_ref``): (V / v_ref)^exponent."""
+        p = self.params
+        return (p.voltage / p.v_ref) ** p.static_exponent
 
     def cost(self, ops: OpArrays | pd.DataFrame, wbits: int, abits: int, kv_bits: int | None = None,
              weight_storage_bits: float | None = None) -> Costs:
@@ -245,13 +262,12 @@ class ETSoC(Target):
         seconds = np.where(work, seconds + p.op_overhead_s, 0.0)
 
         dyn = (p.voltage / p.v_ref) ** 2
-        stat = (p.voltage / p.v_ref) ** p.static_exponent
         cyc = lambda s: np.ceil(np.asarray(s) * p.freq_hz).astype(np.int64)  # noqa: E731
         z = np.zeros(n, np.int64)
         actions = {"compute.mac_int8": mac["int8"] * dyn, "compute.mac_fp16": mac["fp16"] * dyn,
                    "compute.mac_fp32": mac["fp32"] * dyn, "compute.vector_op": vec * dyn, "l1.byte": l1 * dyn,
                    "l2.byte": l2 * dyn, "l3.byte": l3 * dyn, "dram.byte": dram * dyn,
-                   "network.byte_hop": hop_bytes * dyn, "static.second": seconds * stat}
+                   "network.byte_hop": hop_bytes * dyn, "static.second": seconds}
         macs_all = np.where(np.isin(kind, ["gemm", "attn_matmul"]),
                             ops.gemm_batch * ops.gemm_m * ops.gemm_n * ops.gemm_k, 0)
         return Costs(n_tiles=work.astype(np.int64), load_cycles=z, compute_cycles=cyc(seconds), store_cycles=z.copy(),

@@ -37,6 +37,7 @@ from models import ternary
 from sim.targets import register
 from sim.targets.base import Costs, OpArrays, Target
 from sim.targets.base import cdiv as _cdiv
+from sim.targets.parts import Memory, param_source
 
 
 class FPGAParams(BaseModel):
@@ -70,6 +71,13 @@ class FPGA(Target):
         """Bytes per cycle all cores together read from DDR."""
         p = self.params
         return min(p.cores * p.ddr_bits_per_cycle / 8, p.ddr_bytes_per_s / p.freq_hz)
+
+    @property
+    def memory(self) -> Memory:
+        """The board's DDR as the cores reach it: ``ddr_rate`` (per cycle) at ``freq_hz`` (capacity not modelled)."""
+        p = self.params
+        return Memory(bytes_per_s=self.ddr_rate() * p.freq_hz,
+                      source=param_source(self, "ddr_bits_per_cycle", "cores", "ddr_bytes_per_s", "freq_hz"))
 
     def dram_bytes_per_cycle(self) -> float:
         return self.ddr_rate()

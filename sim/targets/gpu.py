@@ -60,6 +60,7 @@ from models.errors import SimError
 from sim.targets import register
 from sim.targets.base import Costs, OpArrays, Target
 from sim.targets.base import cdiv as _cdiv
+from sim.targets.parts import Memory, param_source
 
 MMA_DTYPES = ("fp16", "bf16", "tf32", "fp8", "int8", "int4", "b1")
 
@@ -286,8 +287,16 @@ class GPU(Target):
             return self.rate("b1") * 1e12 / 2 / self.freq_hz / (wbits * abits)
         return self.rate(self.mma_key(wbits, abits)) * 1e12 / 2 / self.freq_hz
 
+    @property
+    def memory(self) -> Memory:
+        """The HBM: ``hbm_bytes`` at ``hbm_bytes_per_s`` peak, ``hbm_efficiency`` of it streamed."""
+        p = self.params
+        return Memory(bytes_per_s=p.hbm_bytes_per_s, capacity_bytes=p.hbm_bytes, efficiency=p.hbm_efficiency,
+                      latency_s=p.mem_latency_s,
+                      source=param_source(self, "hbm_bytes", "hbm_bytes_per_s", "hbm_efficiency", "mem_latency_s"))
+
     def dram_bytes_per_cycle(self) -> float:
-        return self.params.hbm_bytes_per_s / self.freq_hz
+        return self.memory.bytes_per_cycle(self.freq_hz)
 
     def cost(self, ops: OpArrays | pd.DataFrame, wbits: int, abits: int, kv_bits: int | None = None,
              weight_storage_bits: float | None = None) -> Costs:

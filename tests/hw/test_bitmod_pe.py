@@ -101,6 +101,7 @@ def random_run():
     return data, stream(*data)
 
 
+@pytest.mark.slow
 def test_pe_is_bit_exact_on_random_groups(random_run):
     data, (sums, _, valid_cycles) = random_run
     assert len(sums) == len(data[0]) == valid_cycles  # one sum_valid cycle per group, each seen
@@ -108,6 +109,7 @@ def test_pe_is_bit_exact_on_random_groups(random_run):
     assert set(data[2]) == {0, 1, 2, 3}  # every weight format
 
 
+@pytest.mark.slow
 def test_pe_cycles_per_group_are_what_the_target_charges(random_run):
     data, (_, at, _) = random_run
     modes = data[2]

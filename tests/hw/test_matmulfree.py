@@ -126,6 +126,7 @@ def ternary_run():
     return vectors, dut, drive_ternary(dut, vectors)
 
 
+@pytest.mark.slow
 def test_ternary_unit_is_bit_exact_on_10000_random_vectors(ternary_run):
     vectors, _, (sums, _, _) = ternary_run
     assert len(sums) == len(vectors) == 10_000
@@ -135,6 +136,7 @@ def test_ternary_unit_is_bit_exact_on_10000_random_vectors(ternary_run):
     assert any(len(a) % 8 for a, _ in vectors) and any(len(a) % 8 == 0 for a, _ in vectors)
 
 
+@pytest.mark.slow
 def test_ternary_unit_cycles_are_the_formula(ternary_run):
     vectors, dut, (_, at, starts) = ternary_run
     observed = [t - s + 1 for t, s in zip(at, starts)]
@@ -348,6 +350,7 @@ def row_run():
     return rows, check_rows(dut, rows)
 
 
+@pytest.mark.slow
 def test_row_unit_is_bit_exact_on_10000_random_rows(row_run):
     rows, outs = row_run
     assert len(rows) == 10_000 and {r[0] for r in rows} == set(tm.ROW_OPS)
@@ -373,6 +376,7 @@ def test_row_unit_other_lane_counts(lanes):
     check_rows(RowUnit(lanes=lanes), random_rows(150, lanes, rng, maxlen=3 * lanes) + edge_rows(lanes))
 
 
+@pytest.mark.slow
 def test_row_unit_longest_and_saturating_rmsnorm_rows():
     """65535 elements of -128: the sum of squares' largest value (65535 x 2^30), 2 x 2048 beats + 40
     cycles; then 20000 elements with one nonzero: y = sqrt(20000) > 128 saturates."""
@@ -404,6 +408,7 @@ def test_row_unit_rejects_bad_parameters():
 # ------------------------------------------------------------------------------------ Verilog
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unit", ["matmulfree_ternary", "matmulfree_row"])
 def test_verilog_export(tmp_path, unit):
     text = export(unit, tmp_path).read_text()

@@ -48,8 +48,8 @@ def test_cached_forward_matches_full_forward():
     assert len(cache) == 20
 
 
-@pytest.mark.parametrize("gamma", [1, 2, 3, 5])
-@pytest.mark.parametrize("group_size", [1, 2, 4])
+@pytest.mark.parametrize("gamma,group_size", [(2, 2)] + [  # one case in the fast tier, the rest slow
+    pytest.param(g, s, marks=pytest.mark.slow) for g in (1, 2, 3, 5) for s in (1, 2, 4) if (g, s) != (2, 2)])
 def test_speculative_is_lossless_random_models(gamma, group_size):
     base, draft = _tiny(10, n_layer=3), _tiny(11, n_layer=4, d_model=16)
     for s in range(3):
@@ -60,6 +60,7 @@ def test_speculative_is_lossless_random_models(gamma, group_size):
         assert sum(st.tokens_per_iter) >= 40
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gamma", [2, 4])
 @pytest.mark.parametrize("group_size", [1, 2, 4])
 def test_speculative_is_lossless_trained_pair(pair, pair_prompts, gamma, group_size):
@@ -170,6 +171,7 @@ def test_expected_tokens_per_iter():
     assert es.expected_tokens_per_iter(a, 3) == pytest.approx(1 + a + a**2 + a**3)
 
 
+@pytest.mark.slow
 def test_measure_acceptance_dataframe():
     base, draft = _tiny(60, n_layer=2), _tiny(61, n_layer=4, d_model=16)
     df = es.measure_acceptance(base, draft, [_prompt(62), _prompt(63)], gammas=(2, 3),
@@ -190,6 +192,7 @@ def test_committed_weights_match_manifest(pair):
     assert base.cfg.vocab == draft.cfg.vocab == 256  # one byte-level tokenizer
 
 
+@pytest.mark.slow
 def test_deterministic_training():
     text = ("To be, or not to be, that is the question:\n"
             "Whether 'tis nobler in the mind to suffer\n") * 8

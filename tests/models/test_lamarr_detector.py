@@ -133,6 +133,7 @@ def test_cost_per_event():
 # ---- detector: physics -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_kpi_mass_peak(sample):
     _, d = sample
     dd = d[d["d0_id"] >= 0]

@@ -57,6 +57,7 @@ def test_tied_embeddings_counted_once():
     assert mf.param_count(cfg) == untied - cfg.vocab_size * cfg.hidden_size
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", list(mf.SIZES))
 def test_meta_shapes(size):
     cfg = mf.SIZES[size]

@@ -23,6 +23,7 @@ def test_list():
         assert name in r.stdout
 
 
+@pytest.mark.slow
 def test_trace_writes_parquet_and_csv(tmp_path):
     out = tmp_path / "t.parquet"
     r = run("trace", "OPT-1.3B", "--phase", "decode", "--context", "64", "--out", str(out))
@@ -37,6 +38,7 @@ def test_trace_writes_parquet_and_csv(tmp_path):
     assert "gemm" in r.stdout
 
 
+@pytest.mark.slow
 def test_real_text():
     r = run("trace", "all-MiniLM-L6-v2", "--text", "Call me Ishmael.", "--text", "It was the best of times.")
     assert r.returncode == 0, r.stderr
@@ -65,10 +67,49 @@ def test_real_text():
     (["trace", "OPT-1.3B", "--seq", "4", "--out", "/proc/nope/x.parquet"], "cannot write"),
     (["trace", "all-MiniLM-L6-v2", "--text", "hi", "--phase", "decode"], "--text sets the batch"),
 ])
-def test_bad_input_is_one_line_exit_2(args, needle):
-    r = run(*args)
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    assert "Traceback" not in r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1, r.stderr
+def test_bad_input_is_one_line_exit_2(args, needle, capsys):
+    """In-process: ``main`` turns every user error into one stderr line and status 2."""
+    from sim.cli import main
+
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
     assert lines[0].startswith("sim: error: ") and needle in lines[0], lines[0]
+
+
+def test_the_installed_command_exits_2_with_one_line():
+    """The console script itself (a subprocess, once): the same one line and exit status."""
+    r = run("trace", "llama2-7")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "did you mean Llama-2-7B" in r.stderr
+
+
+def test_tables_are_never_cut(capsys):
+    """`sim trace --list | cat` (not a terminal): every name whole; csv and json read back whole;
+    a 40-column terminal wraps lines but drops nothing."""
+    import io
+    import json
+
+    from rich.console import Console
+
+    from sim.cli import main
+    from sim.tables import emit
+    from workloads import zoo
+
+    names = [s.name for s in zoo.specs()]
+    assert main(["trace", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert all(n in out for n in names) and "…" not in out
+    assert main(["trace", "--list", "--format", "csv"]) == 0
+    df = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(df.name) == names and df.params.dtype.kind == "i"
+    assert main(["trace", "--list", "--format", "json"]) == 0
+    assert [r["name"] for r in json.loads(capsys.readouterr().out)] == names
+    narrow = io.StringIO()
+    emit(pd.DataFrame({"name": names, "value": [1.0e6 + k for k in range(len(names))]}), "table", "zoo",
+         out=Console(file=narrow, width=40))
+    text = narrow.getvalue()
+    assert all(n in text for n in names) and "1000000.0" in text and "…" not in text
+    assert main(["trace", "--list", "--format", "xml"]) == 2

@@ -1,14 +1,15 @@
 """Bad configs: one line on stderr naming the file, key path and line, exit status 2."""
 
-import os
-import subprocess
-import sys
+import contextlib
+import io
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from sim.cli import main
+
 ROOT = Path(__file__).resolve().parents[2]
-SIM = str(Path(sys.executable).parent / "sim")
 TARGET = ROOT / "configs" / "targets" / "bitmod_fp16_baseline.yaml"
 
 GOOD = f"""\
@@ -24,12 +25,18 @@ run:
 """
 
 
+def sim(*args):
+    """`sim ARGS` in this process (the console script is `main` plus sys.exit): status and output."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
+
+
 def sim_run(tmp_path, text, *extra):
     p = tmp_path / "cfg.yaml"
     p.write_text(text)
-    r = subprocess.run([SIM, "run", str(p), "--out", str(tmp_path / "out"), *extra], capture_output=True,
-                       text=True, timeout=300, env={**os.environ, "COLUMNS": "160"})
-    return r, p
+    return sim("run", p, "--out", tmp_path / "out", *extra), p
 
 
 def test_good_config_runs(tmp_path):
@@ -62,6 +69,9 @@ CASES = [
     ("not a mapping", "- 1\n- 2\n", "expected a YAML mapping", None),
     ("empty", "", "empty file", None),
     ("bad fidelity", GOOD.replace("fidelity: analytic", "fidelity: exact"), "run.fidelity (line 9)", None),
+    ("unknown study", "study: frobnicate\n" + GOOD,
+     "study (line 1): unknown study 'frobnicate'; valid kinds: run, reproduce, easyspec, lamarr, lamarr_hw", None),
+    ("study of another kind's schema", "study: reproduce\n" + GOOD, "missing required key", None),
 ]
 
 
@@ -78,7 +88,7 @@ def test_bad_config_is_one_line_exit_2(tmp_path, name, text, needle, _):
 
 
 def test_missing_config_file(tmp_path):
-    r = subprocess.run([SIM, "run", str(tmp_path / "nope.yaml")], capture_output=True, text=True, timeout=60)
+    r = sim("run", tmp_path / "nope.yaml")
     assert r.returncode == 2 and r.stderr.strip() == f"sim: error: {tmp_path / 'nope.yaml'}: no such file"
 
 
@@ -119,15 +129,14 @@ def test_more_bad_configs(tmp_path, name, text, needle):
 def test_non_utf8_config(tmp_path):
     p = tmp_path / "bin.yaml"
     p.write_bytes(b"\xff\xfe\x00garbage")
-    r = subprocess.run([SIM, "run", str(p)], capture_output=True, text=True, timeout=60)
+    r = sim("run", p)
     assert r.returncode == 2 and "not a text file" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_out_that_is_a_file(tmp_path):
     (tmp_path / "afile").write_text("x")
     r, _ = sim_run(tmp_path, GOOD)
-    r = subprocess.run([SIM, "run", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "afile")],
-                       capture_output=True, text=True, timeout=120)
+    r = sim("run", tmp_path / "cfg.yaml", "--out", tmp_path / "afile")
     assert r.returncode == 2 and "cannot write the results to" in r.stderr and "Traceback" not in r.stderr
 
 

@@ -181,7 +181,7 @@ def test_gpu_target_files_load_and_decode_scales_with_bandwidth(tmp_path):
     cfg["workload"]["decode_tokens"] = 2
     out = {}
     for name in ("gpu_h100_sxm", "gpu_h200", "gpu_a100_sxm_80gb"):
-        cfg["hardware"]["file"] = str(ROOT / "configs" / "targets" / f"{name}.yaml")
+        cfg["hardware"]["file"] = str(ROOT / "configs" / "targets" / f"{name}_cudagraph.yaml")
         path = tmp_path / f"{name}.yaml"
         path.write_text(yaml.safe_dump(cfg))
         out[name] = run(path).summary["decode"]["time_per_token_s"]

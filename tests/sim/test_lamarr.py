@@ -12,7 +12,7 @@ import yaml
 
 from models.errors import SimError
 from models.lamarr import detector, fastsim, generator, nets, train
-from sim import lamarr
+from sim.studies.lamarr import validation as lamarr
 from sim.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,6 +80,7 @@ def small_sample():
     return truth, detector.simulate(truth, seed=12)
 
 
+@pytest.mark.slow
 def test_compiled_networks_match_the_modules_and_bf16_stays_close(small_sample):
     """The fast path (fp32: standardization folded into the first layer, fused linear layers) is the
     module's function; in bf16 (inputs standardized in fp32, then rounded) every stage's output moves
@@ -125,6 +126,7 @@ def test_compiled_networks_are_kept_until_the_weights_change():
     assert fastsim.compiled(pipe, "bf16") is c
 
 
+@pytest.mark.slow
 def test_compiled_networks_fall_back_to_addmm_where_torch_has_no_fused_linear(small_sample, monkeypatch):
     """The fused oneDNN layers and the addmm + LeakyReLU chain a build without oneDNN takes are one
     function (fp32: to rounding; bf16: both round every layer's output to bf16)."""
@@ -144,6 +146,7 @@ def test_compiled_networks_fall_back_to_addmm_where_torch_has_no_fused_linear(sm
             assert float((a - b).abs().mean()) < 0.01 * float(a.abs().mean()) + 1e-3, s.name
 
 
+@pytest.mark.slow
 def test_fast_simulation_is_deterministic_and_complete(small_sample, monkeypatch):
     truth, det = small_sample
     pipe = fastsim.load()
@@ -198,6 +201,7 @@ def test_fast_simulation_is_deterministic_and_complete(small_sample, monkeypatch
         fastsim.simulate(truth, seed=5, pipeline=pipe, dtype="fp8")
 
 
+@pytest.mark.slow
 def test_training_is_deterministic(small_sample):
     _, det = small_sample
     cfg = train.TrainConfig(events=0, classifier_steps=15, gan_steps=15, batch=256, gan_batch=128)
@@ -218,11 +222,12 @@ def test_committed_weights_match_their_record():
     assert meta["config"]["seed"] != yaml.safe_load(CONFIG.read_text())["seed"]  # validation on held-out events
 
 
+@pytest.mark.slow
 def test_end_to_end_small_run(tmp_path, capsys):
     cfg = yaml.safe_load(CONFIG.read_text())
     hw = yaml.safe_load((CONFIG.parent / cfg["hardware"]).read_text())
     # the hardware block inline, cut to one target and two batch sizes (its own tests cover the rest)
-    hw = {k: v for k, v in hw.items() if k not in ("lamarr", "out", "cpu_check", "gpu_check")}
+    hw = {k: v for k, v in hw.items() if k not in ("study", "out", "cpu_check", "gpu_check")}
     hw.update(batch_events=[1, 64], batches=4, targets=[t for t in hw["targets"] if t["name"] == "H100-SXM"])
     for t in hw["targets"]:
         t["file"] = str(CONFIG.parent.parent / t["file"])

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from models.errors import SimError
-from sim import lamarr_hw as L
+from sim.studies.lamarr import hardware as L
 from workloads import api, zoo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,6 +98,7 @@ def test_simpy_model_matches_closed_forms():
     assert gen["makespan_ns"] == n * 20000 + 10000 and np.all(gen["latency_ns"] == 10000)
 
 
+@pytest.mark.slow
 def test_throughput_grows_with_batch_then_saturates(sweep):
     for name, g in sweep.groupby("target"):
         eps = g.sort_values("batch_events").events_per_s.to_numpy()
@@ -109,6 +110,7 @@ def test_throughput_grows_with_batch_then_saturates(sweep):
     assert cpu[4096] / cpu[256] < 1.5  # the host is compute-bound at large batches
 
 
+@pytest.mark.slow
 def test_events_time_and_energy_are_consistent(sweep):
     assert np.allclose(sweep.events_per_s * sweep.makespan_s, sweep.events, rtol=1e-12)
     assert (sweep.events == sweep.batches * sweep.batch_events).all()
@@ -201,6 +203,7 @@ def test_measured_fractions_replace_the_placeholders():
         L.run(spec, {"muon_preselected": 1.5}, HW_FILE.parent)
 
 
+@pytest.mark.slow
 def test_outputs_are_deterministic(sweep, tmp_path):
     again = L.run(small_spec(), None, HW_FILE.parent)
     pd.testing.assert_frame_equal(sweep, again)
@@ -218,7 +221,7 @@ def test_outputs_are_deterministic(sweep, tmp_path):
 
 def test_shipped_file_loads():
     spec = L.load(HW_FILE)
-    assert L.is_lamarr_hw(yaml.safe_load(HW_FILE.read_text())) and not L.is_lamarr_hw({"lamarr": "validation"})
+    assert yaml.safe_load(HW_FILE.read_text())["study"] == "lamarr_hw"
     assert [t.name for t in spec.targets] == ["host-cpu", "H100-SXM", "ET-SoC-1", "BitMoD"]
     assert spec.batch_events == [1, 16, 256, 4096]
 
@@ -229,7 +232,7 @@ def test_shipped_file_loads():
     (lambda d: d["events"].update(accepted=1.5), r"events.accepted \(line \d+\)"),
     (lambda d: d.update(batch_events=[0, 4]), "batch_events must be positive"),
     (lambda d: d["targets"][0].pop("calibration"), "host_cpu needs `calibration`"),
-    (lambda d: d.update(lamarr="validation"), "lamarr: expected 'hardware'"),
+    (lambda d: d.update(study="lamarr"), "study: expected 'lamarr_hw'"),
 ])
 def test_bad_files_are_one_line_errors(tmp_path, change, expect):
     d = yaml.safe_load(HW_FILE.read_text())
@@ -269,6 +272,7 @@ def gpu() -> pd.DataFrame:
     return L.gpu_check(g.measured, g.target, HW_FILE.parent, spec.links[g.link], g.graph_params)
 
 
+@pytest.mark.slow
 def test_gpu_check_predicts_every_measured_row(gpu):
     meas = pd.read_csv(GPU_CSV)
     # each measured row once in the runtime it was measured in, where the network timed is today's: the
@@ -294,6 +298,7 @@ def test_gpu_check_predicts_every_measured_row(gpu):
     assert np.allclose(pe.sort_index(), st.sort_index(), rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_gpu_graph_mode_is_never_slower_than_eager(gpu):
     c = gpu[gpu["mode"] != "link"].pivot_table(index=["what", "stage", "dtype", "batch"], columns="mode",
                                                values="predicted_s")
@@ -314,6 +319,7 @@ def test_gpu_check_summary_is_pinned_loosely(gpu):
     assert (s.mape > 0).all() and (s.rows > 0).all()
 
 
+@pytest.mark.slow
 def test_gpu_check_in_the_run_and_its_output(tmp_path):
     d = small_spec(batch_events=[16], targets=[small_spec()["targets"][1]],
                    gpu_check={"measured": str(GPU_CSV), "link": "pcie5_x16"})
@@ -330,6 +336,7 @@ def test_gpu_check_in_the_run_and_its_output(tmp_path):
     assert L.write(tmp_path / "y", off) == ["lamarr_hw.csv", "lamarr_hw.png"]
 
 
+@pytest.mark.slow
 def test_gpu_check_errors(tmp_path):
     with pytest.raises(SimError, match="no such measured file 'nope.csv'"):
         L.gpu_check("nope.csv", base=HW_FILE.parent)

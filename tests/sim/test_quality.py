@@ -4,6 +4,8 @@ import pytest
 
 from sim.quality import SENTENCES, evaluate
 
+pytestmark = pytest.mark.slow  # quantizes and embeds with a real model: about 10 s on 2 cores
+
 
 @pytest.fixture(scope="module")
 def result():

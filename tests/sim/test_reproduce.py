@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from models.errors import SimError
-from sim import reproduce
+from sim.studies import reproduce
 
 ROOT = Path(__file__).resolve().parents[2]
 BITMOD = ROOT / "configs" / "bitmod" / "reproduce.yaml"

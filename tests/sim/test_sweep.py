@@ -88,6 +88,7 @@ BAD = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,change,needle", BAD, ids=[b[0] for b in BAD])
 def test_bad_sweep_is_rejected_before_any_point_runs(tmp_path, base, name, change, needle):
     p = sweep_file(tmp_path, base, **change)
@@ -143,6 +144,7 @@ def _keys(db: Path):
         con.close()
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9(tmp_path, base):
     """Kill the sweeping process group mid-run, start again: every point once, same results."""
     axes = {"hardware.params.dram_bits_per_cycle": [64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536],
@@ -194,6 +196,7 @@ def cluster():
         yield c, client
 
 
+@pytest.mark.slow
 def test_dask_cluster_runs_a_sweep(tmp_path, base, cluster):
     c, _ = cluster
     p = sweep_file(tmp_path, base)
@@ -205,6 +208,7 @@ def test_dask_cluster_runs_a_sweep(tmp_path, base, cluster):
     pd.testing.assert_frame_equal(a, b)
 
 
+@pytest.mark.slow
 def test_dask_worker_killed_mid_sweep(tmp_path, base, cluster):
     c, client = cluster
     axes = {"hardware.params.dram_bits_per_cycle": [64, 128, 256, 512, 1024],
@@ -256,6 +260,7 @@ def test_report_of_an_empty_or_broken_store(tmp_path):
     assert r.returncode == 2 and "not a sweep store" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra,needle", [(["--scheduler", "foo"], "cannot reach the Dask scheduler"),
                                           (["--out", "/proc/nope/x"], "cannot write the sweep's results")])
 def test_bad_sweep_options(tmp_path, base, extra, needle):

@@ -85,6 +85,7 @@ def test_shape_sets(tmp_path):
         validate.shape_set("nope")
 
 
+@pytest.mark.timing
 def test_validate_cpu_end_to_end(tmp_path, capsys):
     out = tmp_path / "v"
     assert main(["validate", "--device", "cpu", "--shapes", "smoke", "--quick", "--samples", "2",

@@ -1,9 +1,6 @@
 """LoRA adapters as a workload option: trace shapes and bytes, merged = base, cache keys, layer
 replication, config errors through `sim run`, and an end-to-end run that costs a little more."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +11,6 @@ from models.errors import SimError
 from workloads import api, trace, zoo
 
 ROOT = Path(__file__).resolve().parents[2]
-SIM = str(Path(sys.executable).parent / "sim")
 TARGET = ROOT / "configs" / "targets" / "bitmod_fp16_baseline.yaml"
 
 
@@ -200,10 +196,11 @@ BAD = [
 
 @pytest.mark.parametrize("text,needle", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
 def test_bad_lora_config_is_one_line_exit_2(tmp_path, text, needle):
+    from tests.sim.test_config import sim
+
     p = tmp_path / "cfg.yaml"
     p.write_text(text)
-    r = subprocess.run([SIM, "run", str(p), "--out", str(tmp_path / "out")], capture_output=True, text=True,
-                       timeout=300, env={**os.environ, "COLUMNS": "160"})
+    r = sim("run", p, "--out", tmp_path / "out")
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr

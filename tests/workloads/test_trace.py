@@ -162,6 +162,7 @@ def test_corrupt_cache_entry_is_a_miss():
     assert len(df) > 0 and cache.load(k) is not None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", zoo.names())
 @pytest.mark.parametrize("phase", ["prefill", "decode"])
 def test_two_layer_expansion_equals_the_full_trace(name, phase):

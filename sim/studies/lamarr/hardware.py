@@ -1,7 +1,7 @@
 """Lamarr's pipeline on the suite's hardware targets: events/s and joules per event per target.
 
 ``sim run configs/lamarr/hardware.yaml`` (or the ``hardware:`` block of ``configs/lamarr/reproduce.yaml``,
-run by :mod:`sim.lamarr`).  The networks are the zoo's ``Lamarr-<stage>`` entries
+run by :mod:`sim.studies.lamarr.validation`).  The networks are the zoo's ``Lamarr-<stage>`` entries
 (models/lamarr/nets.py).
 
 What is modelled
@@ -74,6 +74,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from models.errors import SimError
 from sim.config import CONFIGS_DIR, Hardware, load_yaml, resolve_path, validated
+from sim.studies.base import Options, Progress, Study, StudyResult, no_progress
 
 STAGE_NAMES = ("acceptance", "tracking", "resolution", "covariance", "ismuon", "rich_signs", "rich", "muon_signs",
                "muon", "gpid_signs", "gpid")
@@ -200,9 +201,9 @@ class GpuCheck(_Strict):
 
 
 class HardwareSpec(_Strict):
-    """The ``hardware`` block (also a standalone file with ``lamarr: hardware``)."""
+    """The ``hardware`` block (also a standalone file with ``study: lamarr_hw``)."""
 
-    lamarr: Literal["hardware"] | None = None
+    study: Literal["lamarr_hw"] | None = None
     out: str | None = None
     events: Events
     batch_events: list[int] = Field(min_length=1, description="events per batch (the sweep)")
@@ -233,17 +234,12 @@ class HardwareSpec(_Strict):
         return self
 
 
-def is_lamarr_hw(data: dict) -> bool:
-    """Whether a YAML mapping is a Lamarr hardware file (``lamarr: hardware``)."""
-    return isinstance(data, dict) and data.get("lamarr") == "hardware"
-
-
 def load(path: str | Path) -> HardwareSpec:
     """A standalone hardware file; every problem is a one-line SimError naming the file and key."""
     path = Path(path)
     data, lines = load_yaml(path)
-    if not is_lamarr_hw(data):
-        raise SimError(f"{path}: lamarr: expected 'hardware' (a Lamarr hardware file)")
+    if not (isinstance(data, dict) and data.get("study") == "lamarr_hw"):
+        raise SimError(f"{path}: study: expected 'lamarr_hw' (a Lamarr hardware file)")
     return validated(HardwareSpec, data, path, lines)
 
 
@@ -267,7 +263,7 @@ def spec_of(block) -> HardwareSpec:
 def merged_events(spec: HardwareSpec, fractions: dict | None) -> Events:
     """The spec's events, with measured ``fractions`` (``particles_per_event``, ``accepted``,
     ``reconstructed``, ``muon_preselected``, ``hurdle``, ``sign_patterns``, as
-    :func:`sim.lamarr.fractions` returns) replacing the placeholders."""
+    :func:`sim.studies.lamarr.validation.fractions` returns) replacing the placeholders."""
     if not fractions:
         return spec.events
     known = ("particles_per_event", "accepted", "reconstructed", "muon_preselected", "hurdle", "sign_patterns")
@@ -276,7 +272,7 @@ def merged_events(spec: HardwareSpec, fractions: dict | None) -> Events:
         raise SimError(f"unknown fraction(s) {', '.join(sorted(unknown))}; expected {', '.join(known)}")
     measured = {k: (dict(v) if isinstance(v, dict) else float(v)) for k, v in fractions.items()}
     data = {**spec.events.model_dump(), **measured,
-            "source": "measured by the detailed simulation (sim.lamarr.fractions)"}
+            "source": "measured by the detailed simulation (sim.studies.lamarr.validation.fractions)"}
     from pydantic import ValidationError
 
     try:
@@ -350,13 +346,13 @@ def build_target(t: TargetEntry, base: Path, progress=None):
         raise SimError(f"target {t.name!r}: {e}") from None
 
 
-def _static_w(energy, actions: dict, busy_s: float) -> float:
-    """The device's static power: the table's static_w plus per-second actions (ET-SoC's static.second)."""
-    w = energy.static_w
-    for key, n in actions.items():
-        if key.endswith(".second") and busy_s > 0:
-            w += float(np.sum(n)) * energy.pj(key) * 1e-12 / busy_s
-    return w
+def _static_w(energy, actions: dict, op_seconds: np.ndarray, busy_s: float) -> float:
+    """The device's static power over a stage (W): the static energy its table prices over the stage's ops
+    (:meth:`sim.energy.EnergyTable.static`: the table's static power at the target's operating point, over
+    each op's time) per busy second; the table's static power where nothing is busy."""
+    if busy_s <= 0:
+        return energy.static_w
+    return sum(float(np.sum(v)) for v in energy.static(actions, op_seconds).values()) * 1e-12 / busy_s
 
 
 def stage_cost(target, energy, stage: str, particles: int, dtype: str, fidelity: str = "simpy") -> dict:
@@ -371,22 +367,15 @@ def stage_cost(target, energy, stage: str, particles: int, dtype: str, fidelity:
     c = target.cost(OpArrays.from_frame(tr), bits, bits)
     sched = schedule(c, tr["layer"].to_numpy(), fidelity)
     seconds = sched.cycles / target.freq_hz
-    dyn_actions = {k: v for k, v in c.actions.items() if not k.endswith(".second")}
-    e = energy.apply(dyn_actions, np.zeros(len(c)))
-    dyn = {comp: float(np.sum(v)) * 1e-12 for comp, v in e.items() if comp not in _static_only(energy, c.actions)}
+    dyn = {comp: float(np.sum(v)) * 1e-12 for comp, v in energy.dynamic(c.actions).items()}
     busy = float(np.sum(sched.op_cycles)) / target.freq_hz
-    return {"time_s": seconds, "dynamic_j": dyn, "static_w": _static_w(energy, c.actions, busy),
+    static_w = _static_w(energy, c.actions, sched.op_cycles / target.freq_hz, busy)
+    return {"time_s": seconds, "dynamic_j": dyn, "static_w": static_w,
             "macs": int(np.sum(c.macs)), "gemms": int((tr.kind == "gemm").sum()),
             "ops": int((tr.kind != "view").sum())}
 
 
 _NO_COST = {"time_s": 0.0, "dynamic_j": {}, "static_w": 0.0, "macs": 0, "gemms": 0, "ops": 0}  # a stage not run
-
-
-def _static_only(energy, actions) -> set:
-    """Components that only carry static power (apply() adds them with zero dynamic energy)."""
-    dyn_comps = {k.partition(".")[0] for k in actions if not k.endswith(".second")}
-    return {c for c, comp in energy.components.items() if c not in dyn_comps and not comp.actions}
 
 
 # ---------------------------------------------------------------------------- the SimPy pipeline
@@ -831,17 +820,25 @@ def write(out_dir: str | Path, df: pd.DataFrame, gpu_check: pd.DataFrame | None 
     return written
 
 
-def main(path: str | Path, out: str | Path | None = None, progress=None) -> tuple[pd.DataFrame, list[str]]:
-    """``sim run configs/lamarr/hardware.yaml``: load, run with the file's fractions, write.
-    Returns the frame and the paths written (under ``out``, else the file's ``out``, else
-    ``results/lamarr_hw``)."""
-    path = Path(path)
-    spec = load(path)
-    df = run(spec, None, path.parent, progress)
-    out_dir = Path(out or spec.out or "results/lamarr_hw")
-    return df, [str(out_dir / f) for f in write(out_dir, df)]
-
-
-__all__ = ["HardwareSpec", "bound_events_per_s", "cpu_check", "gpu_check", "gpu_check_summary", "is_lamarr_hw",
-           "load", "main", "read_gpu_measured", "run", "simulate_pipeline", "stage_cost", "stage_particles",
+__all__ = ["HardwareSpec", "bound_events_per_s", "cpu_check", "gpu_check", "gpu_check_summary", 
+           "load", "read_gpu_measured", "run", "simulate_pipeline", "stage_cost", "stage_particles",
            "summary_table", "write"]
+
+
+class LamarrHardware(Study):
+    """Lamarr's pipeline of networks on the suite's targets (``study: lamarr_hw``)."""
+
+    kind = "lamarr_hw"
+    schema = HardwareSpec
+
+    def run(self, path: Path, options: Options, progress: Progress = no_progress) -> StudyResult:
+        spec = load(path)
+        df = run(spec, None, path.parent, progress=lambda m: progress(m))
+        return StudyResult(tables={"lamarr_hw": df}, out=Path(options.out or spec.out or "results/lamarr_hw"),
+                           data=df)
+
+    def write(self, out: Path, result: StudyResult) -> list[str]:
+        return write(out, result.data)
+
+    def print(self, result: StudyResult, console) -> None:
+        console.print(summary_table(result.data).to_string(index=False, float_format=lambda v: f"{v:.3g}"))

@@ -1,6 +1,6 @@
 """Lamarr validation (``sim run configs/lamarr/reproduce.yaml``): detailed and fast simulation of the
 same generated events, compared variable by variable, efficiency by efficiency, and on a physics
-observable; both timed; optionally the pipeline on modelled hardware (:mod:`sim.lamarr_hw`).
+observable; both timed; optionally the pipeline on modelled hardware (:mod:`sim.studies.lamarr.hardware`).
 
 The file::
 
@@ -36,6 +36,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.errors import SimError
 from sim.config import load_yaml, resolve_path, validated
+from sim.studies.base import Options, Progress, Study, StudyResult, no_progress
+from sim.studies.base import paper_vs_sim as pvs_table
 
 SPECIES_NAMES = {211: "pi", 321: "K", 2212: "p", 13: "mu", 11: "e"}
 MASS_GEV = {"K": 0.493677, "pi": 0.13957039}  # PDG 2024 (charged kaon and pion masses)
@@ -58,7 +60,7 @@ class PaperFigure(_Strict):
 
 
 class LamarrFile(_Strict):
-    lamarr: Literal["validation"]
+    study: Literal["lamarr"]
     out: str | None = None
     events: int = Field(gt=0)
     seed: int = Field(ge=0)
@@ -71,10 +73,6 @@ class LamarrFile(_Strict):
 
 
 PAPER_METRICS = ("speedup_detector_step", "d0_width_ratio_fast_over_detailed")
-
-
-def is_lamarr(data: dict) -> bool:
-    return isinstance(data, dict) and data.get("lamarr") == "validation"
 
 
 def load(path: str | Path) -> LamarrFile:
@@ -370,7 +368,7 @@ def run(path: str | Path, out: str | None = None, progress=None) -> dict:
            "fractions": fractions(det), "meta": fastsim.metadata(weights)}
     res["paper_vs_sim"] = paper_vs_sim(f, res)
     if f.hardware is not None:
-        from sim import lamarr_hw
+        from sim.studies.lamarr import hardware as lamarr_hw
 
         say("pipeline on modelled hardware")
         if isinstance(f.hardware, str):
@@ -386,12 +384,9 @@ def paper_vs_sim(f: LamarrFile, res: dict) -> pd.DataFrame:
     phys = res["physics"].set_index("simulation")
     simulated = {"speedup_detector_step": res["speedup"],
                  "d0_width_ratio_fast_over_detailed": phys.width_mev["fast"] / phys.width_mev["detailed"]}
-    rows = []
-    for p in f.paper:  # names checked by load()
-        s = simulated[p.metric]
-        rows.append({"metric": p.metric, "paper": p.paper, "simulated": s, "rel_error": s / p.paper - 1,
-                     "source": p.source})
-    return pd.DataFrame(rows, columns=["metric", "paper", "simulated", "rel_error", "source"])
+    # names checked by load()
+    return pvs_table({"metric": p.metric, "paper": p.paper, "simulated": simulated[p.metric], "source": p.source}
+                     for p in f.paper)
 
 
 def summary(res: dict) -> dict:
@@ -538,7 +533,7 @@ def write(out: Path, res: dict) -> list[str]:
     parts.append("<h2>Distances per variable</h2>" + res["metrics"].to_html(index=False, float_format="%.4g"))
     parts.append("<h2>Efficiencies</h2>" + res["efficiencies"].to_html(index=False, float_format="%.4g"))
     if "hardware" in res:
-        from sim import lamarr_hw
+        from sim.studies.lamarr import hardware as lamarr_hw
 
         written += lamarr_hw.write(out, res["hardware"])
         parts.append("<h2>Pipeline on modelled hardware</h2>" + lamarr_hw.summary_table(res["hardware"])
@@ -546,3 +541,27 @@ def write(out: Path, res: dict) -> list[str]:
     (out / "report.html").write_text(html_page("Lamarr validation", parts))
     written.append("report.html")
     return written
+
+
+class LamarrValidation(Study):
+    """Lamarr's fast simulation against the detailed one on the same events (``study: lamarr``)."""
+
+    kind = "lamarr"
+    schema = LamarrFile
+
+    def run(self, path: Path, options: Options, progress: Progress = no_progress) -> StudyResult:
+        res = run(path, progress=lambda m: progress(m))
+        return StudyResult(paper_vs_sim=res["paper_vs_sim"], summary=summary(res), title="Lamarr: paper vs simulation",
+                           out=Path(options.out or res["file"].out or "results/lamarr"), data=res)
+
+    def write(self, out: Path, result: StudyResult) -> list[str]:
+        return write(out, result.data)
+
+    def print(self, result: StudyResult, console) -> None:
+        s = result.summary
+        console.print(f"Lamarr vs detailed simulation, {s['events']} events: detector step "
+                      f"{s['speedup_detector_step']:.0f}x faster; efficiency bins within 2 sigma "
+                      f"{s['efficiency_bins_within_2sigma']:.0%} "
+                      f"(mean pull^2 {s['efficiency_chi2_per_bin']:.2f}); median KS {s['median_ks']:.3f}; D0 width "
+                      f"{s['d0_width_mev']['detailed']:.2f} (detailed) vs {s['d0_width_mev']['fast']:.2f} MeV (fast)")
+        super().print(result, console)

@@ -1,0 +1,13 @@
+"""The engine: every timeline of the suite.
+
+- :mod:`sim.engine.tiles`: ops on one device as tiles through DMA, a staging buffer and compute
+  (SimPy, :func:`simulate`; closed form, :func:`analytic`).
+- :mod:`sim.engine.graph`: a task graph over named resources (devices, links, host threads,
+  GPUs): multi-GPU decoding (:mod:`sim.multigpu`) and Lamarr's host/link/device pipeline.
+- :mod:`sim.engine.trace`: any timeline as a Chrome/Perfetto trace (``sim run --trace``).
+"""
+
+from sim.engine.graph import TaskGraph
+from sim.engine.tiles import Timeline, analytic, simulate
+
+__all__ = ["TaskGraph", "Timeline", "analytic", "simulate"]
