@@ -67,6 +67,18 @@ def _per_layer(ops: pd.DataFrame, col: str) -> pd.DataFrame:
     return t.loc[order]
 
 
+def roofline_points(ops: pd.DataFrame) -> pd.DataFrame:
+    """The roofline's points: per op that takes time, does arithmetic and moves DRAM bytes, its
+    arithmetic intensity (``flops`` per DRAM byte read and written) and achieved rate (``flops`` /
+    ``time_s``), all from the op's row: summed over the generated tokens alike for decode rows.
+    Ops that move no DRAM bytes (their operands on chip) have no intensity and are left out."""
+    dram = (ops.dram_read_bytes + ops.dram_write_bytes).to_numpy(np.float64)
+    flops = ops.flops.to_numpy(np.float64)
+    sel = (ops.cycles.to_numpy() > 0) & (flops > 0) & (dram > 0)
+    return pd.DataFrame({"phase": ops.phase.to_numpy()[sel], "intensity": flops[sel] / dram[sel],
+                         "achieved": flops[sel] / ops.time_s.to_numpy()[sel]}, index=ops.index[sel])
+
+
 def _plots(result: Result) -> dict[str, str]:
     import matplotlib
 
@@ -109,15 +121,12 @@ def _plots(result: Result) -> dict[str, str]:
     freq = result.target.freq_hz
     peak = result.target.peak_macs_per_cycle(w.wbits, w.abits) * 2 * freq
     bw = result.target.dram_bytes_per_cycle() * freq
-    busy = ops[(ops.cycles > 0) & (ops.flops > 0)]
-    dram = (busy.dram_read_bytes + busy.dram_write_bytes).to_numpy(np.float64)
-    intensity = busy.flops.to_numpy(np.float64) / np.maximum(dram, 1.0)
-    achieved = busy.flops.to_numpy(np.float64) / busy.time_s.to_numpy()
+    pts = roofline_points(ops)
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for phase, marker in (("prefill", "o"), ("decode", "^")):
-        sel = (busy.phase == phase).to_numpy()
-        if sel.any():
-            ax.scatter(intensity[sel], achieved[sel], s=10, marker=marker, alpha=0.6, label=phase)
+        sel = pts[pts.phase == phase]
+        if len(sel):
+            ax.scatter(sel.intensity, sel.achieved, s=10, marker=marker, alpha=0.6, label=phase)
     xs = np.logspace(-2, 5, 200)
     ax.plot(xs, np.minimum(peak, xs * bw), "k-", lw=1, label="roofline (PE array, DRAM)")
     ax.set_xscale("log")

@@ -3,17 +3,20 @@
 A run is one request: ``batch`` prompts of ``prompt`` tokens (prefill), then ``decode_tokens``
 decode steps, step k with ``prompt + k`` tokens in the KV cache.
 
-Scheduling at SimPy fidelity simulates what is distinct and replicates what repeats, both checked:
+Scheduling (:mod:`sim.engine.schedule`) simulates what is distinct and replicates what repeats, both
+checked: identical layers, and decode steps sampled and interpolated within a stated bound; the
+analytic fidelity evaluates every op of every step in closed form.
 
-- Layers: when every layer's ops cost the same as layer 1's (checked op by op on the target's
-  costs), the ops before the layers, layers 0 and 1 and the ops after are simulated, and layer 1's
-  time stands for layers 2..L-1 (its ops' times are copied).  The pipeline state at a layer
-  boundary repeats, so this is the full simulation's answer; a test checks it against one.
-- Decode steps: the first, middle and last steps are simulated and the other steps' op times are
-  interpolated linearly in the step index; if the middle step is off the line by more than 0.5%,
-  every step is simulated.  Energy is always summed over every step's exact costs.
-
-The analytic fidelity evaluates every op of every step in closed form.
+``ops.parquet`` (:attr:`Result.ops`): one row per op and phase.  Prefill rows are the prefill
+trace's ops; decode rows are the decode trace's ops with every number summed over the generated
+tokens (``flops``, ``macs``, bytes, cycles, ``time_s``, energy), so ratios of them (arithmetic
+intensity, achieved rate) are those of the whole generation; the shape columns (``in_shapes``,
+``out_shapes``, ``gemm_m/n/k/batch``) are the last step's.  Columns: the trace's ``idx, op, kind,
+role, module, layer, in_shapes, out_shapes, dtype, flops, gemm_m, gemm_n, gemm_k, gemm_batch``
+(:data:`workloads.schema.COLUMNS`), then ``load_cycles, compute_cycles, store_cycles,
+dram_read_bytes, dram_write_bytes, macs`` (the target's costs), ``cycles`` (the op's share of the
+critical path), ``time_s``, ``bound`` (compute | memory | none), ``energy_pj_<component>`` and
+``energy_pj``.
 """
 
 from __future__ import annotations
@@ -26,20 +29,14 @@ import numpy as np
 import pandas as pd
 
 from models.errors import SimError
-from sim import engine, targets
-from sim.config import Config, load_config, located
+from sim import targets
+from sim.engine.schedule import DecodeOps, Generation, schedule, schedule_decode
+from sim.config import Config, load_yaml, located
 from sim.energy import EnergyTable
-from sim.targets.base import Costs, OpArrays, Target
+from sim.targets.base import OpArrays, Target
 
 TRACE_COLS = ["idx", "op", "kind", "role", "module", "layer", "in_shapes", "out_shapes", "dtype", "flops",
               "gemm_m", "gemm_n", "gemm_k", "gemm_batch"]
-
-
-@dataclass
-class Schedule:
-    op_cycles: np.ndarray  # critical-path cycles attributed to each op
-    cycles: int  # makespan
-    events: int
 
 
 @dataclass
@@ -52,66 +49,9 @@ class Result:
     ops: pd.DataFrame
     summary: dict
     stages: list = field(default_factory=list)
-
-
-def _layer_blocks(layers: np.ndarray):
-    """(pre, [rows of layer 0..L-1], post) if the layers' rows are contiguous, else None."""
-    inside = np.flatnonzero(layers >= 0)
-    if not len(inside):
-        return None
-    first, last = inside[0], inside[-1]
-    if not (layers[first:last + 1] >= 0).all() or not (np.diff(layers[first:last + 1]) >= 0).all():
-        return None
-    n_layers = int(layers.max()) + 1
-    blocks = [np.flatnonzero(layers == k) for k in range(n_layers)]
-    return np.arange(first), blocks, np.arange(last + 1, len(layers))
-
-
-def _uniform(c: Costs, blocks) -> bool:
-    if len(blocks) < 3:
-        return False
-    sig = c.signature()
-    ref = sig[blocks[1]]
-    return all(len(b) == len(blocks[1]) and np.array_equal(sig[b], ref) for b in blocks[2:])
-
-
-def _per_op(op_end: np.ndarray, makespan: int) -> np.ndarray:
-    cyc = np.diff(op_end, prepend=0)
-    if len(cyc):
-        cyc[-1] += makespan - op_end[-1]  # trailing stores
-    return cyc
-
-
-def schedule(c: Costs, layers: np.ndarray, fidelity: str) -> Schedule:
-    """Cycles of one step (a prefill or one decode step) of a trace's costs."""
-    if fidelity == "analytic":
-        tl = engine.analytic(c)
-        return Schedule(_per_op(tl.op_end, tl.makespan), tl.makespan, 0)
-    split = _layer_blocks(layers)
-    if split is None or not _uniform(c, split[1]):
-        tl = engine.simulate(c)
-        return Schedule(_per_op(tl.op_end, tl.makespan), tl.makespan, tl.events)
-    pre, blocks, post = split
-    idx = np.concatenate([pre, blocks[0], blocks[1], post])
-    tl = engine.simulate(c.take(idx))
-    sub = _per_op(tl.op_end, tl.makespan)
-    op_cycles = np.zeros(len(c), dtype=np.int64)
-    op_cycles[idx] = sub
-    for b in blocks[2:]:
-        op_cycles[b] = op_cycles[blocks[1]]
-    return Schedule(op_cycles, int(op_cycles.sum()), tl.events)
-
-
-def _sum_costs(c: Costs, steps: int = 1) -> dict[str, np.ndarray]:
-    """Per-op totals of costs stacked ``steps`` times (step k's ops follow step k-1's)."""
-    keys = ["load_cycles", "compute_cycles", "store_cycles", "dram_read_bytes", "dram_write_bytes", "macs"]
-    fold = lambda a: np.asarray(a).reshape(steps, -1).sum(axis=0)  # noqa: E731
-    out = {k: fold(getattr(c, k)) for k in keys}
-    out["mem_cycles"] = fold(c.memory_cycles())
-    out["math_cycles"] = fold(c.arithmetic_cycles())
-    for a, v in c.actions.items():
-        out["action:" + a] = fold(v)
-    return out
+    # how the decode steps were scheduled: steps, sampled_steps (the steps simulated; the others
+    # interpolated), checked_error (the largest error found at a checked step, a fraction)
+    decode: dict = field(default_factory=dict)
 
 
 def _cost_frame(trace: pd.DataFrame, sums: dict, op_cycles: np.ndarray, freq: float, energy: EnergyTable,
@@ -198,7 +138,7 @@ def prepare(raw: dict, config_path: Path, lines: dict | None = None, fidelity: s
 def run(config_path: str | Path, fidelity: str | None = None, progress=None) -> Result:
     """Run a config file end to end (without writing anything; see :func:`sim.report.write`)."""
     config_path = Path(config_path)
-    cfg, raw, lines = load_config(config_path)
+    raw, lines = load_yaml(config_path)  # validated once, by prepare
     return execute(prepare(raw, config_path, lines, fidelity), progress)
 
 
@@ -234,8 +174,9 @@ def _prefill_arrays(spec, w) -> tuple[pd.DataFrame, OpArrays]:
     return _memo(("prefill", spec.fingerprint(), w.batch, w.prompt, w.dtype, lora), make)
 
 
-def execute(prep: Prepared, progress=None) -> Result:
-    """Trace, cost, schedule and price a prepared run."""
+def execute(prep: Prepared, progress=None, every_step: bool = False) -> Result:
+    """Trace, cost, schedule and price a prepared run.  ``every_step`` simulates every decode step
+    instead of sampling them (what the sampling is tested against; slow for long generations)."""
     from workloads import api as wl
 
     cfg, raw, spec, target, energy, hw = prep.config, prep.raw, prep.spec, prep.target, prep.energy, prep.hardware
@@ -252,57 +193,39 @@ def execute(prep: Prepared, progress=None) -> Result:
     pre_costs = target.cost(pre_arrays, *w.precision)
     step("scheduling prefill")
     pre_sched = schedule(pre_costs, pre_trace["layer"].to_numpy(), fid)
-    frames = [_cost_frame(pre_trace, _sum_costs(pre_costs), pre_sched.op_cycles, freq, energy, "prefill")]
+    frames = [_cost_frame(pre_trace, pre_costs.sums(), pre_sched.op_cycles, freq, energy, "prefill")]
     events = pre_sched.events
     dec_cycles = 0
     step_cycles: list[int] = []
+    decode_info: dict = {}
 
     # ---- decode ----
     if w.decode_tokens:
         step("tracing decode")
         lora = lora_spec(w)
         tpl = wl.decode_template(spec.name, w.batch, 1, w.dtype, lora=lora)
-        contexts = [w.prompt + k for k in range(w.decode_tokens)]
-        n_steps, n_ops = len(contexts), len(tpl.base)
+        n_steps = w.decode_tokens
+        contexts = w.prompt + np.arange(n_steps, dtype=np.int64)
+        dec_ops = _memo(("decode_ops", spec.fingerprint(), w.batch, w.dtype, lora), lambda: DecodeOps.of(tpl))
         step(f"costing {n_steps} decode steps")
-        arrays = _memo(("decode", spec.fingerprint(), w.batch, w.dtype, tuple(contexts), lora),
-                       lambda: OpArrays.from_template(tpl, contexts))
-        allc = target.cost(arrays, *w.precision)
-        costs = lambda k: allc.take(np.arange(k * n_ops, (k + 1) * n_ops))  # noqa: E731
-        layers = tpl.base["layer"].to_numpy()
-        step(f"scheduling {n_steps} decode steps")
-        if fid == "analytic" or n_steps <= 3:
-            scheds = [schedule(costs(k), layers, fid) for k in range(n_steps)]
-            per_step = np.array([s.op_cycles for s in scheds])
-            events += sum(s.events for s in scheds)
-        else:
-            ks = [0, (n_steps - 1) // 2, n_steps - 1]
-            sampled = {k: schedule(costs(k), layers, fid) for k in ks}
-            events += sum(s.events for s in sampled.values())
-            a, m, b = (sampled[k].op_cycles.astype(np.float64) for k in ks)
-            line_mid = a + (b - a) * (ks[1] / ks[2])
-            if abs(m.sum() - line_mid.sum()) > 0.005 * m.sum():
-                scheds = [sampled.get(k) or schedule(costs(k), layers, fid) for k in range(n_steps)]
-                events += sum(s.events for k, s in enumerate(scheds) if k not in sampled)
-                per_step = np.array([s.op_cycles for s in scheds])
-            else:
-                frac = np.arange(n_steps, dtype=np.float64)[:, None] / (n_steps - 1)
-                per_step = np.rint(a[None, :] + (b - a)[None, :] * frac).astype(np.int64)
-                for k in ks:
-                    per_step[k] = sampled[k].op_cycles
-        step_cycles = [int(x) for x in per_step.sum(axis=1)]
+        gen = Generation(tpl, dec_ops, contexts, target, w.precision)
+        step(f"costing and scheduling {n_steps} decode steps")
+        ds = schedule_decode(gen, tpl.base["layer"].to_numpy(), fid, every_step)
+        events += ds.events
+        step_cycles = [int(x) for x in ds.step_cycles]
         dec_cycles = int(sum(step_cycles))
-        sums = _sum_costs(allc, n_steps)
-        last = _memo(("decode_frame", spec.fingerprint(), w.batch, w.dtype, contexts[-1], lora),
-                     lambda: tpl.at(contexts[-1]))
-        dec = _cost_frame(last, sums, per_step.sum(axis=0), freq, energy, "decode")
+        decode_info = {"steps": n_steps, "sampled_steps": ds.sampled, "checked_error": ds.checked_error}
+        last = _memo(("decode_frame", spec.fingerprint(), w.batch, w.dtype, int(contexts[-1]), lora),
+                     lambda: tpl.at(int(contexts[-1])))
+        dec = _cost_frame(last, ds.sums, ds.op_cycles, freq, energy, "decode")
+        dec["flops"] = tpl.totals(int(contexts[0]), n_steps, ["flops"])["flops"]  # summed like macs
         frames.append(dec)
 
     ops = pd.concat(frames, ignore_index=True)
     summary = _summary(cfg, spec, target, energy, ops, pre_sched.cycles, dec_cycles, step_cycles, events, hw, raw)
     step("done")
     stages = [("wall_s", time.perf_counter() - t0)]
-    return Result(cfg, raw, hw, target, energy, ops, summary, stages)
+    return Result(cfg, raw, hw, target, energy, ops, summary, stages, decode_info)
 
 
 def _fail(msg: str):

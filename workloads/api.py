@@ -384,22 +384,42 @@ class DecodeTemplate:
         slopes["idx"] = np.zeros(len(a), dtype=np.int64)
         return cls(a.copy(), ctx_a, slopes, shape_rows, max_context)
 
-    def stacked(self, contexts) -> dict[str, np.ndarray]:
+    def stacked(self, contexts, rows=None) -> dict[str, np.ndarray]:
         """The integer columns (and ``a_elems``, see :func:`matmul_a_elems`) of the decode
         traces at each of ``contexts``, as arrays of shape (len(contexts), n_ops): a whole
-        generation's numbers without building a frame per step."""
+        generation's numbers without building a frame per step.  ``rows`` (op positions) keeps
+        only those ops' columns: (len(contexts), len(rows))."""
         ctx = np.asarray([_positive("context", c) for c in contexts], dtype=np.int64)
         if len(ctx) and ctx.max() > self.max_context:
             raise SimError(f"context {ctx.max()} exceeds the model's positions (at most {self.max_context} here)")
         dl = (ctx - self.ctx_a)[:, None]
-        out = {c: self.base[c].to_numpy()[None, :] + self.slopes[c][None, :] * dl for c in INT_COLUMNS}
+        sel = slice(None) if rows is None else np.asarray(rows, dtype=np.int64)
+        return {c: base[sel][None, :] + slope[sel][None, :] * dl for c, (base, slope) in self.affine().items()}
+
+    def affine(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Every integer column (and ``a_elems``) as (value at ``ctx_a``, change per context token),
+        arrays over the ops: column at context c = value + change * (c - ctx_a)."""
         if self._a_elems is None:  # one operand dim at most grows with the context: affine too
             b0 = matmul_a_elems(self.base["op"], self.base["in_shapes"])
             nxt = self.at(self.ctx_a + 1)
             self._a_elems = (b0, matmul_a_elems(nxt["op"], nxt["in_shapes"]) - b0)
-        b0, d = self._a_elems
-        out["a_elems"] = b0[None, :] + d[None, :] * dl
+        out = {c: (self.base[c].to_numpy(), self.slopes[c]) for c in INT_COLUMNS}
+        out["a_elems"] = self._a_elems
         return out
+
+    def varying(self) -> np.ndarray:
+        """Which ops' numbers change with the context (attention over the KV cache, its writes): a
+        boolean array over the ops.  The others are the same in every decode step."""
+        return np.any([s != 0 for c, (_, s) in self.affine().items() if c != "idx"], axis=0)
+
+    def totals(self, context0: int, steps: int, columns=None) -> dict[str, np.ndarray]:
+        """Per-op sums of integer ``columns`` (default: all but ``idx``) over ``steps`` decode steps at
+        contexts context0, context0 + seq, ..., in closed form."""
+        seq = int(self.base.attrs.get("seq", 1))
+        # sum over k of (base + slope * (context0 + seq*k - ctx_a))
+        offset_sum = steps * (context0 - self.ctx_a) + seq * steps * (steps - 1) // 2
+        cols = [c for c in INT_COLUMNS if c != "idx"] if columns is None else list(columns)
+        return {c: self.base[c].to_numpy() * steps + self.slopes[c] * offset_sum for c in cols}
 
     def at(self, context: int) -> pd.DataFrame:
         """The decode trace with a KV cache of ``context`` tokens."""
@@ -430,12 +450,8 @@ class DecodeTemplate:
         seq = int(self.base.attrs.get("seq", 1))
         last = context0 + seq * (steps - 1)
         df = self.at(last)
-        # sum over k of (base + slope * (context0 + seq*k - ctx_a))
-        offset_sum = steps * (context0 - self.ctx_a) + seq * steps * (steps - 1) // 2
-        for c in INT_COLUMNS:
-            if c == "idx":
-                continue
-            df[c] = self.base[c].to_numpy() * steps + self.slopes[c] * offset_sum
+        for c, v in self.totals(context0, steps).items():
+            df[c] = v
         df.attrs = {**self.base.attrs, "context": context0, "steps": steps}
         return df
 

@@ -7,7 +7,7 @@ the energy table prices the action counts.  Targets never see the engine or each
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
 import numpy as np
@@ -64,13 +64,22 @@ class OpArrays:
                    **{c: df[c].to_numpy(np.int64) for c in _NUMERIC})
 
     @classmethod
-    def from_template(cls, tpl, contexts) -> OpArrays:
-        """Decode steps at ``contexts``, stacked: step k's ops are rows k*n .. k*n + n - 1."""
-        cols = tpl.stacked(contexts)
+    def from_template(cls, tpl, contexts, rows=None) -> OpArrays:
+        """Decode steps at ``contexts``, stacked: step k's ops are rows k*n .. k*n + n - 1.
+
+        ``rows`` (op positions in the template) keeps only those ops of every step (then n is
+        ``len(rows)``): a generation's context-dependent ops without the others."""
+        cols = tpl.stacked(contexts, rows)
         steps = len(contexts)
-        base = cls.from_frame(tpl.base)
-        return cls(kind=np.tile(base.kind, steps), storage_bytes=np.tile(base.storage_bytes, steps),
+        sel = slice(None) if rows is None else np.asarray(rows, dtype=np.int64)
+        kind = tpl.base["kind"].to_numpy(dtype=object)[sel]
+        storage = np.array([_DTYPE_BYTES.get(d, 2) for d in tpl.base["dtype"].to_numpy()[sel]], dtype=np.float64)
+        return cls(kind=np.tile(kind, steps), storage_bytes=np.tile(storage, steps),
                    a_elems=cols["a_elems"].ravel(), **{c: cols[c].ravel() for c in _NUMERIC})
+
+    def take(self, idx) -> OpArrays:
+        """The arrays of a subset of ops (in the given order)."""
+        return OpArrays(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
 
 
 @dataclass
@@ -106,12 +115,56 @@ class Costs:
 
     def take(self, idx: np.ndarray) -> Costs:
         """The costs of a subset of ops (in the given order)."""
-        sel = {k: getattr(self, k)[idx] for k in ("n_tiles", "load_cycles", "compute_cycles", "store_cycles",
-                                                  "tile_bytes", "prefetch", "dram_read_bytes",
-                                                  "dram_write_bytes", "macs")}
+        sel = {k: getattr(self, k)[idx] for k in self.ARRAYS}
         return Costs(**sel, actions={k: v[idx] for k, v in self.actions.items()}, buffer_bytes=self.buffer_bytes,
                      mem_cycles=None if self.mem_cycles is None else self.mem_cycles[idx],
                      math_cycles=None if self.math_cycles is None else self.math_cycles[idx])
+
+    #: the per-op arrays (besides ``actions``, ``mem_cycles`` and ``math_cycles``)
+    ARRAYS: ClassVar[tuple[str, ...]] = ("n_tiles", "load_cycles", "compute_cycles", "store_cycles", "tile_bytes",
+                                         "prefetch", "dram_read_bytes", "dram_write_bytes", "macs")
+    #: the per-op numbers that add up over ops and steps (see :meth:`sums`)
+    SUMMED: ClassVar[tuple[str, ...]] = ("load_cycles", "compute_cycles", "store_cycles", "dram_read_bytes",
+                                         "dram_write_bytes", "macs")
+
+    @classmethod
+    def assemble(cls, n: int, parts) -> Costs:
+        """The costs of ``n`` ops put together from ``parts``: (positions, Costs of that many ops)
+        pairs covering the ops (costs of the same target and precision, so the same actions)."""
+        parts = [(np.asarray(i, dtype=np.int64), c) for i, c in parts if len(i)]
+        first = parts[0][1]
+
+        def put(get):
+            vals = [get(c) for _, c in parts]
+            if any(v is None for v in vals):
+                return None
+            out = np.zeros(n, dtype=np.result_type(*vals))
+            for (i, _), v in zip(parts, vals):
+                out[i] = v
+            return out
+
+        return Costs(**{k: put(lambda c, k=k: getattr(c, k)) for k in cls.ARRAYS},
+                     actions={a: put(lambda c, a=a: c.actions[a]) for a in first.actions},
+                     buffer_bytes=first.buffer_bytes, mem_cycles=put(lambda c: c.mem_cycles),
+                     math_cycles=put(lambda c: c.math_cycles))
+
+    def sums(self, steps: int = 1) -> dict[str, np.ndarray]:
+        """Per-op totals of costs stacked ``steps`` times (step k's ops follow step k-1's): the
+        :attr:`SUMMED` numbers, ``mem_cycles`` (:meth:`memory_cycles`), ``math_cycles``
+        (:meth:`arithmetic_cycles`) and every action as ``action:<name>``."""
+        fold = lambda a: np.asarray(a).reshape(steps, -1).sum(axis=0)
+        out = {k: fold(getattr(self, k)) for k in self.SUMMED}
+        out["mem_cycles"] = fold(self.memory_cycles())
+        out["math_cycles"] = fold(self.arithmetic_cycles())
+        for a, v in self.actions.items():
+            out["action:" + a] = fold(v)
+        return out
+
+    def serial_cycles(self) -> np.ndarray:
+        """Per op, the cycles it takes with its loads and stores overlapped with its compute, ops run
+        back to back (0 for ops without tiles): the closed form's per-op time, without the pipeline
+        fill (:func:`sim.engine.analytic`)."""
+        return np.where(self.n_tiles > 0, np.maximum(self.load_cycles + self.store_cycles, self.compute_cycles), 0)
 
     def memory_cycles(self) -> np.ndarray:
         """Cycles each op spends on DRAM traffic (its loads and stores, or ``mem_cycles``)."""

@@ -8,7 +8,8 @@ import yaml
 
 from sim import engine
 from sim.report import write
-from sim.run import run, schedule
+from sim.engine.schedule import schedule
+from sim.run import run
 from workloads import trace, zoo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,7 +125,6 @@ def test_decode_interpolation_matches_simulating_every_step(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg))
     r = run(path)
-    from sim.run import _sum_costs  # noqa: F401  (same costs the run used)
     from workloads import decode_template
 
     tpl = decode_template("OPT-1.3B")
@@ -215,3 +215,45 @@ def test_energy_tables_extend_others(tmp_path):
                  "components: {pe_array: null}\n")
     with pytest.raises(SimError, match="expected a mapping of components"):
         load_energy(b)
+
+
+def test_decode_rows_sum_flops_over_the_steps_like_macs(quick):
+    """ops.parquet's decode rows hold every number summed over the generated tokens, flops too."""
+    from workloads import decode_template
+
+    tpl = decode_template("Llama-2-7B")
+    dec = quick.ops[quick.ops.phase == "decode"]
+    steps = [tpl.at(256 + k) for k in range(20)]
+    assert (dec.flops.to_numpy() == sum(s.flops.to_numpy() for s in steps)).all()
+    mm = dec[dec.kind.isin(["gemm", "attn_matmul"])]
+    assert (mm.flops == 2 * mm.macs).all()  # both summed: a MAC is 2 FLOPs in every step
+
+
+def test_roofline_uses_consistent_columns_and_leaves_out_ops_without_dram_bytes(quick):
+    from sim.report import roofline_points
+
+    ops = quick.ops
+    pts = roofline_points(ops)
+    dram = ops.dram_read_bytes + ops.dram_write_bytes
+    assert len(pts) and (dram[pts.index] > 0).all()
+    left_out = ops[(ops.cycles > 0) & (ops.flops > 0) & (dram == 0)]
+    assert len(left_out) and not set(left_out.index) & set(pts.index)  # ops on chip are left out
+    np.testing.assert_allclose(pts.intensity, ops.flops[pts.index] / dram[pts.index])
+    # a decode op the same in every step sits where one step of it does: both columns summed alike
+    dec = ops[ops.phase == "decode"]
+    row = int(np.flatnonzero(((dec.role == "q_proj") & (dec.kind == "gemm")).to_numpy())[0])
+    i = dec.index[row]
+    t = trace("Llama-2-7B", "decode", 1, 1, 256)
+    one = quick.target.cost(t, 16, 16)
+    per_step = t.flops[row] / (one.dram_read_bytes[row] + one.dram_write_bytes[row])
+    assert pts.intensity[i] == pytest.approx(per_step, rel=1e-12)
+
+
+def test_run_validates_the_config_once(monkeypatch):
+    from sim.config import Config
+
+    calls = []
+    validate = Config.model_validate
+    monkeypatch.setattr(Config, "model_validate", lambda *a, **k: calls.append(1) or validate(*a, **k))
+    r = run(QUICKSTART)
+    assert len(calls) == 1 and r.config.workload.decode_tokens == 20

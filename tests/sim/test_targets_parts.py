@@ -191,7 +191,7 @@ def test_etsoc_static_power_is_the_tables_scaled_and_priced_as_before(freq):
 def test_lamarr_static_power_is_as_before():
     """The Lamarr hardware model's static power per stage: ET-SoC's static energy over the busy time as
     the former static.second action gave it, and a GPU table's static_w."""
-    from sim.run import schedule
+    from sim.engine.schedule import schedule
     from sim.studies.lamarr import hardware as L
 
     t, e, _ = build(Hardware(file="targets/etsoc1.yaml"), CONFIGS_DIR / "x.yaml")
