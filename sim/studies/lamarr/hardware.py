@@ -19,7 +19,7 @@ on; a GAN with a share of 0 is not run at all).  A sign-pattern classifier whose
 one pattern (``sign_patterns``: the patterns the detailed simulation produces; the global PID's is
 always "all zero" here) is not run either: the fast simulation samples among the patterns that occur
 and one pattern leaves nothing to sample.  Each stage is
-traced at the batch it sees, costed on the target and scheduled by the engine (:func:`sim.run.schedule`):
+traced at the batch it sees, costed on the target and scheduled by the engine (:func:`sim.engine.schedule.schedule`):
 that gives the stage's time and its action counts (energy).
 
 A SimPy model (time in integer nanoseconds) then runs ``batches`` batches through the system's
@@ -358,7 +358,7 @@ def _static_w(energy, actions: dict, op_seconds: np.ndarray, busy_s: float) -> f
 def stage_cost(target, energy, stage: str, particles: int, dtype: str, fidelity: str = "simpy") -> dict:
     """One stage at a batch of ``particles`` on a target: seconds, dynamic energy by component (J),
     static power (W), MACs and the trace's GEMM count."""
-    from sim.run import schedule
+    from sim.engine.schedule import schedule
     from sim.targets.base import OpArrays
     from workloads import api
 
@@ -388,57 +388,47 @@ def _ns(seconds: float) -> int:
 
 def simulate_pipeline(n_batches: int, batch_events: int, stage_s: dict[str, float], h2d_s: float = 0.0,
                       d2h_s: float = 0.0, host_s: float = 0.0, overlap: bool = True, on_host: bool = False,
-                      arrival_events_per_s: float | None = None) -> dict:
-    """SimPy model of ``n_batches`` batches through host -> link -> device stages -> link (ns).
+                      arrival_events_per_s: float | None = None, graph: bool = False) -> dict:
+    """``n_batches`` batches through host -> link -> device stages -> link, as a task graph over the
+    resources ``host``, ``h2d``, ``device`` and ``d2h`` (:class:`sim.engine.TaskGraph`, integer ns).
 
-    Returns the makespan, per-batch latencies, the busy time of each resource and the completion
-    times.  ``on_host``: the stages run on the host itself (one resource; no transfers)."""
-    import simpy
+    A batch holds one of the device's buffer slots (2 with ``overlap``: double buffering; else 1)
+    from its upload to its download, so batch k's upload follows batch k - slots' download (slots
+    are taken and given back in batch order).  Returns the makespan, per-batch latencies, the busy
+    time of each resource and the completion times (and the graph itself with ``graph``).
+    ``on_host``: the stages run on the host itself (one resource; no transfers)."""
+    from sim.engine.graph import TaskGraph
 
-    env = simpy.Environment()
-    host = simpy.Resource(env, capacity=1)
-    device = host if on_host else simpy.Resource(env, capacity=1)
-    h2d = simpy.Resource(env, capacity=1)
-    d2h = simpy.Resource(env, capacity=1)
-    slots = simpy.Resource(env, capacity=2 if (overlap and not on_host) else 1)
-    t_stage = {s: _ns(v) for s, v in stage_s.items()}
-    t_h2d, t_d2h, t_host = _ns(h2d_s), _ns(d2h_s), _ns(host_s)
-    busy = {"host": 0, "h2d": 0, "device": 0, "d2h": 0}
-    ready, done = [0] * n_batches, [0] * n_batches
-
-    def use(res, key, dt):
-        with res.request() as r:
-            yield r
-            yield env.timeout(dt)
-            busy[key] += dt
-
-    def batch(k):
-        if arrival_events_per_s:
-            ready[k] = _ns((k + 1) * batch_events / arrival_events_per_s)
-            yield env.timeout(ready[k])
-        if t_host:
-            yield from use(host, "host", t_host)
-        with slots.request() as slot:
-            yield slot
-            if not on_host and t_h2d:
-                yield from use(h2d, "h2d", t_h2d)
-            with device.request() as r:
-                yield r
-                for s in t_stage:
-                    yield env.timeout(t_stage[s])
-                    busy["device"] += t_stage[s]
-            if not on_host and t_d2h:
-                yield from use(d2h, "d2h", t_d2h)
-        done[k] = int(env.now)
-
+    g = TaskGraph()
+    slots = 2 if (overlap and not on_host) else 1
+    t_dev = sum(_ns(v) for v in stage_s.values())
+    t_h2d, t_d2h, t_host = (0, 0, _ns(host_s)) if on_host else (_ns(h2d_s), _ns(d2h_s), _ns(host_s))
+    device = "host" if on_host else "device"
+    ready = [_ns((k + 1) * batch_events / arrival_events_per_s) if arrival_events_per_s else 0
+             for k in range(n_batches)]
+    last: list[str] = []
     for k in range(n_batches):
-        env.process(batch(k))
-    env.run()
+        start = ready[k]
+        prev = None
+        if t_host:
+            prev = g.add(f"host {k}", ["host"], t_host, cat="host", not_before=start)
+            start = 0
+        slot_free = last[k - slots] if k >= slots else None
+        for name, res, dt in (("h2d", "h2d", t_h2d), ("stages", device, t_dev), ("d2h", "d2h", t_d2h)):
+            if dt or name == "stages":
+                prev = g.add(f"{name} {k}", [res], dt, after=(prev, slot_free), cat=name, not_before=start)
+                slot_free, start = None, 0
+        last.append(prev)
+    makespan = g.run()
+    busy = {"host": 0, "h2d": 0, "device": 0, "d2h": 0, **g.busy()}
     if on_host:
-        busy["device"] += busy.pop("host")
-        busy["host"] = 0
-    lat = np.array(done) - np.array(ready)
-    return {"makespan_ns": int(env.now), "latency_ns": lat, "busy_ns": busy, "done_ns": done}
+        busy["device"], busy["host"] = busy["host"], 0
+    done = [int(g.end[name]) for name in last]
+    out = {"makespan_ns": int(makespan), "latency_ns": np.array(done) - np.array(ready), "busy_ns": busy,
+           "done_ns": done}
+    if graph:
+        out["graph"] = g
+    return out
 
 
 def bound_events_per_s(batch_events: int, stage_s: dict[str, float], h2d_s: float = 0.0, d2h_s: float = 0.0,
