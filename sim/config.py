@@ -91,9 +91,11 @@ class Workload(_Strict):
         return self.weight_storage_bits or self.wbits
 
     @property
-    def precision(self) -> tuple:
-        """Arguments of Target.cost after the ops: (wbits, abits, kv_bits, weight_storage_bits)."""
-        return self.wbits, self.abits, self.kvbits, self.wsbits
+    def precision(self):
+        """The :class:`sim.targets.parts.Precision` every cost of this workload is priced at."""
+        from sim.targets.parts import Precision
+
+        return Precision(self.wbits, self.abits, self.kvbits, self.wsbits)
 
 
 class Hardware(_Strict):

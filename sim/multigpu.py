@@ -36,6 +36,7 @@ import pandas as pd
 
 from models.errors import SimError
 from sim.engine.graph import TaskGraph
+from sim.targets.parts import Precision
 
 COLUMN = {"q_proj", "k_proj", "v_proj", "qkv_proj", "mlp_gate", "mlp_up", "mlp_gate_up", "lm_head"}
 ROW = {"o_proj", "mlp_down"}
@@ -102,10 +103,10 @@ _STEPS: dict = {}
 
 
 def step_times(model: str, phase: str, seq: int, context: int, tp: int, gpu, link: Link, batch: int = 1,
-               dtype: str = "fp16", precision=(16, 16, 16, 16)) -> StepTimes:
+               dtype: str = "fp16", precision: Precision = Precision(16, 16)) -> StepTimes:
     """Per-part times of one step of ``model`` on a TP group of ``tp`` GPUs of target ``gpu`` (memoized:
     sweeps ask for the same steps many times)."""
-    key = (model, phase, seq, context, tp, gpu.params.model_dump_json(), link, batch, dtype, tuple(precision))
+    key = (model, phase, seq, context, tp, gpu.params.model_dump_json(), link, batch, dtype, precision)
     hit = _STEPS.get(key)
     if hit is None:
         if len(_STEPS) > 4096:
@@ -120,7 +121,7 @@ def _step_times(model, phase, seq, context, tp, gpu, link, batch, dtype, precisi
     spec = zoo.get(model)
     df = trace(model, phase, batch, seq, context, dtype)
     sh = shard(df, tp, spec.kv_heads)
-    c = gpu.cost(sh, *precision)
+    c = gpu.cost(sh, precision)
     t = c.compute_cycles / gpu.freq_hz
     layer = sh["layer"].to_numpy()
     one = layer == 1

@@ -190,7 +190,7 @@ def execute(prep: Prepared, progress=None, every_step: bool = False) -> Result:
     step("tracing prefill")
     pre_trace, pre_arrays = _prefill_arrays(spec, w)
     step("costing prefill")
-    pre_costs = target.cost(pre_arrays, *w.precision)
+    pre_costs = target.cost(pre_arrays, w.precision)
     step("scheduling prefill")
     pre_sched = schedule(pre_costs, pre_trace["layer"].to_numpy(), fid)
     frames = [_cost_frame(pre_trace, pre_costs.sums(), pre_sched.op_cycles, freq, energy, "prefill")]

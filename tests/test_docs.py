@@ -13,7 +13,7 @@ from sim import docs
 from workloads.schema import COLUMNS
 
 ROOT = docs.ROOT
-PAGES = sorted(docs.DOCS.rglob("*.md"))
+PAGES = sorted(docs.DOCS.rglob("*.md")) + [ROOT / "README.md"]  # links, paths and commands: the README's too
 SYSTEMS = docs.golden_systems()
 
 

@@ -310,24 +310,6 @@ def trace_text(model: str, sentences: list[str], dtype: str = "fp32"):
     return df, out.detach() if isinstance(out, torch.Tensor) else out, enc
 
 
-_BIAS_FIRST = {"addmm", "baddbmm"}  # these take the bias (or C) first: A is the second operand
-
-
-def matmul_a_elems(op, in_shapes) -> np.ndarray:
-    """Elements of each op's A operand (C = A B): the first tensor operand, the second for
-    ``addmm``/``baddbmm``.  For other ops, the first operand's elements."""
-    out = np.ones(len(in_shapes), dtype=np.int64)
-    for i, (o, s) in enumerate(zip(op, in_shapes)):
-        operands = s.split(";")
-        a = operands[1] if o in _BIAS_FIRST and len(operands) > 2 else operands[0]
-        if a:
-            n = 1
-            for x in a.split("x"):
-                n *= int(x)
-            out[i] = n
-    return out
-
-
 # --------------------------------------------------------------------------------------------
 # Decode templates
 # --------------------------------------------------------------------------------------------
@@ -358,7 +340,6 @@ class DecodeTemplate:
     slopes: dict[str, np.ndarray]  # int column -> per-op change per context token
     shape_rows: dict[str, dict[int, tuple]]  # str column -> row -> (parts, base, slope)
     max_context: int
-    _a_elems: tuple | None = None
 
     @classmethod
     def from_traces(cls, a: pd.DataFrame, b: pd.DataFrame, max_context: int) -> "DecodeTemplate":
@@ -385,8 +366,7 @@ class DecodeTemplate:
         return cls(a.copy(), ctx_a, slopes, shape_rows, max_context)
 
     def stacked(self, contexts, rows=None) -> dict[str, np.ndarray]:
-        """The integer columns (and ``a_elems``, see :func:`matmul_a_elems`) of the decode
-        traces at each of ``contexts``, as arrays of shape (len(contexts), n_ops): a whole
+        """The integer columns of the decode traces at each of ``contexts``, as arrays of shape (len(contexts), n_ops): a whole
         generation's numbers without building a frame per step.  ``rows`` (op positions) keeps
         only those ops' columns: (len(contexts), len(rows))."""
         ctx = np.asarray([_positive("context", c) for c in contexts], dtype=np.int64)
@@ -397,15 +377,9 @@ class DecodeTemplate:
         return {c: base[sel][None, :] + slope[sel][None, :] * dl for c, (base, slope) in self.affine().items()}
 
     def affine(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Every integer column (and ``a_elems``) as (value at ``ctx_a``, change per context token),
-        arrays over the ops: column at context c = value + change * (c - ctx_a)."""
-        if self._a_elems is None:  # one operand dim at most grows with the context: affine too
-            b0 = matmul_a_elems(self.base["op"], self.base["in_shapes"])
-            nxt = self.at(self.ctx_a + 1)
-            self._a_elems = (b0, matmul_a_elems(nxt["op"], nxt["in_shapes"]) - b0)
-        out = {c: (self.base[c].to_numpy(), self.slopes[c]) for c in INT_COLUMNS}
-        out["a_elems"] = self._a_elems
-        return out
+        """Every integer column as (value at ``ctx_a``, change per context token), arrays over the
+        ops: column at context c = value + change * (c - ctx_a)."""
+        return {c: (self.base[c].to_numpy(), self.slopes[c]) for c in INT_COLUMNS}
 
     def varying(self) -> np.ndarray:
         """Which ops' numbers change with the context (attention over the KV cache, its writes): a

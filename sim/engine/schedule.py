@@ -40,6 +40,7 @@ import numpy as np
 
 from sim.engine.tiles import analytic, simulate
 from sim.targets.base import Costs, OpArrays, Target
+from sim.targets.parts import Precision
 
 
 @dataclass
@@ -127,7 +128,7 @@ class DecodeOps:
         vary = tpl.varying()
         var = np.flatnonzero(vary)
         nums = tpl.affine()
-        cols = [nums[c] for c in (*_NUMERIC, "a_elems")]  # what a target costs, with the kind and dtype
+        cols = [nums[c] for c in _NUMERIC]  # what a target costs, with the kind and dtype
         kind, dtype = tpl.base["kind"].to_numpy(object), tpl.base["dtype"].to_numpy(object)
         index: dict = {}
         reps, of = [], np.zeros(len(var), dtype=np.int64)
@@ -147,11 +148,11 @@ class Generation:
     context-dependent ones per step (a target's costs are per op: an op's costs depend only on its
     own numbers)."""
 
-    def __init__(self, tpl, ops: DecodeOps, contexts, target: Target, precision: tuple):
+    def __init__(self, tpl, ops: DecodeOps, contexts, target: Target, precision: Precision):
         self.tpl, self.ops, self.target, self.precision = tpl, ops, target, precision
         self.contexts = np.asarray(contexts, dtype=np.int64)
         self.n_ops = len(tpl.base)
-        self.const = target.cost(OpArrays.from_template(tpl, self.contexts[:1], ops.const), *precision) \
+        self.const = target.cost(OpArrays.from_template(tpl, self.contexts[:1], ops.const), precision) \
             if len(ops.const) else None
 
     def __len__(self) -> int:
@@ -162,7 +163,7 @@ class Generation:
         if not len(self.ops.reps):
             return None
         return self.target.cost(OpArrays.from_template(self.tpl, self.contexts[k0:k1], self.ops.reps),
-                                *self.precision)
+                                self.precision)
 
     def chunks(self):
         """(k0, k1, :meth:`classes` of steps k0 .. k1-1) over the whole generation, in chunks."""

@@ -232,7 +232,7 @@ def gemm_table(rf: ReproduceFile, path: Path) -> pd.DataFrame:
             for tokens in rf.gemm_tokens:
                 df = api.trace(model, "prefill", 1, tokens, 0, rf.workload.get("dtype", "fp16"))
                 g = df[(df.kind == "gemm") & (df.role != "lm_head")]
-                c = target.cost(g, *w.precision)
+                c = target.cost(g, w.precision)
                 rows.append({"model": model, "tokens": tokens, "accelerator": name, "gemms": len(g),
                              "weight_bits": w.wbits, "act_bits": w.abits,
                              "time_s": analytic(c).makespan / target.freq_hz})

@@ -64,7 +64,7 @@ from models.errors import SimError
 from sim.targets import register
 from sim.targets.base import Costs, OpArrays, Target
 from sim.targets.base import cdiv as _ceil
-from sim.targets.parts import Memory, param_source
+from sim.targets.parts import Memory, Precision, param_source
 
 
 class AcceleratorParams(BaseModel):
@@ -116,18 +116,16 @@ class Accelerator(Target):
     def dram_bytes_per_cycle(self) -> float:
         return self.params.dram_bits_per_cycle / 8  # per cycle natively (memory.bytes_per_cycle may round)
 
-    def cost(self, ops: OpArrays | pd.DataFrame, wbits: int, abits: int, kv_bits: int | None = None,
-             weight_storage_bits: float | None = None) -> Costs:
+    def cost(self, ops: OpArrays | pd.DataFrame, precision: Precision) -> Costs:
         ops = OpArrays.of(ops)
         p = self.params
-        kvb = kv_bits or abits
-        wsb = weight_storage_bits or wbits
+        wbits, abits, kvb, wsb = (precision.weight_bits, precision.act_bits, precision.kv_bits,
+                                  precision.weight_storage_bits)
         n = len(ops)
         kind = np.where(ops.kind == "ternary_gemm", "gemm", ops.kind)  # ternary: a GEMM at the run's precision
+        # trace bytes at storage width -> hardware width (weights with their metadata)
         storage = ops.storage_bytes
-        wscale = wsb / (8 * storage)  # trace bytes at storage width -> hardware width (with metadata)
-        ascale = abits / (8 * storage)
-        kvscale = kvb / (8 * storage)
+        wscale, ascale, kvscale = precision.scales(storage)
 
         rd = ops.bytes_read.astype(np.float64)
         wr = ops.bytes_written.astype(np.float64)

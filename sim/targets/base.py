@@ -14,9 +14,11 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from sim.targets.parts import Precision
+
 _DTYPE_BYTES = {"f16": 2, "bf16": 2, "f32": 4, "f64": 8, "i64": 8, "i32": 4, "i16": 2, "i8": 1, "u8": 1, "b8": 1}
-_NUMERIC = ("flops", "bytes_read", "bytes_written", "weight_bytes", "kv_bytes_read", "kv_bytes_written",
-            "gemm_m", "gemm_n", "gemm_k", "gemm_batch")
+_NUMERIC = ("a_elems", "flops", "bytes_read", "bytes_written", "weight_bytes", "kv_bytes_read",
+            "kv_bytes_written", "gemm_m", "gemm_n", "gemm_k", "gemm_batch")
 
 
 def cdiv(a, b) -> np.ndarray:
@@ -56,11 +58,8 @@ class OpArrays:
 
     @classmethod
     def from_frame(cls, df: pd.DataFrame) -> OpArrays:
-        from workloads.api import matmul_a_elems
-
         storage = np.array([_DTYPE_BYTES.get(d, 2) for d in df["dtype"]], dtype=np.float64)
         return cls(kind=df["kind"].to_numpy(dtype=object), storage_bytes=storage,
-                   a_elems=matmul_a_elems(df["op"], df["in_shapes"]),
                    **{c: df[c].to_numpy(np.int64) for c in _NUMERIC})
 
     @classmethod
@@ -75,7 +74,7 @@ class OpArrays:
         kind = tpl.base["kind"].to_numpy(dtype=object)[sel]
         storage = np.array([_DTYPE_BYTES.get(d, 2) for d in tpl.base["dtype"].to_numpy()[sel]], dtype=np.float64)
         return cls(kind=np.tile(kind, steps), storage_bytes=np.tile(storage, steps),
-                   a_elems=cols["a_elems"].ravel(), **{c: cols[c].ravel() for c in _NUMERIC})
+                   **{c: cols[c].ravel() for c in _NUMERIC})
 
     def take(self, idx) -> OpArrays:
         """The arrays of a subset of ops (in the given order)."""
@@ -199,10 +198,7 @@ class Target:
     def dram_bytes_per_cycle(self) -> float:
         raise NotImplementedError
 
-    def cost(self, ops: OpArrays | pd.DataFrame, wbits: int, abits: int, kv_bits: int | None = None,
-             weight_storage_bits: float | None = None) -> Costs:
-        """Costs of every op (a trace frame or :class:`OpArrays`), vectorized, at the given
-        precisions: weights compute at ``wbits`` and are stored at ``weight_storage_bits``
-        (metadata included; default ``wbits``), activations at ``abits``, the KV cache at
-        ``kv_bits`` (default ``abits``)."""
+    def cost(self, ops: OpArrays | pd.DataFrame, precision: Precision) -> Costs:
+        """Costs of every op (a trace frame or :class:`OpArrays`), vectorized, at ``precision``
+        (:class:`sim.targets.parts.Precision`)."""
         raise NotImplementedError

@@ -53,7 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.errors import SimError
 from sim.targets import register
 from sim.targets.base import Costs, OpArrays, Target
-from sim.targets.parts import Memory, param_source
+from sim.targets.parts import Memory, Precision, param_source
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
@@ -138,12 +138,11 @@ class HostCPU(Target):
     def dram_bytes_per_cycle(self) -> float:
         return self.memory.bytes_per_cycle(self.freq_hz)
 
-    def cost(self, ops: OpArrays | pd.DataFrame, wbits: int, abits: int, kv_bits: int | None = None,
-             weight_storage_bits: float | None = None) -> Costs:
+    def cost(self, ops: OpArrays | pd.DataFrame, precision: Precision) -> Costs:
         ops = OpArrays.of(ops)
         p = self.params
         n = len(ops)
-        dt = self._dtype(abits)
+        dt = self._dtype(precision.act_bits)
         is_mm = (ops.kind == "gemm") | (ops.kind == "attn_matmul") | (ops.kind == "ternary_gemm")
         t = np.zeros(n)
         mem = np.zeros(n)

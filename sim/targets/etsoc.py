@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from models.errors import SimError
 from sim.targets import register
 from sim.targets.base import Costs, OpArrays, Target
-from sim.targets.parts import Memory, param_source
+from sim.targets.parts import Memory, Precision, param_source
 
 
 class ETSoCParams(BaseModel):
@@ -194,12 +194,11 @@ class ETSoC(Target):
         p = self.params
         return (p.voltage / p.v_ref) ** p.static_exponent
 
-    def cost(self, ops: OpArrays | pd.DataFrame, wbits: int, abits: int, kv_bits: int | None = None,
-             weight_storage_bits: float | None = None) -> Costs:
+    def cost(self, ops: OpArrays | pd.DataFrame, precision: Precision) -> Costs:
         ops = OpArrays.of(ops)
         p = self.params
-        kvb = kv_bits or abits
-        wsb = weight_storage_bits or wbits
+        wbits, abits, kvb, wsb = (precision.weight_bits, precision.act_bits, precision.kv_bits,
+                                  precision.weight_storage_bits)
         n = len(ops)
         kind = np.where(ops.kind == "ternary_gemm", "gemm", ops.kind)
         storage = ops.storage_bytes

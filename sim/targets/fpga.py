@@ -37,7 +37,7 @@ from models import ternary
 from sim.targets import register
 from sim.targets.base import Costs, OpArrays, Target
 from sim.targets.base import cdiv as _cdiv
-from sim.targets.parts import Memory, param_source
+from sim.targets.parts import Memory, Precision, param_source
 
 
 class FPGAParams(BaseModel):
@@ -82,8 +82,7 @@ class FPGA(Target):
     def dram_bytes_per_cycle(self) -> float:
         return self.ddr_rate()
 
-    def cost(self, ops: OpArrays | pd.DataFrame, wbits: int, abits: int, kv_bits: int | None = None,
-             weight_storage_bits: float | None = None) -> Costs:
+    def cost(self, ops: OpArrays | pd.DataFrame, precision: Precision) -> Costs:
         ops = OpArrays.of(ops)
         p = self.params
         n = len(ops)
@@ -117,7 +116,7 @@ class FPGA(Target):
             macs[g] = ops.gemm_batch[g] * ops.gemm_m[g] * ops.gemm_n[g] * ops.gemm_k[g]
             compute[g] = _cdiv(macs[g], p.dsp_macs_per_cycle)
             dsp[g] = macs[g]
-            w = ops.weight_bytes[g] * (abits / 8) / ops.storage_bytes[g] + ops.kv_bytes_read[g]
+            w = ops.weight_bytes[g] * (precision.act_bits / 8) / ops.storage_bytes[g] + ops.kv_bytes_read[g]
             (onchip if p.weights_on_chip else ddr_rd)[g] = w
 
         e = np.flatnonzero(kind == "embedding")

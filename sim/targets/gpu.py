@@ -60,7 +60,7 @@ from models.errors import SimError
 from sim.targets import register
 from sim.targets.base import Costs, OpArrays, Target
 from sim.targets.base import cdiv as _cdiv
-from sim.targets.parts import Memory, param_source
+from sim.targets.parts import Memory, Precision, param_source
 
 MMA_DTYPES = ("fp16", "bf16", "tf32", "fp8", "int8", "int4", "b1")
 
@@ -298,22 +298,21 @@ class GPU(Target):
     def dram_bytes_per_cycle(self) -> float:
         return self.memory.bytes_per_cycle(self.freq_hz)
 
-    def cost(self, ops: OpArrays | pd.DataFrame, wbits: int, abits: int, kv_bits: int | None = None,
-             weight_storage_bits: float | None = None) -> Costs:
+    def cost(self, ops: OpArrays | pd.DataFrame, precision: Precision) -> Costs:
         trace_dtype = "f16"
         if isinstance(ops, pd.DataFrame):
             trace_dtype = str(ops.attrs.get("dtype", "fp16")).replace("fp16", "f16")
             ops = OpArrays.from_frame(ops)
         p = self.params
-        kvb = kv_bits or abits
-        wsb = weight_storage_bits or wbits
+        wbits, abits, kvb, wsb = (precision.weight_bits, precision.act_bits, precision.kv_bits,
+                                  precision.weight_storage_bits)
         n = len(ops)
         kind = ops.kind
-        storage = ops.storage_bytes
         rd, wr = ops.bytes_read.astype(np.float64), ops.bytes_written.astype(np.float64)
         wt, kvr = ops.weight_bytes.astype(np.float64), ops.kv_bytes_read.astype(np.float64)
         kvw = ops.kv_bytes_written.astype(np.float64)
-        ascale, wscale, kvscale = abits / (8 * storage), wsb / (8 * storage), kvb / (8 * storage)
+        storage = ops.storage_bytes
+        wscale, ascale, kvscale = precision.scales(storage)
 
         time_s = np.zeros(n)
         math_s = np.zeros(n)

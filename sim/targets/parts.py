@@ -1,5 +1,8 @@
 """Parts that targets share, described in one unit style whatever their parameters' style.
 
+:class:`Precision` is the bits a run computes and stores at, made once from the workload and passed
+to every target's ``cost`` as one value.
+
 :class:`Memory` is a target's off-chip memory (DRAM, HBM, DDR).  The target families give it in their
 own units (the accelerator template: ``dram_bits_per_cycle``; the FPGA: ``ddr_bits_per_cycle`` per core
 capped by the board's ``ddr_bytes_per_s``; the GPU: ``hbm_bytes`` and ``hbm_bytes_per_s`` with an
@@ -11,6 +14,33 @@ tests name them); the part is how the memory is read across targets.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Weights compute at ``weight_bits`` and are stored at ``weight_storage_bits`` (per-group
+    metadata included; default ``weight_bits``), activations at ``act_bits``, the KV cache at
+    ``kv_bits`` (default ``act_bits``)."""
+
+    weight_bits: int
+    act_bits: int
+    kv_bits: int | None = None
+    weight_storage_bits: float | None = None
+
+    def __post_init__(self):
+        if self.kv_bits is None:
+            object.__setattr__(self, "kv_bits", self.act_bits)
+        if self.weight_storage_bits is None:
+            object.__setattr__(self, "weight_storage_bits", self.weight_bits)
+
+    def scales(self, storage_bytes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Factors from a trace's bytes (at ``storage_bytes`` per element) to the hardware's:
+        (weights with metadata, activations, KV cache)."""
+        width = 8 * np.asarray(storage_bytes)
+        return self.weight_storage_bits / width, self.act_bits / width, self.kv_bits / width
+
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from amaranth.sim import Simulator
 from hw.bitmod_pe import BitModPE, Dequant
 from hw.tools import random_groups, reference_sums
 from models import bitmod as bm
+from sim.targets.parts import Precision
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP = 128
@@ -122,7 +123,7 @@ def test_pe_cycles_per_group_are_what_the_target_charges(random_run):
     for mode, fmt in enumerate(bm.PE_FORMATS):
         observed = set(gaps[modes[1:] == mode].tolist())
         bits = {"fp4": 4, "fp3": 3, "int6": 6, "int8": 8}[fmt]
-        charged = target.cost(pd.DataFrame([gemm_row(1, 1, GROUP)]), bits, 16).compute_cycles[0]
+        charged = target.cost(pd.DataFrame([gemm_row(1, 1, GROUP)]), Precision(bits, 16)).compute_cycles[0]
         assert observed == {charged} == {32 * bm.PE_CYCLES_PER_STEP[fmt]}, fmt
 
 

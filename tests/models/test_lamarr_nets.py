@@ -32,19 +32,24 @@ def _particles(n=500, seed=0):
 
 @pytest.mark.parametrize("stage", nets.STAGES, ids=lambda s: s.name)
 def test_stage_shapes_and_determinism(stage):
-    pipe = nets.new_pipeline()
+    """Shapes; two pipelines built from the same seed compute the same; a GAN's output depends on its noise."""
+    nets_ = []
+    for _ in range(2):
+        torch.manual_seed(11)
+        nets_.append(nets.new_pipeline().nets[stage.name])
     df = _particles(64)
     x = torch.from_numpy(nets.feature_matrix(df, stage))
     assert x.shape == (64, nets.n_features(stage))
-    net = pipe.nets[stage.name]
-    first = net.net[0]
+    first = nets_[0].net[0]
     assert first.in_features == nets.n_features(stage) + stage.latent
     with torch.no_grad():
         if stage.kind == "classifier":
-            y1, y2 = net(x), net(x)
+            y1, y2 = (n(x) for n in nets_)
         else:
             z = torch.randn(64, stage.latent, generator=torch.Generator().manual_seed(3))
-            y1, y2 = net(x, z), net(x, z)
+            y1, y2 = (n(x, z) for n in nets_)
+            other = nets_[0](x, torch.randn(64, stage.latent, generator=torch.Generator().manual_seed(4)))
+            assert not torch.equal(y1, other)
     assert y1.shape == (64, nets.n_outputs(stage))
     assert torch.equal(y1, y2)
     if stage.kind == "gan":

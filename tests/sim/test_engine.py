@@ -7,6 +7,7 @@ import pytest
 from sim.engine import analytic, simulate
 from sim.targets.accelerator import Accelerator, AcceleratorParams
 from sim.targets.base import Costs
+from sim.targets.parts import Precision
 
 
 def costs(n_tiles, load, compute, store, tile_bytes, buffer_bytes, prefetch=None):
@@ -64,7 +65,7 @@ def gemm_row(m, n, k, batch=1, weight=True, kind="gemm", dtype="f16", kv=0):
                 in_shapes=f"{m}x{k};{k}x{n}", in_dtypes="f16;f16", out_shapes=f"{m}x{n}", dtype=dtype,
                 flops=2 * m * n * k * batch, bytes_read=a + b, bytes_written=out,
                 weight_bytes=b if weight else 0, kv_bytes_read=kv, kv_bytes_written=0,
-                gemm_m=m, gemm_n=n, gemm_k=k, gemm_batch=batch)
+                gemm_m=m, gemm_n=n, gemm_k=k, gemm_batch=batch, a_elems=m * k)
 
 
 def small(**kw):
@@ -80,7 +81,7 @@ def test_gemm_on_a_4x4_array():
     # B = 256 bytes from DRAM at 8 B/cycle = 32 cycles, in 2 tiles (4 x 16 x 2 = 128 bytes each);
     # A (256 B) and C (128 B) fit half the activation buffer: no DRAM.
     t = small()
-    c = t.cost(pd.DataFrame([gemm_row(8, 8, 16)]), 16, 16)
+    c = t.cost(pd.DataFrame([gemm_row(8, 8, 16)]), Precision(16, 16))
     assert c.compute_cycles.tolist() == [64] and c.n_tiles.tolist() == [2]
     assert c.load_cycles.tolist() == [32] and c.store_cycles.tolist() == [0]
     assert c.dram_read_bytes.tolist() == [256] and c.macs.tolist() == [8 * 8 * 16]
@@ -93,7 +94,7 @@ def test_gemm_on_a_4x4_array():
 
 def test_bit_serial_latency_and_weight_precision():
     t = small()
-    c = t.cost(pd.DataFrame([gemm_row(8, 8, 16)]), 4, 16)
+    c = t.cost(pd.DataFrame([gemm_row(8, 8, 16)]), Precision(4, 16))
     assert c.compute_cycles.tolist() == [128]  # 2 cycles per step at w4a16
     assert c.dram_read_bytes.tolist() == [64]  # 4-bit weights: a quarter of the bytes
 
@@ -102,7 +103,7 @@ def test_dram_bound_gemv():
     # y[1,64] = x[1,64] W[64,64]: 16 channel blocks x 64 steps = 1024 cycles of compute;
     # W = 8 KiB at 2 B/cycle = 4096 cycles: 16 tiles of 256 load + 64 compute cycles.
     t = small(dram_bits_per_cycle=16)
-    c = t.cost(pd.DataFrame([gemm_row(1, 64, 64)]), 16, 16)
+    c = t.cost(pd.DataFrame([gemm_row(1, 64, 64)]), Precision(16, 16))
     assert c.compute_cycles.tolist() == [1024] and c.load_cycles.tolist() == [4096]
     assert c.n_tiles.tolist() == [16]
     assert simulate(c).makespan == 4096 + 64 == analytic(c).makespan
@@ -115,13 +116,13 @@ def test_block_larger_than_half_the_buffer_is_split_along_k():
     # buffer while K streams in slices of 16 (A 8 x 16 x 2 = 256 B, a quarter of the buffer;
     # B 16 x 8 x 2 = 256 B): A and B read once, 8 slices
     t = small()
-    c = t.cost(pd.DataFrame([gemm_row(8, 8, 128)]), 16, 16)
+    c = t.cost(pd.DataFrame([gemm_row(8, 8, 128)]), Precision(16, 16))
     assert c.n_tiles.tolist() == [8]
     assert c.dram_read_bytes.tolist() == [128 * 8 * 2 + 8 * 128 * 2]
     assert c.actions["act_buffer.write"][0] > 8 * 128 * 2  # the partial sums go back and forth on chip
     # with a tiny activation buffer the partial sums do not fit: each K-part is fetched per token block
     t = small(act_buffer_bytes=64)
-    c = t.cost(pd.DataFrame([gemm_row(8, 8, 128)]), 16, 16)
+    c = t.cost(pd.DataFrame([gemm_row(8, 8, 128)]), Precision(16, 16))
     b = 128 * 8 * 2
     a = 8 * 128 * 2
     out = 8 * 8 * 2
@@ -135,12 +136,12 @@ def test_views_cost_nothing_and_vector_ops_use_the_lanes():
                  gemm_m=0, gemm_n=0, gemm_k=0, gemm_batch=0),
             dict(gemm_row(1, 1, 1), kind="elementwise", op="add", flops=100, bytes_read=300, bytes_written=200,
                  weight_bytes=0, gemm_m=0, gemm_n=0, gemm_k=0, gemm_batch=0)]
-    c = t.cost(pd.DataFrame(rows), 16, 16)
+    c = t.cost(pd.DataFrame(rows), Precision(16, 16))
     assert c.n_tiles.tolist() == [0, 1]
     assert c.compute_cycles.tolist() == [0, 25]  # 100 element-ops on 4 lanes
     assert c.load_cycles.tolist() == [0, 0]  # 500 bytes fit half the activation buffer
     rows[1]["bytes_read"] = 400  # 600 bytes do not: read from and written to DRAM at 8 B/cycle
-    c = t.cost(pd.DataFrame(rows), 16, 16)
+    c = t.cost(pd.DataFrame(rows), Precision(16, 16))
     assert c.load_cycles.tolist() == [0, 50] and c.store_cycles.tolist() == [0, 25]
     assert not c.prefetch[1]
 
@@ -149,15 +150,15 @@ def test_unsupported_precision_is_a_user_error():
     from models.errors import SimError
 
     with pytest.raises(SimError, match="no PE latency for w3a16"):
-        small().cost(pd.DataFrame([gemm_row(8, 8, 16)]), 3, 16)
+        small().cost(pd.DataFrame([gemm_row(8, 8, 16)]), Precision(3, 16))
 
 
 def test_addmm_charges_a_not_the_bias():
     # addmm(bias[64], A[256,64], W[64,64]): A = 32 KiB does not fit half of a 1 KiB activation buffer
     row = gemm_row(256, 64, 64)
-    row.update(op="addmm", in_shapes="64;256x64;64x64", bytes_read=row["bytes_read"] + 128,
+    row.update(op="addmm", in_shapes="64;256x64;64x64", a_elems=256 * 64, bytes_read=row["bytes_read"] + 128,
                weight_bytes=row["weight_bytes"] + 128)
-    c = small().cost(pd.DataFrame([row]), 16, 16)
+    c = small().cost(pd.DataFrame([row]), Precision(16, 16))
     a_bytes = 256 * 64 * 2
     w_bytes = 64 * 64 * 2
     # the cheapest order: output tiles of 8 tokens x 16 channels (512 B of fp32 partial sums): A read
@@ -174,20 +175,20 @@ def test_k_split_refetch_keeps_tiles_within_half_the_buffer():
     # 4 x 4 tiles x 16 slices, each 512 B
     t = small()
     a, w = 32 * 256 * 2, 256 * 64 * 2
-    c = t.cost(pd.DataFrame([gemm_row(32, 64, 256)]), 16, 16)
+    c = t.cost(pd.DataFrame([gemm_row(32, 64, 256)]), Precision(16, 16))
     assert c.n_tiles.tolist() == [4 * 4 * 16]
     assert c.tile_bytes.tolist() == [512]
     assert c.dram_read_bytes.tolist() == [4 * a + 4 * w]
     # 40 tokens: 5 chunks of 8, W fetched 5 times, A 4 times; tiles still 512 B
     a = 40 * 256 * 2
-    c = t.cost(pd.DataFrame([gemm_row(40, 64, 256)]), 16, 16)
+    c = t.cost(pd.DataFrame([gemm_row(40, 64, 256)]), Precision(16, 16))
     assert c.n_tiles.tolist() == [5 * 4 * 16] and c.tile_bytes.tolist() == [512]
     assert c.dram_read_bytes.tolist() == [4 * a + 5 * w]
     # latency grows smoothly with the tokens (no cliff) and SimPy agrees with the closed form
     ms = (24, 32, 40, 64, 200)
     times = []
     for m in ms:
-        c = t.cost(pd.DataFrame([gemm_row(m, 64, 256)]), 16, 16)
+        c = t.cost(pd.DataFrame([gemm_row(m, 64, 256)]), Precision(16, 16))
         s, a = simulate(c).makespan, analytic(c).makespan
         assert a == pytest.approx(s, rel=0.02)
         times.append(s)
@@ -204,20 +205,20 @@ def attn_row(b, h, hkv, s, kv_len, d, kv_read=True):
                 out_shapes=f"{b}x{h}x{s}x{kv_len}", dtype="f16", flops=2 * b * h * s * kv_len * d,
                 bytes_read=q + k, bytes_written=b * h * s * kv_len * 2, weight_bytes=0,
                 kv_bytes_read=k if kv_read else 0, kv_bytes_written=0,
-                gemm_m=s, gemm_n=kv_len, gemm_k=d, gemm_batch=b * h)
+                gemm_m=s, gemm_n=kv_len, gemm_k=d, gemm_batch=b * h, a_elems=b * h * s * d)
 
 
 def test_kv_and_weight_storage_precision():
     t = small(pe_latency={"w16a16": 1, "w8a16": 4, "w4a16": 2})
     row = attn_row(1, 8, 2, 1, 64, 16)
-    c16 = t.cost(pd.DataFrame([row]), 16, 16)
-    c8 = t.cost(pd.DataFrame([row]), 4, 16, kv_bits=8)
+    c16 = t.cost(pd.DataFrame([row]), Precision(16, 16))
+    c8 = t.cost(pd.DataFrame([row]), Precision(4, 16, kv_bits=8))
     kv = 2 * 64 * 16 * 2  # GQA: two KV heads read once each
     assert c16.dram_read_bytes.tolist() == [kv] and c8.dram_read_bytes.tolist() == [kv // 2]
     # attention steps at the KV precision's latency (4 cycles at w8), not the weights' (2 at w4)
     assert c8.compute_cycles.tolist() == [4 * c16.compute_cycles[0]]
     # weights stored with metadata: 4 + 8/128 bits per weight
-    g = t.cost(pd.DataFrame([gemm_row(1, 64, 128)]), 4, 16, weight_storage_bits=4.0625)
+    g = t.cost(pd.DataFrame([gemm_row(1, 64, 128)]), Precision(4, 16, weight_storage_bits=4.0625))
     assert g.dram_read_bytes.tolist() == [int(np.ceil(64 * 128 * 4.0625 / 8))]
 
 
@@ -228,8 +229,8 @@ def test_narrow_weights_widen_the_activation_reuse_block():
     # 4-bit rows of 32 B -> 16 channels: A read 4x, W once (34 KiB), the cheapest of the three
     t = small()
     a_bytes = 64 * 64 * 2
-    c16 = t.cost(pd.DataFrame([gemm_row(64, 64, 64)]), 16, 16)
-    c4 = t.cost(pd.DataFrame([gemm_row(64, 64, 64)]), 4, 16)
+    c16 = t.cost(pd.DataFrame([gemm_row(64, 64, 64)]), Precision(16, 16))
+    c4 = t.cost(pd.DataFrame([gemm_row(64, 64, 64)]), Precision(4, 16))
     assert c16.dram_read_bytes.tolist() == [64 * 64 * 2 * 8 + a_bytes * 4]
     assert c4.dram_read_bytes.tolist() == [64 * 64 // 2 + a_bytes * 4]
 
@@ -244,7 +245,7 @@ def test_the_schedule_never_moves_more_than_the_weight_block_order():
         wb, ab = (int(x) for x in rng.choice([256, 1024, 4096], 2))
         t = small(pe_rows=pe_r, pe_cols=pe_c, weight_buffer_bytes=wb, act_buffer_bytes=ab)
         m, n, k = (int(x) for x in rng.integers(1, 200, 3))
-        c = t.cost(pd.DataFrame([gemm_row(m, n, k)]), 16, 16)
+        c = t.cost(pd.DataFrame([gemm_row(m, n, k)]), Precision(16, 16))
         a_bytes, w_bytes = m * k * 2, k * n * 2
         rows = min(n, pe_r)
         k_parts = max(1, -(-rows * k * 2 // (wb // 2)))

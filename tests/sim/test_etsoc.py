@@ -13,6 +13,7 @@ from sim.energy import load_energy
 from sim.targets import build
 from sim.targets.base import OpArrays
 from sim.targets.etsoc import ETSoC, ETSoCParams, shire_hops
+from sim.targets.parts import Precision
 
 ROOT = Path(__file__).resolve().parents[2]
 MB = 1 << 20
@@ -43,7 +44,7 @@ def gemm(m, n, k) -> OpArrays:
 
 
 def test_one_shire_one_gemm_by_hand():
-    c = chip().cost(gemm(1, 1024, 1024), 16, 16)
+    c = chip().cost(gemm(1, 1024, 1024), Precision(16, 16))
     load = 2 * MB / 1e9  # the 2 MB fp16 weight slice, one chunk, over the 1 GB/s channel
     compute = 1024 * 1024 / (32 * 16 * 1e9)  # 1M MACs at 512 GMAC/s
     assert c.compute_cycles[0] == pytest.approx((load + compute) * 1e9, abs=1)
@@ -58,15 +59,15 @@ def test_one_shire_one_gemm_by_hand():
 
 def test_chunks_are_double_buffered():
     # a 2 MB scratchpad takes 1 MB chunks: load, load while computing the first, compute the second
-    c = chip(scratchpad_bytes=2 * MB).cost(gemm(64, 1024, 1024), 16, 16)
+    c = chip(scratchpad_bytes=2 * MB).cost(gemm(64, 1024, 1024), Precision(16, 16))
     load = MB / 1e9
     compute_chunk = 64 * 1024 * 1024 / 2 / (32 * 16 * 1e9)
     assert c.compute_cycles[0] == pytest.approx((2 * load + compute_chunk) * 1e9, abs=2)
 
 
 def test_shires_contend_for_dram_channels():
-    one = chip(shires=2, dram_channels=1).cost(gemm(1, 1024, 1024), 16, 16)
-    two = chip(shires=2, dram_channels=2, dram_bytes_per_s=2e9).cost(gemm(1, 1024, 1024), 16, 16)
+    one = chip(shires=2, dram_channels=1).cost(gemm(1, 1024, 1024), Precision(16, 16))
+    two = chip(shires=2, dram_channels=2, dram_bytes_per_s=2e9).cost(gemm(1, 1024, 1024), Precision(16, 16))
     # each shire streams 1 MB: queued on one 1 GB/s channel they take 2 ms; on two they overlap
     assert one.compute_cycles[0] == pytest.approx(2 * MB / 1e9 * 1e9 + 1024 * 512 / (512e9) * 1e9, abs=2)
     assert two.compute_cycles[0] == pytest.approx(one.compute_cycles[0] / 2, rel=0.01)
@@ -80,13 +81,13 @@ def test_dvfs_scales_voltage_and_energy():
     with pytest.raises(SimError, match="above the rail's 0.7 V limit"):
         chip(freq_hz=1.2e9, **p).params.voltage
     lo, hi = chip(freq_hz=6e8, **p), chip(freq_hz=8e8, **p)
-    a, b = lo.cost(gemm(1, 256, 256), 16, 16), hi.cost(gemm(1, 256, 256), 16, 16)
+    a, b = lo.cost(gemm(1, 256, 256), Precision(16, 16)), hi.cost(gemm(1, 256, 256), Precision(16, 16))
     assert b.actions["compute.mac_fp16"][0] / a.actions["compute.mac_fp16"][0] == pytest.approx((0.618 / 0.517) ** 2)
 
 
 def test_int8_runs_on_the_int8_tensor_rate():
-    c16 = chip(dram_bytes_per_s=1e15).cost(gemm(512, 1024, 1024), 16, 16)
-    c8 = chip(dram_bytes_per_s=1e15).cost(gemm(512, 1024, 1024), 8, 8)
+    c16 = chip(dram_bytes_per_s=1e15).cost(gemm(512, 1024, 1024), Precision(16, 16))
+    c8 = chip(dram_bytes_per_s=1e15).cost(gemm(512, 1024, 1024), Precision(8, 8))
     assert c8.actions["compute.mac_int8"][0] == 512 * 1024 * 1024 and c8.actions["compute.mac_fp16"][0] == 0
     assert c16.math_cycles[0] / c8.math_cycles[0] == pytest.approx(4.0, rel=0.01)  # 128 vs 32 ops per cycle
 

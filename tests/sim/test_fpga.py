@@ -13,6 +13,7 @@ from sim.run import run
 from sim.targets import build
 from sim.targets.base import OpArrays
 from sim.targets.fpga import FPGA, FPGAParams
+from sim.targets.parts import Precision
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,7 +38,7 @@ def ops(rows: list[dict]) -> OpArrays:
 
 def test_ternary_gemm_charges_the_units_formula():
     # 1 core, 1 unit of 4 lanes: 2 tokens x 8 outputs x 10 -> 16 dot products of ceil(10/4) = 3 beats, + 1
-    c = fpga().cost(ops([dict(gemm_m=2, gemm_n=8, gemm_k=10)]), 2, 8)
+    c = fpga().cost(ops([dict(gemm_m=2, gemm_n=8, gemm_k=10)]), Precision(2, 8))
     assert c.math_cycles[0] == ternary.ternary_gemm_cycles(2, 8, 10, 4) == 2 * 8 * 3 + 1
     # its weights: 80 codes of 2 bits = 20 bytes at one byte per cycle, hidden under the compute
     assert c.dram_read_bytes[0] == 20 and c.mem_cycles[0] == 20
@@ -46,34 +47,34 @@ def test_ternary_gemm_charges_the_units_formula():
 
 
 def test_four_lanes_of_two_bit_codes_match_an_eight_bit_ddr_beat():
-    c = fpga().cost(ops([dict(gemm_m=1, gemm_n=4096, gemm_k=4096)]), 2, 8)
+    c = fpga().cost(ops([dict(gemm_m=1, gemm_n=4096, gemm_k=4096)]), Precision(2, 8))
     assert c.mem_cycles[0] == 4096 * 4096 // 4 and c.math_cycles[0] == 4096 * 1024 + 1
     # eight lanes outrun the DDR: the op waits for its weights
-    wide = fpga(ternary_lanes=8).cost(ops([dict(gemm_m=1, gemm_n=4096, gemm_k=4096)]), 2, 8)
+    wide = fpga(ternary_lanes=8).cost(ops([dict(gemm_m=1, gemm_n=4096, gemm_k=4096)]), Precision(2, 8))
     assert wide.compute_cycles[0] == wide.mem_cycles[0] == 4096 * 4096 // 4
     # one byte per weight (8-bit codes): four times the DDR time
-    byte = fpga(weight_code_bits=8.0).cost(ops([dict(gemm_m=1, gemm_n=4096, gemm_k=4096)]), 2, 8)
+    byte = fpga(weight_code_bits=8.0).cost(ops([dict(gemm_m=1, gemm_n=4096, gemm_k=4096)]), Precision(2, 8))
     assert byte.compute_cycles[0] == 4096 * 4096
 
 
 def test_cores_split_the_outputs_and_share_the_board_ddr():
-    one = fpga().cost(ops([dict(gemm_m=1, gemm_n=1024, gemm_k=1024)]), 2, 8)
-    four = fpga(cores=4).cost(ops([dict(gemm_m=1, gemm_n=1024, gemm_k=1024)]), 2, 8)
+    one = fpga().cost(ops([dict(gemm_m=1, gemm_n=1024, gemm_k=1024)]), Precision(2, 8))
+    four = fpga(cores=4).cost(ops([dict(gemm_m=1, gemm_n=1024, gemm_k=1024)]), Precision(2, 8))
     assert four.math_cycles[0] - 1 == (one.math_cycles[0] - 1) // 4
     assert four.mem_cycles[0] == one.mem_cycles[0] // 4
     # the board caps the cores' DDR: 2 bytes per cycle at 100 MHz = 200 MB/s for all four
-    capped = fpga(cores=4, ddr_bytes_per_s=2e8).cost(ops([dict(gemm_m=1, gemm_n=1024, gemm_k=1024)]), 2, 8)
+    capped = fpga(cores=4, ddr_bytes_per_s=2e8).cost(ops([dict(gemm_m=1, gemm_n=1024, gemm_k=1024)]), Precision(2, 8))
     assert capped.mem_cycles[0] == 1024 * 1024 // 4 // 2
 
 
 def test_weights_on_chip_leave_the_ddr_idle():
-    c = fpga(weights_on_chip=True).cost(ops([dict(gemm_m=1, gemm_n=64, gemm_k=64)]), 2, 8)
+    c = fpga(weights_on_chip=True).cost(ops([dict(gemm_m=1, gemm_n=64, gemm_k=64)]), Precision(2, 8))
     assert c.dram_read_bytes[0] == 0 and c.actions["onchip.read"][0] == 64 * 64 / 4
     assert c.compute_cycles[0] == c.math_cycles[0] == 64 * 16 + 1
 
 
 def test_row_ops_spread_over_the_cores_row_units():
-    c = fpga(cores=2).cost(ops([dict(kind="elementwise", flops=1000, bytes_read=4000, bytes_written=2000)]), 2, 8)
+    c = fpga(cores=2).cost(ops([dict(kind="elementwise", flops=1000, bytes_read=4000, bytes_written=2000)]), Precision(2, 8))
     assert c.compute_cycles[0] == -(-1000 // 8) + ternary.ROW_LATENCY
     assert c.actions["row.lane_op"][0] == 1000
 

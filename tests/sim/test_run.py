@@ -10,6 +10,7 @@ from sim import engine
 from sim.report import write
 from sim.engine.schedule import schedule
 from sim.run import run
+from sim.targets.parts import Precision
 from workloads import trace, zoo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,7 +70,7 @@ def _tiles_per_op(config) -> int:
     prep = prepare(runs[0][3], config)
     w = prep.config.workload
     _, arrays = _prefill_arrays(prep.spec, w)
-    return int(prep.target.cost(arrays, *w.precision).n_tiles.max())
+    return int(prep.target.cost(arrays, w.precision).n_tiles.max())
 
 
 # only the reproductions whose targets split ops into tiles: with one tile per op the SimPy schedule
@@ -111,7 +112,7 @@ def test_fidelities_agree_across_shapes(tmp_path, model, batch, prompt):
 @pytest.mark.parametrize("phase,seq,ctx", [("prefill", 64, 0), ("decode", 1, 100)])
 def test_layer_replication_equals_full_simulation(phase, seq, ctx, quick):
     df = trace("OPT-1.3B", phase, 1, seq, ctx)
-    c = quick.target.cost(df, 16, 16)
+    c = quick.target.cost(df, Precision(16, 16))
     fast = schedule(c, df["layer"].to_numpy(), "simpy")
     full = engine.simulate(c)
     assert fast.cycles == full.makespan
@@ -131,7 +132,7 @@ def test_decode_interpolation_matches_simulating_every_step(tmp_path):
     steps = []
     for k in range(7):
         t = tpl.at(64 + k)
-        c = r.target.cost(t, 16, 16)
+        c = r.target.cost(t, Precision(16, 16))
         steps.append(schedule(c, t["layer"].to_numpy(), "simpy").cycles)
     assert r.summary["decode"]["cycles"] == pytest.approx(sum(steps), rel=1e-4)
     assert r.summary["decode"]["step_cycles"][0] == steps[0]
@@ -244,7 +245,7 @@ def test_roofline_uses_consistent_columns_and_leaves_out_ops_without_dram_bytes(
     row = int(np.flatnonzero(((dec.role == "q_proj") & (dec.kind == "gemm")).to_numpy())[0])
     i = dec.index[row]
     t = trace("Llama-2-7B", "decode", 1, 1, 256)
-    one = quick.target.cost(t, 16, 16)
+    one = quick.target.cost(t, Precision(16, 16))
     per_step = t.flops[row] / (one.dram_read_bytes[row] + one.dram_write_bytes[row])
     assert pts.intensity[i] == pytest.approx(per_step, rel=1e-12)
 

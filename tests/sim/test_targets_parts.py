@@ -13,6 +13,7 @@ from sim.config import CONFIGS_DIR, Hardware
 from sim.energy import load_energy
 from sim.targets import build, load_target_file
 from sim.targets.base import OpArrays
+from sim.targets.parts import Precision
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGETS = CONFIGS_DIR / "targets"
@@ -177,7 +178,7 @@ def test_etsoc_static_power_is_the_tables_scaled_and_priced_as_before(freq):
     assert e.static_w == pytest.approx(28.1 * scale, rel=1e-15)
     assert load_energy(CONFIGS_DIR / "energy" / "etsoc1.yaml").static_w == 28.1  # unscaled as loaded
     _, ops = _lamarr_ops()
-    c = t.cost(ops, 16, 16)
+    c = t.cost(ops, Precision(16, 16))
     own = c.actions["static.second"]  # the ops' own simulated seconds
     assert own.sum() > 0
     before = own * scale * OLD_STATIC_PJ_PER_S  # the old action count (seconds x scale) x its pJ
@@ -196,7 +197,7 @@ def test_lamarr_static_power_is_as_before():
 
     t, e, _ = build(Hardware(file="targets/etsoc1.yaml"), CONFIGS_DIR / "x.yaml")
     tr, ops = _lamarr_ops()
-    c = t.cost(ops, 16, 16)
+    c = t.cost(ops, Precision(16, 16))
     sched = schedule(c, tr["layer"].to_numpy(), "simpy")
     busy = float(np.sum(sched.op_cycles)) / t.freq_hz
     before = float(np.sum(c.actions["static.second"] * t.static_scale)) * OLD_STATIC_PJ_PER_S * 1e-12 / busy
@@ -211,7 +212,7 @@ def test_lamarr_static_power_is_as_before():
 def test_other_tables_price_static_power_over_the_ops_time_exactly_as_before():
     t, e, _ = build(Hardware(file="targets/gpu_h100_sxm.yaml"), CONFIGS_DIR / "x.yaml")
     _, ops = _lamarr_ops()
-    c = t.cost(ops, 16, 16)
+    c = t.cost(ops, Precision(16, 16))
     seconds = c.compute_cycles / t.freq_hz
     out = e.apply(c.actions, seconds)
     dyn = np.asarray(c.actions["hbm.read"], float) * e.pj("hbm.read") + np.asarray(c.actions["hbm.write"],

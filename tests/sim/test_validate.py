@@ -12,6 +12,7 @@ from models.errors import SimError
 from sim import validate
 from sim.cli import main
 from sim.targets.cpu import HostCPU, HostCPUParams, gemm_time
+from sim.targets.parts import Precision
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,7 +57,7 @@ def test_host_cpu_target_costs_a_trace():
     from workloads import trace
 
     df = trace("Llama-2-7B", "decode", 1, 1, 64)
-    c = HostCPU(flat_params()).cost(df, 32, 32)
+    c = HostCPU(flat_params()).cost(df, Precision(32, 32))
     mm = df.kind.isin(["gemm", "attn_matmul"]).to_numpy()
     assert (c.compute_cycles[mm] > 0).all() and c.macs[mm].sum() == (df.gemm_batch * df.gemm_m * df.gemm_n
                                                                       * df.gemm_k)[mm].sum()

@@ -360,11 +360,12 @@ def stage_cost(target, energy, stage: str, particles: int, dtype: str, fidelity:
     static power (W), MACs and the trace's GEMM count."""
     from sim.engine.schedule import schedule
     from sim.targets.base import OpArrays
+    from sim.targets.parts import Precision
     from workloads import api
 
     tr = api.trace(f"Lamarr-{stage}", "prefill", particles, 1, 0, dtype)
     bits = DTYPE_BITS[dtype]
-    c = target.cost(OpArrays.from_frame(tr), bits, bits)
+    c = target.cost(OpArrays.from_frame(tr), Precision(bits, bits))
     sched = schedule(c, tr["layer"].to_numpy(), fidelity)
     seconds = sched.cycles / target.freq_hz
     dyn = {comp: float(np.sum(v)) * 1e-12 for comp, v in energy.dynamic(c.actions).items()}
@@ -450,8 +451,10 @@ def bound_events_per_s(batch_events: int, stage_s: dict[str, float], h2d_s: floa
 
 
 def run(spec: HardwareSpec | dict, fractions: dict | None = None, base_dir: str | Path = ".",
-        progress=None) -> pd.DataFrame:
+        progress=None, graphs: dict | None = None) -> pd.DataFrame:
     """Every target at every batch size: one row each (see the module docstring for the columns).
+    ``graphs``: a dict that receives each (target, batch size)'s scheduled pipeline (a
+    :class:`sim.engine.TaskGraph` in ns), for a trace.
 
     ``fractions``: measured particles per event and stage fractions (replacing the spec's
     placeholders).  The frame's ``attrs`` carry ``cpu_check`` (records of the measured-vs-predicted
@@ -478,7 +481,9 @@ def run(spec: HardwareSpec | dict, fractions: dict | None = None, base_dir: str 
             d2h_s = 0.0 if on_host else link.latency_s + d2h_b / link.bytes_per_s
             host_s = spec.host_s_per_particle * parts["acceptance"]
             sim = simulate_pipeline(spec.batches, b, stage_s, h2d_s, d2h_s, host_s, t.overlap, on_host,
-                                    spec.arrival_events_per_s)
+                                    spec.arrival_events_per_s, graph=graphs is not None)
+            if graphs is not None:
+                graphs[(t.name, b)] = sim["graph"]
             makespan = sim["makespan_ns"] * 1e-9
             events = spec.batches * b
             static_w = max(c["static_w"] for c in costs.values())
@@ -820,15 +825,25 @@ class LamarrHardware(Study):
 
     kind = "lamarr_hw"
     schema = HardwareSpec
+    traceable = True
 
     def run(self, path: Path, options: Options, progress: Progress = no_progress) -> StudyResult:
         spec = load(path)
-        df = run(spec, None, path.parent, progress=lambda m: progress(m))
+        graphs: dict = {}
+        df = run(spec, None, path.parent, progress=lambda m: progress(m), graphs=graphs)
         return StudyResult(tables={"lamarr_hw": df}, out=Path(options.out or spec.out or "results/lamarr_hw"),
-                           data=df)
+                           data=(df, graphs))
 
     def write(self, out: Path, result: StudyResult) -> list[str]:
-        return write(out, result.data)
+        return write(out, result.data[0])
+
+    def spans(self, result: StudyResult) -> list:
+        """Each target's pipeline at its largest batch: one process per target, a track per resource."""
+        df, graphs = result.data
+        out = []
+        for name, b in df.groupby("target", sort=False)["batch_events"].max().items():
+            out += graphs[(name, b)].spans(f"{name}, {b} events per batch", seconds_per_unit=1e-9)
+        return out
 
     def print(self, result: StudyResult, console) -> None:
-        console.print(summary_table(result.data).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        console.print(summary_table(result.data[0]).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
