@@ -46,7 +46,7 @@ def html_page(title: str, parts: list[str], max_width: int = 1200) -> str:
     """A self-contained HTML page of ``parts`` (the reproduction and sweep reports' frame)."""
     return ("<!doctype html><html><head><meta charset='utf-8'><title>" + title + "</title><style>"
             f"body{{font-family:sans-serif;max-width:{max_width}px;margin:2em auto}}"
-            "table{border-collapse:collapse}"
+            "table{border-collapse:collapse;display:block;width:max-content;max-width:100%;overflow-x:auto}"
             "th,td{border:1px solid #ccc;padding:3px 8px;font-size:13px}img{max-width:100%}</style></head><body>"
             + "\n".join(parts) + "</body></html>\n")
 
@@ -67,16 +67,20 @@ def _per_layer(ops: pd.DataFrame, col: str) -> pd.DataFrame:
     return t.loc[order]
 
 
-def roofline_points(ops: pd.DataFrame) -> pd.DataFrame:
-    """The roofline's points: per op that takes time, does arithmetic and moves DRAM bytes, its
-    arithmetic intensity (``flops`` per DRAM byte read and written) and achieved rate (``flops`` /
-    ``time_s``), all from the op's row: summed over the generated tokens alike for decode rows.
-    Ops that move no DRAM bytes (their operands on chip) have no intensity and are left out."""
+def roofline_points(ops: pd.DataFrame, freq_hz: float) -> pd.DataFrame:
+    """The roofline's points: per op that does arithmetic and moves DRAM bytes, its arithmetic
+    intensity (``flops`` per DRAM byte read and written) and achieved rate: ``flops`` over the op's
+    own duration, its loads and stores overlapped with its compute (max of the two, cycles at
+    ``freq_hz``), all from the op's row: summed over the generated tokens alike for decode rows.
+    Not ``time_s``, the op's share of the critical path: an op whose loads were prefetched under
+    the op before it has a short share and would be drawn above the memory roof.  Ops that move
+    no DRAM bytes (their operands on chip) have no intensity and are left out."""
     dram = (ops.dram_read_bytes + ops.dram_write_bytes).to_numpy(np.float64)
     flops = ops.flops.to_numpy(np.float64)
-    sel = (ops.cycles.to_numpy() > 0) & (flops > 0) & (dram > 0)
+    own = np.maximum(ops.load_cycles + ops.store_cycles, ops.compute_cycles).to_numpy(np.float64)
+    sel = (own > 0) & (flops > 0) & (dram > 0)
     return pd.DataFrame({"phase": ops.phase.to_numpy()[sel], "intensity": flops[sel] / dram[sel],
-                         "achieved": flops[sel] / ops.time_s.to_numpy()[sel]}, index=ops.index[sel])
+                         "achieved": flops[sel] * freq_hz / own[sel]}, index=ops.index[sel])
 
 
 def _plots(result: Result) -> dict[str, str]:
@@ -121,7 +125,7 @@ def _plots(result: Result) -> dict[str, str]:
     freq = result.target.freq_hz
     peak = result.target.peak_macs_per_cycle(w.wbits, w.abits) * 2 * freq
     bw = result.target.dram_bytes_per_cycle() * freq
-    pts = roofline_points(ops)
+    pts = roofline_points(ops, freq)
     fig, ax = plt.subplots(figsize=(7, 4.2))
     for phase, marker in (("prefill", "o"), ("decode", "^")):
         sel = pts[pts.phase == phase]

@@ -222,8 +222,8 @@ def write(out: str | Path, runs: pd.DataFrame, metrics: pd.DataFrame, f: EasySpe
         for n in sorted(sweep.gpus.unique()):
             sub = sweep[sweep.gpus == n]
             groups = sorted(sub.group.unique())
-            fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.4), squeeze=False)
-            for ax, g in zip(axes[0], groups):
+            fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.4), squeeze=False, sharey=True)
+            for i, (ax, g) in enumerate(zip(axes[0], groups)):
                 piv = sub[sub.group == g].pivot(index="alpha", columns="gamma", values="speedup")
                 im = ax.imshow(piv.to_numpy(), origin="lower", aspect="auto", cmap="viridis")
                 ax.set_xticks(range(len(piv.columns)), [str(c) for c in piv.columns])
@@ -232,7 +232,8 @@ def write(out: str | Path, runs: pd.DataFrame, metrics: pd.DataFrame, f: EasySpe
                     ax.text(xx, yy, f"{val:.2f}", ha="center", va="center", fontsize=7, color="w")
                 ax.set_title(f"{n} GPUs, group {g}")
                 ax.set_xlabel("gamma")
-                ax.set_ylabel("acceptance")
+                if i == 0:  # the panels share the acceptance axis
+                    ax.set_ylabel("acceptance")
             fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="speedup over vanilla")
             parts.append(f"<h2>Speedup heatmap, {n} GPUs</h2><img src='data:image/png;base64,{_png(fig)}'>")
     page = html_page("EasySpec", parts)

@@ -325,7 +325,8 @@ def write(out: str | Path, runs: pd.DataFrame, metrics: pd.DataFrame, rf: Reprod
             ax.set_xticklabels(rf.models, rotation=30, fontsize=8)
             ax.set_title(task)
             ax.set_ylabel(label)
-        axes[0][0].legend(fontsize=8)
+        axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside the bars
+        fig.tight_layout()
         parts.append(f"<h2>{html.escape(label)}</h2><img src='data:image/png;base64,{_png(fig)}'>")
     if "energy_by_component" in runs.columns and len(runs):
         # energy per generated token (whole request over its decoded tokens), split by component

@@ -234,9 +234,17 @@ def test_roofline_uses_consistent_columns_and_leaves_out_ops_without_dram_bytes(
     from sim.report import roofline_points
 
     ops = quick.ops
-    pts = roofline_points(ops)
+    freq = quick.target.freq_hz
+    pts = roofline_points(ops, freq)
     dram = ops.dram_read_bytes + ops.dram_write_bytes
     assert len(pts) and (dram[pts.index] > 0).all()
+    # no op above the roof: the DRAM bound at its intensity, the array's peak
+    peak = quick.target.peak_macs_per_cycle(16, 16) * 2 * freq
+    bw = quick.target.dram_bytes_per_cycle() * freq
+    assert (pts.achieved <= np.minimum(peak, pts.intensity * bw) * (1 + 1e-9)).all()
+    # ... which the ops' shares of the critical path would break: some decode loads are prefetched
+    share = ops.flops[pts.index] / ops.time_s[pts.index]
+    assert (share > np.minimum(peak, pts.intensity * bw) * 1.01).any()
     left_out = ops[(ops.cycles > 0) & (ops.flops > 0) & (dram == 0)]
     assert len(left_out) and not set(left_out.index) & set(pts.index)  # ops on chip are left out
     np.testing.assert_allclose(pts.intensity, ops.flops[pts.index] / dram[pts.index])
