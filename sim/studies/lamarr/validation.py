@@ -495,6 +495,21 @@ def _mass_plot(det: pd.DataFrame, fast: pd.DataFrame):
     return fig
 
 
+def _summary_table(s: dict) -> pd.DataFrame:
+    """The summary's figures as rows (nested keys joined by dots), numbers at four significant figures."""
+    rows = []
+
+    def walk(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                rows.append({"figure": prefix + k, "value": f"{v:.4g}" if isinstance(v, float) else str(v)})
+
+    walk(s)
+    return pd.DataFrame(rows)
+
+
 def write(out: Path, res: dict) -> list[str]:
     from sim.report import _png, html_page
 
@@ -522,7 +537,7 @@ def write(out: Path, res: dict) -> list[str]:
             ("Efficiencies per bin", _efficiency_plot(res["efficiencies"])),
             ("D0 -> K pi mass peak", _mass_plot(det, fast))]
     parts = [f"<h1>Lamarr: fast vs detailed simulation ({s['events']} held-out events)</h1>",
-             "<h2>Summary</h2><pre>" + json.dumps(s, indent=1, default=float) + "</pre>",
+             "<h2>Summary</h2>" + _summary_table(s).to_html(index=False),
              "<h2>Speed</h2>" + res["speed"].to_html(index=False, float_format="%.4g"),
              "<h2>Paper vs simulation</h2>" + res["paper_vs_sim"].to_html(index=False, float_format="%.4g"),
              "<h2>D0 -> K pi</h2>" + res["physics"].to_html(index=False, float_format="%.4g"),
