@@ -36,26 +36,11 @@ import pandas as pd
 
 from models.errors import SimError
 from sim.engine.graph import TaskGraph
-from sim.targets.parts import Precision
+from sim.targets.parts import Link, Precision
 
 COLUMN = {"q_proj", "k_proj", "v_proj", "qkv_proj", "mlp_gate", "mlp_up", "mlp_gate_up", "lm_head"}
 ROW = {"o_proj", "mlp_down"}
 ATTN = {"attn_score", "attn_context", "attn_softmax", "attn_mask", "kv_write"}
-
-
-@dataclass(frozen=True)
-class Link:
-    """NVLink between GPUs: bytes per second per direction and a per-collective floor."""
-
-    bytes_per_s: float
-    floor_s: float
-
-    def all_reduce(self, nbytes: float, n: int) -> float:
-        return 0.0 if n <= 1 else self.floor_s + 2 * (n - 1) / n * nbytes / self.bytes_per_s
-
-    def all_gather(self, nbytes: float, n: int) -> float:
-        """``nbytes`` in total, each GPU contributing 1/n (ring: (n - 1) / n of it over each link)."""
-        return 0.0 if n <= 1 else self.floor_s + (n - 1) / n * nbytes / self.bytes_per_s
 
 
 def shard(df: pd.DataFrame, tp: int, kv_heads: int) -> pd.DataFrame:

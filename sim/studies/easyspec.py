@@ -9,7 +9,7 @@ The file::
     out: results/easyspec
     gpu: ../targets/gpu_h100_sxm.yaml          # the GPU target file (and params overrides)
     gpu_params: {kernel_overhead_s: 9.0e-7, fuse_vector_ops: true}
-    link: {bytes_per_s: 4.5e+11, floor_s: 2.0e-5, source: ...}
+    link: {bytes_per_s: 4.5e+11, latency_s: 2.0e-5, source: ...}   # latency_s: each collective's floor
     gpus: 8
     context: 512
     gamma: 4
@@ -41,7 +41,7 @@ class _Strict(BaseModel):
 
 class LinkSpec(_Strict):
     bytes_per_s: float = Field(gt=0)
-    floor_s: float = Field(ge=0)
+    latency_s: float = Field(ge=0, description="each collective's fixed cost (its latency floor)")
     source: str
 
 
@@ -126,14 +126,15 @@ def run(path: str | Path, out: str | Path | None = None,
     """All runs, the paper comparison, the file, and the sweep's points; the Chrome traces go to
     ``out`` (default the file's ``out``)."""
     from sim.config import Hardware
-    from sim.multigpu import Link, run_decoder
+    from sim.multigpu import run_decoder
+    from sim.targets.parts import Link
     from sim.targets import build
 
     path = Path(path)
     data, lines = load_yaml(path)
     f = validated(EasySpecFile, data, path, lines)
     gpu, _, _ = build(Hardware(file=f.gpu, params=f.gpu_params), path)
-    link = Link(f.link.bytes_per_s, f.link.floor_s)
+    link = Link(f.link.bytes_per_s, f.link.latency_s, source=f.link.source)
     acc = _acceptance(f.acceptance, path.parent, f.gamma, f.group)
     out = Path(out or f.out or "results/easyspec")
     step = progress or no_progress

@@ -59,6 +59,30 @@ class Memory:
         return self.bytes_per_s / freq_hz
 
 
+@dataclass(frozen=True)
+class Link:
+    """A link between two places (PCIe host to device, NVLink between GPUs): bytes per second per
+    direction, a fixed cost per transfer or collective (DMA set-up and driver call; a collective's
+    latency floor), energy per byte, and where the figures come from."""
+
+    bytes_per_s: float
+    latency_s: float = 0.0
+    pj_per_byte: float = 0.0
+    source: str = ""
+
+    def transfer_s(self, nbytes: float) -> float:
+        """One transfer of ``nbytes`` in one direction."""
+        return self.latency_s + nbytes / self.bytes_per_s
+
+    def all_reduce(self, nbytes: float, n: int) -> float:
+        """A ring all-reduce of ``nbytes`` over ``n`` endpoints (2 (n - 1) / n of it over each link)."""
+        return 0.0 if n <= 1 else self.latency_s + 2 * (n - 1) / n * nbytes / self.bytes_per_s
+
+    def all_gather(self, nbytes: float, n: int) -> float:
+        """``nbytes`` in total, each endpoint contributing 1/n (ring: (n - 1) / n of it over each link)."""
+        return 0.0 if n <= 1 else self.latency_s + (n - 1) / n * nbytes / self.bytes_per_s
+
+
 def param_source(target, *names: str) -> str:
     """``name: source`` of each named parameter of ``target`` (the target file's ``sources``, attached by
     :func:`sim.targets.build`; a parameter with none is named alone), joined by ``; ``."""

@@ -11,7 +11,7 @@ from sim.multigpu import (Link, StepTimes, Timeline, expected_tokens, run_decode
 from sim.targets import build
 from workloads import trace
 
-LINK = Link(bytes_per_s=100e9, floor_s=10e-6)
+LINK = Link(bytes_per_s=100e9, latency_s=10e-6)
 
 
 def test_ring_collectives_by_hand():

@@ -75,6 +75,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from models.errors import SimError
 from sim.config import CONFIGS_DIR, Hardware, load_yaml, resolve_path, validated
 from sim.studies.base import Options, Progress, Study, StudyResult, no_progress
+from sim.targets.parts import Link
 
 STAGE_NAMES = ("acceptance", "tracking", "resolution", "covariance", "ismuon", "rich_signs", "rich", "muon_signs",
                "muon", "gpid_signs", "gpid")
@@ -139,11 +140,16 @@ class Events(_Strict):
         return v
 
 
-class Link(_Strict):
+class LinkSpec(_Strict):
+    """A link as the file gives it: becomes a :class:`sim.targets.parts.Link`."""
+
     bytes_per_s: float = Field(gt=0, description="per direction")
     latency_s: float = Field(0.0, ge=0, description="fixed cost per transfer (DMA set-up, driver)")
     pj_per_byte: float = Field(0.0, ge=0)
     source: str = Field(min_length=1)
+
+    def part(self) -> Link:
+        return Link(self.bytes_per_s, self.latency_s, self.pj_per_byte, self.source)
 
 
 class TargetEntry(_Strict):
@@ -211,7 +217,7 @@ class HardwareSpec(_Strict):
     arrival_events_per_s: float | None = Field(None, gt=0, description="generator rate (none: always ready)")
     host_s_per_particle: float = Field(0.0, ge=0, description="host pre/post-processing per generated particle")
     fidelity: Literal["simpy", "analytic"] = "simpy"
-    links: dict[str, Link] = Field(default_factory=dict)
+    links: dict[str, LinkSpec] = Field(default_factory=dict)
     targets: list[TargetEntry] = Field(min_length=1)
     cpu_check: CpuCheck | None = None
     gpu_check: GpuCheck | None = None
@@ -469,7 +475,7 @@ def run(spec: HardwareSpec | dict, fractions: dict | None = None, base_dir: str 
         say(f"{t.name}: building the target")
         target, energy, _ = build_target(t, base, say)
         on_host = t.link is None
-        link = spec.links[t.link] if t.link else None
+        link = spec.links[t.link].part() if t.link else None
         for b in spec.batch_events:
             say(f"{t.name}: batch of {b} events")
             parts = stage_particles(ev, b)
@@ -477,8 +483,8 @@ def run(spec: HardwareSpec | dict, fractions: dict | None = None, base_dir: str 
                      for s in STAGE_NAMES}
             stage_s = {s: c["time_s"] for s, c in costs.items()}
             h2d_b, d2h_b = transfer_bytes(parts, t.dtype)
-            h2d_s = 0.0 if on_host else link.latency_s + h2d_b / link.bytes_per_s
-            d2h_s = 0.0 if on_host else link.latency_s + d2h_b / link.bytes_per_s
+            h2d_s = 0.0 if on_host else link.transfer_s(h2d_b)
+            d2h_s = 0.0 if on_host else link.transfer_s(d2h_b)
             host_s = spec.host_s_per_particle * parts["acceptance"]
             sim = simulate_pipeline(spec.batches, b, stage_s, h2d_s, d2h_s, host_s, t.overlap, on_host,
                                     spec.arrival_events_per_s, graph=graphs is not None)
@@ -523,7 +529,7 @@ def run(spec: HardwareSpec | dict, fractions: dict | None = None, base_dir: str 
     g = spec.gpu_check
     if g is not None and g.enabled:
         say("GPU check: predicting the measured GPU timings")
-        check = gpu_check(g.measured, g.target, base, spec.links.get(g.link) if g.link else None, g.graph_params,
+        check = gpu_check(g.measured, g.target, base, spec.links[g.link].part() if g.link else None, g.graph_params,
                           say)
         df.attrs["gpu_check"] = check.to_dict("records")
     cal = {k: v for k, v in _CALIB.items()}
@@ -730,7 +736,7 @@ def gpu_check(csv_path: str | Path, target: str = "targets/gpu_h100_sxm.yaml", b
                 raise SimError(f"gpu_check: {meas.attrs['path']} has {r.what} rows; give `link` (a key of `links`) "
                                "to predict them")
             n_feat = int(str(r.what).split("_")[2])
-            pred = link.latency_s + int(r.batch) * n_feat * DTYPE_BYTES[r.dtype] / link.bytes_per_s
+            pred = link.transfer_s(int(r.batch) * n_feat * DTYPE_BYTES[r.dtype])
             rows.append({**base_row, "mode": "link", "matched": True, "measured_s": r.seconds, "predicted_s": pred,
                          "rel_error": (pred - r.seconds) / r.seconds, "kernels": 0, "gemm_path": "-", **extra})
     return pd.DataFrame(rows)
