@@ -1,13 +1,10 @@
 """Bad configs: one line on stderr naming the file, key path and line, exit status 2."""
 
-import contextlib
-import io
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from sim.cli import main
+from tests.helpers import sim
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = ROOT / "configs" / "targets" / "bitmod_fp16_baseline.yaml"
@@ -23,14 +20,6 @@ hardware:
 run:
   fidelity: analytic
 """
-
-
-def sim(*args):
-    """`sim ARGS` in this process (the console script is `main` plus sys.exit): status and output."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main([str(a) for a in args])
-    return SimpleNamespace(returncode=code, stdout=out.getvalue(), stderr=err.getvalue())
 
 
 def sim_run(tmp_path, text, *extra):

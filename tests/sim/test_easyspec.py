@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from sim.cli import main
-from tests.sim.test_studies import check_trace_event_format
+from tests.helpers import check_trace_event_format
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -379,7 +379,7 @@ def test_trace_of_the_pipeline(tmp_path):
     import json
 
     from sim.cli import main
-    from tests.sim.test_studies import check_trace_event_format
+    from tests.helpers import check_trace_event_format
 
     d = small_spec(batch_events=[1, 16], batches=3, targets=[small_spec()["targets"][1]])
     d["targets"][0]["file"] = str(HW_FILE.parent.parent / d["targets"][0]["file"])

@@ -89,7 +89,7 @@ def test_decoders_end_to_end_on_two_h100s(tmp_path):
     assert e["drafting_s"] < s["drafting_s"]  # layer-parallel drafting is shorter
     assert v["time_per_token_s"] > 0 and s["iteration_s"] > v["iteration_s"]
     ev = json.loads((tmp_path / "t.json").read_text())["traceEvents"]
-    from tests.sim.test_studies import check_trace_event_format
+    from tests.helpers import check_trace_event_format
 
     check_trace_event_format(ev)
     assert {x["args"]["name"] for x in ev if x["name"] == "thread_name"} == {"GPU 0", "GPU 1"}

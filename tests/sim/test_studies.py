@@ -15,6 +15,7 @@ from sim import studies
 from sim.cli import main
 from sim.config import load_yaml, validated
 from sim.studies.base import Options, Study, StudyResult, no_progress, paper_vs_sim
+from tests.helpers import check_trace_event_format
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,36 +89,12 @@ def test_paper_vs_sim_is_one_builder():
     assert list(paper_vs_sim([]).columns) == studies.PAPER_VS_SIM_COLUMNS
 
 
-def test_trace_of_a_studies_without_a_timeline_is_refused(tmp_path, capsys):
+def test_trace_of_a_study_without_a_timeline_is_refused(tmp_path, capsys):
     assert main(["run", str(ROOT / "configs" / "bitmod" / "reproduce.yaml"), "--trace", "--out", str(tmp_path)]) == 2
     assert "has no timeline" in capsys.readouterr().err
 
 
 # ---- trace export ---------------------------------------------------------------------------------
-
-def check_trace_event_format(events: list[dict]) -> None:
-    """What Perfetto's and chrome://tracing's JSON importers need: named processes and threads,
-    complete events with numeric ts/dur >= 0, and on each thread spans that nest or are disjoint."""
-    meta = [e for e in events if e["ph"] == "M"]
-    spans = [e for e in events if e["ph"] == "X"]
-    assert spans and meta
-    named = {(e["pid"], e.get("tid")) for e in meta}
-    for e in spans:
-        assert isinstance(e["name"], str) and isinstance(e["pid"], int) and isinstance(e["tid"], int)
-        assert e["ts"] >= 0 and e["dur"] >= 0
-        assert (e["pid"], None) in named and (e["pid"], e["tid"]) in named
-    by = {}
-    for e in spans:
-        by.setdefault((e["pid"], e["tid"]), []).append((e["ts"], e["ts"] + e["dur"]))
-    for iv in by.values():
-        iv.sort()
-        stack = []
-        for a, b in iv:
-            while stack and stack[-1] <= a + 1e-6:
-                stack.pop()
-            assert not stack or b <= stack[-1] + 1e-6, "a span overlaps another partially"
-            stack.append(b)
-
 
 @pytest.mark.slow
 def test_quickstart_trace(tmp_path):

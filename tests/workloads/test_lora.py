@@ -196,7 +196,7 @@ BAD = [
 
 @pytest.mark.parametrize("text,needle", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
 def test_bad_lora_config_is_one_line_exit_2(tmp_path, text, needle):
-    from tests.sim.test_config import sim
+    from tests.helpers import sim
 
     p = tmp_path / "cfg.yaml"
     p.write_text(text)
