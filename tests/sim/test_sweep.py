@@ -144,16 +144,21 @@ def _keys(db: Path):
         con.close()
 
 
-@pytest.mark.slow
-def test_resume_after_kill_9(tmp_path, base):
-    """Kill the sweeping process group mid-run, start again: every point once, same results."""
+def _start_60_point_sweep(tmp_path, base, out, workers: int):
+    """`sim sweep` of 60 points, one per batch, in its own session: (the file, the process, its store)."""
     axes = {"hardware.params.dram_bits_per_cycle": [64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536],
             "hardware.params.pe_rows": [8, 16, 32, 64, 128, 256]}
     p = sweep_file(tmp_path, base, axes=axes)
-    out = tmp_path / "killed"
-    db = out / "sweep.sqlite"
-    cmd = [SIM, "sweep", str(p), "--out", str(out), "--workers", "1", "--batch-size", "1"]
+    cmd = [SIM, "sweep", str(p), "--out", str(out), "--workers", str(workers), "--batch-size", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return p, proc, out / "sweep.sqlite"
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9(tmp_path, base):
+    """Kill the sweeping process group mid-run, start again: every point once, same results."""
+    out = tmp_path / "killed"
+    p, proc, db = _start_60_point_sweep(tmp_path, base, out, workers=1)
     deadline = time.time() + 120
     n = 0
     while time.time() < deadline:
@@ -168,7 +173,7 @@ def test_resume_after_kill_9(tmp_path, base):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert 5 <= n < 60, n  # killed mid-sweep
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(proc.args, capture_output=True, text=True, timeout=300)  # the same command again
     assert r.returncode == 0, r.stderr
     keys = [k for (k,) in _keys(db)]
     assert len(keys) == len(set(keys)) == 60
@@ -309,13 +314,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
 def test_local_workers_exit_when_the_sweep_is_killed(tmp_path, base):
     """kill -9 of `sim sweep --workers 2` must not leave its worker processes running."""
-    axes = {"hardware.params.dram_bits_per_cycle": [64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536],
-            "hardware.params.pe_rows": [8, 16, 32, 64, 128, 256]}
-    p = sweep_file(tmp_path, base, axes=axes)
-    out = tmp_path / "o"
-    db = out / "sweep.sqlite"
-    cmd = [SIM, "sweep", str(p), "--out", str(out), "--workers", "2", "--batch-size", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    _, proc, db = _start_60_point_sweep(tmp_path, base, tmp_path / "o", workers=2)
     workers: list[int] = []
     try:
         deadline = time.time() + 60
