@@ -262,7 +262,7 @@ GPU_CSV = ROOT / "results" / "lamarr" / "gpu" / "h100_measured.csv"
 def gpu() -> pd.DataFrame:
     spec = L.load(HW_FILE)
     g = spec.gpu_check
-    return L.gpu_check(g.measured, g.target, HW_FILE.parent, spec.links[g.link].part(), g.graph_params)
+    return L.gpu_check(g.measured, g.target, HW_FILE.parent, spec.links[g.link].part(), g.graph_target)
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from sim.targets.parts import Precision
 ROOT = Path(__file__).resolve().parents[2]
 TARGETS = CONFIGS_DIR / "targets"
 # what the configs carried inline before the CUDA-graph target files (apmm, matmulfree's GPU layers,
-# easyspec's gpu_params, Lamarr's graph_params)
+# easyspec's gpu_params, Lamarr's graph_params before they named these files)
 GRAPH = {"kernel_overhead_s": 9.0e-7, "fuse_vector_ops": True}
 
 
@@ -136,9 +136,9 @@ def test_cuda_graph_files_resolve_to_the_params_the_configs_used(base):
 
 
 def test_the_configs_point_at_the_cuda_graph_files():
-    from sim.studies.lamarr.hardware import GRAPH_PARAMS
+    from sim.studies.lamarr.hardware import GpuCheck
 
-    assert GRAPH_PARAMS == GRAPH  # Lamarr's gpu_check default (its config no longer repeats it)
+    assert GpuCheck(measured="x").graph_target == "targets/gpu_h100_sxm_cudagraph.yaml"  # Lamarr's graph rows
     apmm = yaml.safe_load((CONFIGS_DIR / "apmm" / "reproduce.yaml").read_text())
     for name, acc in apmm["accelerators"].items():
         assert acc["file"] == "../targets/gpu_a100_sxm_80gb_cudagraph.yaml", name

@@ -51,10 +51,10 @@ micro-benchmarks (:func:`sim.targets.cpu.measure`), never fitted to these runs.
 Measured check on a GPU (``gpu_check``): the rows of a CSV written by ``benchmarks/lamarr_gpu.py`` on a
 real GPU (each stage alone, eager; the whole pipeline eager and replayed from a CUDA graph; a
 host-to-device copy) against the GPU target file's prediction through :func:`stage_cost`, the same
-path the sweep uses.  Two runtimes, both as the target file documents them: ``eager`` (the file's
-parameters: ``kernel_overhead_s`` of an eager host launch, every non-GEMM op its own kernel) and
-``graph`` (a CUDA-graph runtime: ``kernel_overhead_s`` 0.9 us, the file's source text, and
-``fuse_vector_ops`` as configs/easyspec/reproduce.yaml and configs/gpu/ run it).  Every compute row is
+path the sweep uses.  Two runtimes, each a target file: ``eager`` (``target``, e.g. gpu_h100_sxm.yaml:
+``kernel_overhead_s`` of an eager host launch, every non-GEMM op its own kernel) and ``graph``
+(``graph_target``, gpu_h100_sxm_cudagraph.yaml, which extends it: 0.9 us a kernel replayed from a
+CUDA graph, non-GEMM ops fused, as EasySpec and configs/gpu/ run it).  Every compute row is
 predicted in both modes; the one whose runtime was measured is ``matched`` and only those enter
 the MAPE.  Nothing is fitted: the target's parameters are the file's.  Two known differences from
 what was measured: the stage traces include creating the stage's zero inputs (two small kernels;
@@ -187,23 +187,16 @@ class CpuCheck(_Strict):
         return self
 
 
-GRAPH_PARAMS = {"kernel_overhead_s": 9.0e-7, "fuse_vector_ops": True}
-GRAPH_SOURCE = ("a CUDA-graph runtime: about 0.9 us per kernel (configs/targets/gpu_h100_sxm.yaml, kernel_overhead_s "
-                "source: CUDA.jl documentation, Graphs, 80 kernels replayed in 70 us) with the non-GEMM ops fused, "
-                "as configs/easyspec/reproduce.yaml and configs/gpu/llama2-7b-h100.yaml run it")
-
-
 class GpuCheck(_Strict):
     """Measured GPU timings (``benchmarks/lamarr_gpu.py``) vs the GPU target's prediction."""
 
     enabled: bool = True
     measured: str = Field(min_length=1, description="the CSV benchmarks/lamarr_gpu.py wrote (relative to this file, "
                           "configs/ or the repository root)")
-    target: str = Field("targets/gpu_h100_sxm.yaml", min_length=1, description="the GPU target file")
+    target: str = Field("targets/gpu_h100_sxm.yaml", min_length=1, description="the GPU target file (eager rows)")
+    graph_target: str = Field("targets/gpu_h100_sxm_cudagraph.yaml", min_length=1,
+                              description="the same GPU with a CUDA-graph runtime (the graph-replayed rows)")
     link: str | None = Field(None, description="a key of `links`: predicts the host-to-device copy rows")
-    graph_params: dict = Field(default_factory=lambda: dict(GRAPH_PARAMS),
-                               description="overrides of the target's parameters for the CUDA-graph rows")
-    graph_source: str = Field(GRAPH_SOURCE, min_length=1)
 
 
 class HardwareSpec(_Strict):
@@ -529,7 +522,7 @@ def run(spec: HardwareSpec | dict, fractions: dict | None = None, base_dir: str 
     g = spec.gpu_check
     if g is not None and g.enabled:
         say("GPU check: predicting the measured GPU timings")
-        check = gpu_check(g.measured, g.target, base, spec.links[g.link].part() if g.link else None, g.graph_params,
+        check = gpu_check(g.measured, g.target, base, spec.links[g.link].part() if g.link else None, g.graph_target,
                           say)
         df.attrs["gpu_check"] = check.to_dict("records")
     cal = {k: v for k, v in _CALIB.items()}
@@ -655,11 +648,12 @@ def read_gpu_measured(path: str | Path, base: Path = CONFIGS_DIR) -> pd.DataFram
 
 
 def gpu_check(csv_path: str | Path, target: str = "targets/gpu_h100_sxm.yaml", base: str | Path = CONFIGS_DIR,
-              link: Link | None = None, graph_params: dict | None = None, progress=None) -> pd.DataFrame:
+              link: Link | None = None, graph_target: str = "targets/gpu_h100_sxm_cudagraph.yaml",
+              progress=None) -> pd.DataFrame:
     """Every row of a ``benchmarks/lamarr_gpu.py`` CSV against the GPU target's prediction.
 
     Compute rows (a stage alone, the whole pipeline) are predicted in both runtime modes, ``eager``
-    (the target file as it is) and ``graph`` (``graph_params`` over it, default :data:`GRAPH_PARAMS`),
+    (``target``) and ``graph`` (``graph_target``: the same GPU with a CUDA-graph runtime),
     from each stage's trace at the row's batch and dtype (:func:`stage_cost`; the pipeline is the sum of
     its stages, every stage over the same batch, as the benchmark ran it: the stages the file times
     one by one).  The traces are of today's networks: a file measured before a stage's inputs grew
@@ -681,12 +675,11 @@ def gpu_check(csv_path: str | Path, target: str = "targets/gpu_h100_sxm.yaml", b
     meas = read_gpu_measured(csv_path, base)
     from workloads.zoo import LAMARR_STAGES
 
-    graph = dict(GRAPH_PARAMS if graph_params is None else graph_params)
     modes = {}
-    for mode, params in (("eager", {}), ("graph", graph)):
-        modes[mode] = build_target(TargetEntry(name=f"gpu_check {mode}", file=target, params=params), base, say)[:2]
+    for mode, file in (("eager", target), ("graph", graph_target)):
+        modes[mode] = build_target(TargetEntry(name=f"gpu_check {mode}", file=file), base, say)[:2]
         if getattr(modes[mode][0], "name", None) != "gpu":
-            raise SimError(f"gpu_check: {target} is not a GPU target (target: {modes[mode][0].name})")
+            raise SimError(f"gpu_check: {file} is not a GPU target (target: {modes[mode][0].name})")
     memo: dict = {}
     # a pipeline row is the stages the file timed one by one (the pipeline as it was measured: a file
     # taken before the sign-pattern stages existed holds eight)
