@@ -54,8 +54,12 @@ def test_dependent_op_waits_for_the_previous_op():
 
 
 def test_remainders_go_to_the_first_tiles():
-    c = costs([3], [0], [10], [0], [0], 1000)  # 4 + 3 + 3
-    assert simulate(c).makespan == 10
+    from sim.engine.tiles import _split
+
+    assert [_split(10, 3, t) for t in range(3)] == [4, 3, 3]
+    # loads 4 + 3 + 3, computes 10 each: the first compute starts at 4 (3 if the remainder went last)
+    c = costs([3], [10], [30], [0], [0], 1000)
+    assert simulate(c).makespan == 4 + 30
 
 
 def gemm_row(m, n, k, batch=1, weight=True, kind="gemm", dtype="f16", kv=0):
