@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from sim.targets.parts import Precision
+from sim.targets.parts import Host, Precision
 
 _DTYPE_BYTES = {"f16": 2, "bf16": 2, "f32": 4, "f64": 8, "i64": 8, "i32": 4, "i16": 2, "i8": 1, "u8": 1, "b8": 1}
 _NUMERIC = ("a_elems", "flops", "bytes_read", "bytes_written", "weight_bytes", "kv_bytes_read",
@@ -194,6 +194,11 @@ class Target:
 
     def peak_macs_per_cycle(self, wbits: int, abits: int) -> float:
         raise NotImplementedError
+
+    @property
+    def host(self) -> Host:
+        """The host's fixed cost per dispatched op as this target charges it (none by default)."""
+        return Host()
 
     def dram_bytes_per_cycle(self) -> float:
         raise NotImplementedError

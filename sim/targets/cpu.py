@@ -53,7 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.errors import SimError
 from sim.targets import register
 from sim.targets.base import Costs, OpArrays, Target
-from sim.targets.parts import Memory, Precision, param_source
+from sim.targets.parts import Host, Memory, Precision, param_source
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
@@ -129,6 +129,11 @@ class HostCPU(Target):
 
     def peak_macs_per_cycle(self, wbits: int, abits: int) -> float:
         return self.params.peak_flops_per_s[self._dtype(abits)] / 2 / self.freq_hz
+
+    @property
+    def host(self) -> Host:
+        """Per dispatched op: ``overhead_s`` (a call through torch into the library)."""
+        return Host(dispatch_s=self.params.overhead_s, source=param_source(self, "overhead_s"))
 
     @property
     def memory(self) -> Memory:

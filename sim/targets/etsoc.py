@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from models.errors import SimError
 from sim.targets import register
 from sim.targets.base import Costs, OpArrays, Target
-from sim.targets.parts import Memory, Precision, param_source
+from sim.targets.parts import Host, Memory, Precision, param_source
 
 
 class ETSoCParams(BaseModel):
@@ -177,6 +177,11 @@ class ETSoC(Target):
     def peak_macs_per_cycle(self, wbits: int, abits: int) -> float:
         p = self.params
         return p.shires * p.minions_per_shire * p.tensor_ops_per_cycle[self._dtype(wbits, abits)] / 2
+
+    @property
+    def host(self) -> Host:
+        """Per dispatched op: ``op_overhead_s`` (an op's dispatch and the chip-wide barrier)."""
+        return Host(dispatch_s=self.params.op_overhead_s, source=param_source(self, "op_overhead_s"))
 
     @property
     def memory(self) -> Memory:

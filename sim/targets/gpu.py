@@ -60,7 +60,7 @@ from models.errors import SimError
 from sim.targets import register
 from sim.targets.base import Costs, OpArrays, Target
 from sim.targets.base import cdiv as _cdiv
-from sim.targets.parts import Memory, Precision, param_source
+from sim.targets.parts import Host, Memory, Precision, param_source
 
 MMA_DTYPES = ("fp16", "bf16", "tf32", "fp8", "int8", "int4", "b1")
 
@@ -286,6 +286,11 @@ class GPU(Target):
         if self.params.arbitrary_precision and max(wbits, abits) <= 8:
             return self.rate("b1") * 1e12 / 2 / self.freq_hz / (wbits * abits)
         return self.rate(self.mma_key(wbits, abits)) * 1e12 / 2 / self.freq_hz
+
+    @property
+    def host(self) -> Host:
+        """Per dispatched op: ``kernel_overhead_s`` (a kernel launch (eager) or a graph replay's share)."""
+        return Host(dispatch_s=self.params.kernel_overhead_s, source=param_source(self, "kernel_overhead_s"))
 
     @property
     def memory(self) -> Memory:

@@ -83,6 +83,18 @@ class Link:
         return 0.0 if n <= 1 else self.latency_s + (n - 1) / n * nbytes / self.bytes_per_s
 
 
+@dataclass(frozen=True)
+class Host:
+    """The host side of a target as its costs charge it: the fixed cost of dispatching one op or
+    kernel (a GPU launch, a call through torch into a CPU library, ET-SoC-1's dispatch and barrier;
+    0 where the device's own controller issues the ops), and where the figure comes from.  Each
+    family states it from its own parameter (:attr:`Target.host`); the host's own work around a run
+    (tokenizing, sampling, Python) is not modelled here yet."""
+
+    dispatch_s: float = 0.0
+    source: str = "not modelled: the device issues its own ops"
+
+
 def param_source(target, *names: str) -> str:
     """``name: source`` of each named parameter of ``target`` (the target file's ``sources``, attached by
     :func:`sim.targets.build`; a parameter with none is named alone), joined by ``; ``."""

@@ -261,3 +261,24 @@ def test_memory_figures_by_family():
     a, _, _ = build(Hardware(file="targets/bitmod.yaml", params={"dram_bits_per_cycle": 512}), here)
     assert a.memory.bytes_per_s == 64 * a.params.freq_hz and a.dram_bytes_per_cycle() == 64
     assert "hardware.params.dram_bits_per_cycle" in a.memory.source  # set inline: the config is its source
+
+
+def test_every_target_states_its_host_dispatch_cost():
+    """The Host part: the fixed cost per dispatched op each family charges, from its own parameter."""
+    from sim.targets.parts import Host
+
+    here = CONFIGS_DIR / "x.yaml"
+    expect = {"gpu_h100_sxm": ("kernel_overhead_s", 3.0e-6), "gpu_h100_sxm_cudagraph": ("kernel_overhead_s", 9.0e-7),
+              "etsoc1": ("op_overhead_s", None), "bitmod_fp16_baseline": (None, 0.0), "fpga_d5005_mmfree": (None, 0.0)}
+    for name, (param, value) in expect.items():
+        t, _, _ = build(Hardware(file=f"targets/{name}.yaml"), here)
+        h = t.host
+        assert isinstance(h, Host) and h.source
+        if param:
+            assert h.dispatch_s == getattr(t.params, param) and h.source.startswith(param)
+        if value is not None:
+            assert h.dispatch_s == value
+    cal = yaml.safe_load((ROOT / "results" / "validation" / "cpu" / "calibration.yaml").read_text())
+    cal.pop("description", None)
+    cpu, _, _ = build(Hardware(target="host_cpu", energy="energy/host_cpu.yaml", params=cal), here)
+    assert cpu.host.dispatch_s == cpu.params.overhead_s > 0
