@@ -1,7 +1,7 @@
 """The trace's column schema (torch-free, so cached traces load without importing torch)."""
 
 # Bump when the meaning or the set of columns changes: it is part of every cache key.
-TRACE_SCHEMA_VERSION = 3
+TRACE_SCHEMA_VERSION = 2
 
 #: The trace's columns: name -> (dtype, meaning).  Documented in the README; tests check that every
 #: trace has exactly these columns with these dtypes.
@@ -35,8 +35,6 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "gemm_n": ("int64", "see gemm_m"),
     "gemm_k": ("int64", "see gemm_m"),
     "gemm_batch": ("int64", "number of independent GEMMs (1 for mm/addmm; batch x heads for attention)"),
-    "a_elems": ("int64", "elements of a matmul's A operand (C = A B: the first tensor operand, the second for "
-                "addmm/baddbmm); for other ops the first tensor operand's (1 without one)"),
 }
 
 

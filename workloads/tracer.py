@@ -236,9 +236,6 @@ def _dt(t: torch.Tensor) -> str:
     return _DTYPE_SHORT.get(t.dtype, str(t.dtype).replace("torch.", ""))
 
 
-_BIAS_FIRST = {"addmm", "baddbmm"}  # these take the bias (or C) first: A is the second operand
-
-
 def _shape(t: torch.Tensor) -> str:
     return "x".join(str(x) for x in t.shape)
 
@@ -496,20 +493,18 @@ class Tracer(TorchDispatchMode):
                     written = sum(_ubytes(t) for t in outs)
 
         scope = self._scopes[-1] if self._scopes else ""
-        a_op = ins[1] if info.name in _BIAS_FIRST and len(ins) > 2 else (ins[0] if ins else None)
         return (
             info.name, kind, scope, self._stack[-1],
             ";".join(_shape(t) for t in ins), ";".join(_dt(t) for t in ins),
             ";".join(_shape(t) for t in outs), _dt(o0) if o0 is not None else "",
             flops, read, written, wbytes, kv_read, kv_written, m, n, k, batch,
-            a_op.numel() if a_op is not None else 1,
         )
 
     # -- result -----------------------------------------------------------------------------
     def dataframe(self) -> pd.DataFrame:
         cols = ["op", "kind", "scope", "module", "in_shapes", "in_dtypes", "out_shapes", "dtype",
                 "flops", "bytes_read", "bytes_written", "weight_bytes", "kv_bytes_read", "kv_bytes_written",
-                "gemm_m", "gemm_n", "gemm_k", "gemm_batch", "a_elems"]
+                "gemm_m", "gemm_n", "gemm_k", "gemm_batch"]
         df = pd.DataFrame.from_records(self.rows, columns=cols)
         roles: dict = {}
         role = []

@@ -7,7 +7,7 @@ the energy table prices the action counts.  Targets never see the engine or each
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
@@ -17,8 +17,8 @@ from pydantic import BaseModel
 from sim.targets.parts import Host, Precision
 
 _DTYPE_BYTES = {"f16": 2, "bf16": 2, "f32": 4, "f64": 8, "i64": 8, "i32": 4, "i16": 2, "i8": 1, "u8": 1, "b8": 1}
-_NUMERIC = ("a_elems", "flops", "bytes_read", "bytes_written", "weight_bytes", "kv_bytes_read",
-            "kv_bytes_written", "gemm_m", "gemm_n", "gemm_k", "gemm_batch")
+_NUMERIC = ("flops", "bytes_read", "bytes_written", "weight_bytes", "kv_bytes_read", "kv_bytes_written",
+            "gemm_m", "gemm_n", "gemm_k", "gemm_batch")
 
 
 def cdiv(a, b) -> np.ndarray:
@@ -36,7 +36,6 @@ class OpArrays:
 
     kind: np.ndarray
     storage_bytes: np.ndarray  # bytes per element of the op's output dtype in the trace
-    a_elems: np.ndarray  # elements of a matmul's A operand (C = A B)
     flops: np.ndarray
     bytes_read: np.ndarray
     bytes_written: np.ndarray
@@ -50,6 +49,12 @@ class OpArrays:
 
     def __len__(self) -> int:
         return len(self.kind)
+
+    @property
+    def a_elems(self) -> np.ndarray:
+        """Elements of a matmul's A operand (C = A B, per batch entry M x K): batch x M x K, from the
+        trace's numbers (0 for ops that are not matmuls; a tensor-parallel shard's share of A)."""
+        return self.gemm_batch * self.gemm_m * self.gemm_k
 
     @classmethod
     def of(cls, ops: OpArrays | pd.DataFrame) -> OpArrays:
@@ -75,10 +80,6 @@ class OpArrays:
         storage = np.array([_DTYPE_BYTES.get(d, 2) for d in tpl.base["dtype"].to_numpy()[sel]], dtype=np.float64)
         return cls(kind=np.tile(kind, steps), storage_bytes=np.tile(storage, steps),
                    **{c: cols[c].ravel() for c in _NUMERIC})
-
-    def take(self, idx) -> OpArrays:
-        """The arrays of a subset of ops (in the given order)."""
-        return OpArrays(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
 
 
 @dataclass

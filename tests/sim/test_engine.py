@@ -69,7 +69,7 @@ def gemm_row(m, n, k, batch=1, weight=True, kind="gemm", dtype="f16", kv=0):
                 in_shapes=f"{m}x{k};{k}x{n}", in_dtypes="f16;f16", out_shapes=f"{m}x{n}", dtype=dtype,
                 flops=2 * m * n * k * batch, bytes_read=a + b, bytes_written=out,
                 weight_bytes=b if weight else 0, kv_bytes_read=kv, kv_bytes_written=0,
-                gemm_m=m, gemm_n=n, gemm_k=k, gemm_batch=batch, a_elems=m * k)
+                gemm_m=m, gemm_n=n, gemm_k=k, gemm_batch=batch)
 
 
 def small(**kw):
@@ -160,7 +160,7 @@ def test_unsupported_precision_is_a_user_error():
 def test_addmm_charges_a_not_the_bias():
     # addmm(bias[64], A[256,64], W[64,64]): A = 32 KiB does not fit half of a 1 KiB activation buffer
     row = gemm_row(256, 64, 64)
-    row.update(op="addmm", in_shapes="64;256x64;64x64", a_elems=256 * 64, bytes_read=row["bytes_read"] + 128,
+    row.update(op="addmm", in_shapes="64;256x64;64x64", bytes_read=row["bytes_read"] + 128,
                weight_bytes=row["weight_bytes"] + 128)
     c = small().cost(pd.DataFrame([row]), Precision(16, 16))
     a_bytes = 256 * 64 * 2
@@ -209,7 +209,7 @@ def attn_row(b, h, hkv, s, kv_len, d, kv_read=True):
                 out_shapes=f"{b}x{h}x{s}x{kv_len}", dtype="f16", flops=2 * b * h * s * kv_len * d,
                 bytes_read=q + k, bytes_written=b * h * s * kv_len * 2, weight_bytes=0,
                 kv_bytes_read=k if kv_read else 0, kv_bytes_written=0,
-                gemm_m=s, gemm_n=kv_len, gemm_k=d, gemm_batch=b * h, a_elems=b * h * s * d)
+                gemm_m=s, gemm_n=kv_len, gemm_k=d, gemm_batch=b * h)
 
 
 def test_kv_and_weight_storage_precision():

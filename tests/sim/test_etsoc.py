@@ -33,11 +33,10 @@ def chip(**kw) -> ETSoC:
 
 
 def gemm(m, n, k) -> OpArrays:
-    df = pd.DataFrame([dict(kind="gemm", storage_bytes=2.0, a_elems=m * k, flops=2 * m * n * k,
+    df = pd.DataFrame([dict(kind="gemm", storage_bytes=2.0, flops=2 * m * n * k,
                             bytes_read=2 * (m * k + n * k), bytes_written=2 * m * n, weight_bytes=2 * n * k,
                             kv_bytes_read=0, kv_bytes_written=0, gemm_m=m, gemm_n=n, gemm_k=k, gemm_batch=1)])
     return OpArrays(kind=df.kind.to_numpy(dtype=object), storage_bytes=df.storage_bytes.to_numpy(float),
-                    a_elems=df.a_elems.to_numpy(np.int64),
                     **{c: df[c].to_numpy(np.int64) for c in ("flops", "bytes_read", "bytes_written", "weight_bytes",
                                                              "kv_bytes_read", "kv_bytes_written", "gemm_m", "gemm_n",
                                                              "gemm_k", "gemm_batch")})

@@ -26,11 +26,10 @@ def fpga(**kw) -> FPGA:
 
 
 def ops(rows: list[dict]) -> OpArrays:
-    cols = dict(kind="ternary_gemm", storage_bytes=2.0, a_elems=0, flops=0, bytes_read=0, bytes_written=0,
+    cols = dict(kind="ternary_gemm", storage_bytes=2.0, flops=0, bytes_read=0, bytes_written=0,
                 weight_bytes=0, kv_bytes_read=0, kv_bytes_written=0, gemm_m=0, gemm_n=0, gemm_k=0, gemm_batch=1)
     df = pd.DataFrame([{**cols, **r} for r in rows])
     return OpArrays(kind=df.kind.to_numpy(dtype=object), storage_bytes=df.storage_bytes.to_numpy(float),
-                    a_elems=df.a_elems.to_numpy(np.int64),
                     **{c: df[c].to_numpy(np.int64) for c in ("flops", "bytes_read", "bytes_written", "weight_bytes",
                                                              "kv_bytes_read", "kv_bytes_written", "gemm_m", "gemm_n",
                                                              "gemm_k", "gemm_batch")})
