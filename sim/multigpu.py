@@ -124,9 +124,6 @@ class Timeline(TaskGraph):
     def add(self, name, gpus, seconds, after=(), cat="compute") -> str:
         return super().add(name, [f"GPU {g}" for g in gpus], float(seconds), after, cat)
 
-    def run(self, n_gpus: int | None = None) -> float:
-        return super().run()
-
 
 def chrome_trace(tl: Timeline, path: str | Path, label: str = "") -> Path:
     """The timeline as a Chrome/Perfetto trace (one row per GPU; :mod:`sim.engine.trace`)."""
@@ -209,7 +206,7 @@ def run_decoder(kind: str, *, base: str, draft: str | None, gpu, link: Link, n: 
     bstep = step_times(base, "decode", 1, context, n, gpu, link, batch)
     if kind == "vanilla":
         tl = vanilla_iteration(bstep, n, link)
-        t = tl.run(n)
+        t = tl.run()
         tokens = 1.0
     else:
         if draft is None:
@@ -228,7 +225,7 @@ def run_decoder(kind: str, *, base: str, draft: str | None, gpu, link: Link, n: 
             tl = speculative_iteration(dstep, verify, gamma, n, dtp, link, par, group, cal)
         else:
             tl = speculative_iteration(dstep, verify, gamma, n, dtp, link)
-        t = tl.run(n)
+        t = tl.run()
         tokens = float(tokens_per_iter)
     draft_end = max((tl.end[x.name] for x in tl.tasks if x.name.startswith("draft")), default=0.0)
     if trace_to:

@@ -191,12 +191,9 @@ th,td{{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}}img
 
 
 def print_summary(s: dict, console=None) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from sim.tables import console as make_console
+    from sim.tables import rich_table
 
-    t = Table(title=f"{s['name']}: {s['model']} on {s['target']}", show_header=False)
-    t.add_column("metric", style="bold")
-    t.add_column("value", justify="right")
-    for k, v in summary_rows(s):
-        t.add_row(k, v)
-    (console or Console()).print(t)
+    t = rich_table(f"{s['name']}: {s['model']} on {s['target']}", ["metric", "value"],
+                   [list(r) for r in summary_rows(s)], right={"value"}, show_header=False)
+    (console or make_console()).print(t, crop=False)

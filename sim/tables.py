@@ -14,16 +14,15 @@ import pandas as pd
 FORMATS = ("table", "csv", "json")
 
 
-def console(stderr: bool = False):
-    """A rich console; off a terminal its width is unbounded (a pipe gets every character)."""
+def console():
+    """A rich console on stdout; off a terminal its width is unbounded (a pipe gets every character)."""
     from rich.console import Console
 
-    stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr) if stream.isatty() else Console(stderr=stderr, width=100_000)
+    return Console() if sys.stdout.isatty() else Console(width=100_000)
 
 
 def rich_table(title: str | None, columns: list[str], rows: list[list[str]], right: set[str] = frozenset(),
-               show_header: bool = True, bold_last: bool = False):
+               show_header: bool = True):
     """A rich Table whose columns never shrink below their longest cell."""
     from rich.table import Table
 
@@ -31,8 +30,8 @@ def rich_table(title: str | None, columns: list[str], rows: list[list[str]], rig
     for i, c in enumerate(columns):
         width = max([len(c) if show_header else 0] + [len(str(r[i])) for r in rows])
         t.add_column(c, justify="right" if c in right else "left", min_width=width, no_wrap=True)
-    for k, r in enumerate(rows):
-        t.add_row(*map(str, r), style="bold" if bold_last and k == len(rows) - 1 else None)
+    for r in rows:
+        t.add_row(*map(str, r))
     return t
 
 

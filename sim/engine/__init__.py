@@ -4,6 +4,8 @@
   (SimPy, :func:`simulate`; closed form, :func:`analytic`).
 - :mod:`sim.engine.graph`: a task graph over named resources (devices, links, host threads,
   GPUs): multi-GPU decoding (:mod:`sim.multigpu`) and Lamarr's host/link/device pipeline.
+- :mod:`sim.engine.schedule`: identical layers replicated, a generation's decode steps costed by
+  class and chunk, sampled and interpolated within a checked bound.
 - :mod:`sim.engine.trace`: any timeline as a Chrome/Perfetto trace (``sim run --trace``).
 """
 

@@ -32,7 +32,6 @@ class TaskGraph:
     tasks: list[Task] = field(default_factory=list)
     start: dict[str, float] = field(default_factory=dict)
     end: dict[str, float] = field(default_factory=dict)
-    capacity: dict[str, int] = field(default_factory=dict)  # resources that serve more than one task at once
 
     def add(self, name: str, resources, duration, after=(), cat: str = "compute", not_before=0) -> str:
         if name in self.end or any(t.name == name for t in self.tasks):
@@ -44,7 +43,7 @@ class TaskGraph:
         """Schedule every task; the makespan (0 for an empty graph)."""
         env = simpy.Environment()
         names = {r for t in self.tasks for r in t.resources}
-        res = {r: simpy.Resource(env, capacity=self.capacity.get(r, 1)) for r in sorted(names)}
+        res = {r: simpy.Resource(env, capacity=1) for r in sorted(names)}
         done = {t.name: env.event() for t in self.tasks}
         unknown = {a for t in self.tasks for a in t.after} - set(done)
         if unknown:

@@ -7,8 +7,8 @@ The file::
 
     study: easyspec
     out: results/easyspec
-    gpu: ../targets/gpu_h100_sxm.yaml          # the GPU target file (and params overrides)
-    gpu_params: {kernel_overhead_s: 9.0e-7, fuse_vector_ops: true}
+    gpu: ../targets/gpu_h100_sxm_cudagraph.yaml   # the GPU target file (a CUDA-graph runtime)
+    gpu_params: {}                                 # overrides of its parameters (optional)
     link: {bytes_per_s: 4.5e+11, latency_s: 2.0e-5, source: ...}   # latency_s: each collective's floor
     gpus: 8
     context: 512

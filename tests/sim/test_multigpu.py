@@ -28,7 +28,7 @@ def test_timeline_runs_independent_gpus_in_parallel():
     b = tl.add("b", (1,), 2.0)
     tl.add("c", (0, 1), 0.5, (a, b))
     tl.add("d", (0,), 1.0)  # no dependency: runs on GPU 0 when it is free
-    assert tl.run(2) == pytest.approx(2.5)
+    assert tl.run() == pytest.approx(2.5)
     assert tl.start["c"] == pytest.approx(2.0)
 
 
@@ -39,7 +39,7 @@ def step(attn, mlp, layers=2, other=0.0, allreduce=0.0):
 
 def test_vanilla_iteration_is_the_sum_of_layers_and_collectives():
     base = step(1.0, 2.0, layers=3, other=0.5, allreduce=LINK.all_reduce(1e6, 2) * 2)
-    t = vanilla_iteration(base, 2, LINK).run(2)
+    t = vanilla_iteration(base, 2, LINK).run()
     assert t == pytest.approx(3 * (1.0 + 2.0 + 2 * LINK.all_reduce(1e6, 2)) + 0.5)
 
 
@@ -52,11 +52,11 @@ def test_easyspec_runs_a_groups_attentions_on_different_gpus():
     verify = step(0.0, 0.0, layers=1, other=10.0)
     tl = speculative_iteration(draft, verify, gamma=2, n=2, draft_tp=1, link=LINK, draft_parallel=par, group=2)
     gather = LINK.all_gather(2e6, 2)
-    assert tl.run(2) == pytest.approx(2 * 4.0 + 4.0 + gather + 2 * 1.0 + 10.0)
+    assert tl.run() == pytest.approx(2 * 4.0 + 4.0 + gather + 2 * 1.0 + 10.0)
     assert tl.start["draft1 L0 attn"] == tl.start["draft1 L1 attn"] == pytest.approx(8.0)
     # exact drafting takes the layers in sequence: 2 steps x 2 x (3 + 1), then verify
     seq = speculative_iteration(draft, verify, gamma=2, n=2, draft_tp=1, link=LINK)
-    assert seq.run(2) == pytest.approx(2 * 2 * 4.0 + 10.0)
+    assert seq.run() == pytest.approx(2 * 2 * 4.0 + 10.0)
 
 
 def test_expected_tokens_per_iteration():

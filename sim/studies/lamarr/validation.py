@@ -4,7 +4,7 @@ observable; both timed; optionally the pipeline on modelled hardware (:mod:`sim.
 
 The file::
 
-    lamarr: validation
+    study: lamarr
     out: results/lamarr
     events: 4000            # held-out events (a seed the training never used)
     seed: 2026              # generator seed; the detailed simulation uses seed + 1, the fast one seed + 2
