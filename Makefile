@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/trace_speed.py
 	$(VENV)/bin/python benchmarks/run_speed.py
 	$(VENV)/bin/python benchmarks/sweep_speed.py
+	$(VENV)/bin/python benchmarks/long_decode.py
 
 clean:
 	rm -rf $(VENV) results/quickstart
