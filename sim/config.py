@@ -270,6 +270,20 @@ def load_config(path: str | Path, overrides: dict | None = None) -> tuple[Config
     return validated(Config, data, path, lines), data, lines
 
 
+def extends_path(path: Path, name, lines: dict, seen: tuple) -> Path:
+    """The file that ``path``'s ``extends: name`` names (relative to ``path``), checked: a name, an
+    existing file, no cycle through ``seen`` (the files already being extended).  One line errors."""
+    where = located(path, "extends", lines)
+    if not isinstance(name, str) or not name:
+        raise SimError(f"{where}: expected the name of a file")
+    parent = path.parent / name
+    if not parent.exists():
+        raise SimError(f"{where}: no such file {name!r} (looked in {path.parent})")
+    if parent.resolve() in seen + (path.resolve(),):
+        raise SimError(f"{where}: {name!r} extends itself (a cycle)")
+    return parent
+
+
 def merge(base: dict, over: dict) -> dict:
     """Deep merge of mappings (``over`` wins)."""
     out = dict(base)

@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from models.errors import SimError
-from sim.config import load_yaml, located, validated
+from sim.config import extends_path, load_yaml, located, validated
 
 
 class Action(BaseModel):
@@ -126,13 +126,7 @@ def load_energy(path: str | Path, _seen: tuple = ()) -> EnergyTable:
                        "not by a table (give each component's static_w)")
     base_name = data.pop("extends", None)
     if base_name is not None:
-        where = located(path, "extends", lines)
-        base_path = path.parent / str(base_name)
-        if not base_path.exists():
-            raise SimError(f"{where}: no such file {base_name!r}")
-        if base_path.resolve() in _seen + (path.resolve(),):
-            raise SimError(f"{where}: {base_name!r} extends itself (a cycle)")
-        base = load_energy(base_path, _seen + (path.resolve(),)).model_dump()
+        base = load_energy(extends_path(path, base_name, lines, _seen), _seen + (path.resolve(),)).model_dump()
         comps = base["components"]
         own = data.get("components") or {}
         if not isinstance(own, dict) or not all(isinstance(c, dict) and isinstance(c.get("actions", {}), dict)

@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from models.errors import SimError
-from sim.config import CONFIGS_DIR, Hardware, load_yaml, located, resolve_path, validation_error
+from sim.config import CONFIGS_DIR, Hardware, extends_path, load_yaml, located, resolve_path, validation_error
 from sim.energy import EnergyTable, load_energy
 from sim.targets.base import Costs, Target
 
@@ -76,17 +76,8 @@ def load_target_file(path: Path, _seen: tuple = ()) -> dict:
         if not isinstance(data.get(key) or {}, dict):
             raise SimError(f"{located(path, key, lines)}: expected a mapping")
     out: dict = {"target": None, "energy": None, "description": None, "params": {}, "sources": {}, "from": {}}
-    parent = data.get("extends")
-    if parent is not None:
-        where = located(path, "extends", lines)
-        if not isinstance(parent, str) or not parent:
-            raise SimError(f"{where}: expected the name of a target file")
-        parent_path = path.parent / parent
-        if not parent_path.exists():
-            raise SimError(f"{where}: no such file {parent!r} (looked in {path.parent})")
-        if parent_path.resolve() in _seen + (path.resolve(),):
-            raise SimError(f"{where}: {parent!r} extends itself (a cycle)")
-        out = load_target_file(parent_path, _seen + (path.resolve(),))
+    if data.get("extends") is not None:
+        out = load_target_file(extends_path(path, data["extends"], lines, _seen), _seen + (path.resolve(),))
     own = data.get("params") or {}
     for key in ("target", "energy", "description"):
         if data.get(key) is not None:
