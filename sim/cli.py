@@ -343,6 +343,14 @@ def _add_validate(sub) -> None:
     p.add_argument("--dtype", default=None, help="fp32 | bf16 | fp16 (default bf16 on a CPU, fp16 on a GPU)")
     p.add_argument("--samples", default="7", help="timed samples per shape; the median is kept (default 7)")
     p.add_argument("--quick", action="store_true", help="shorter CPU calibration (smaller micro-benchmarks)")
+    e = p.add_argument_group("end to end (--e2e): a whole model's prefill and decode steps")
+    e.add_argument("--e2e", action="store_true", help="time a zoo model (random weights, static KV cache) instead "
+                   "of GEMMs, and check the target's prediction with the runtime's host")
+    e.add_argument("--model", default=None, help="a zoo model (sim models lists them), e.g. OPT-1.3B")
+    e.add_argument("--prompt", default="128", help="prompt tokens (default 128)")
+    e.add_argument("--decode-tokens", default="16", help="decode steps timed per generation (default 16)")
+    e.add_argument("--runtime", default="eager", help="eager | compiled (default eager)")
+    e.add_argument("--repeats", default="3", help="timed generations; medians kept (default 3)")
     p.set_defaults(func=_cmd_validate)
 
 
@@ -356,6 +364,19 @@ def _cmd_validate(args) -> int:
     samples = _int_arg("--samples", args.samples, 1)
     err = Console(stderr=True)
     live = _sys.stderr.isatty()
+    say = (lambda m: err.print(m, end="\r" if live else "\n")) if live else None
+    if args.e2e:
+        from sim import validate_e2e
+
+        if not args.model:
+            raise SimError("--e2e needs --model NAME (a zoo model, e.g. OPT-1.3B)")
+        s = validate_e2e.run(args.device, args.model, _int_arg("--prompt", args.prompt, 1),
+                             _int_arg("--decode-tokens", args.decode_tokens, 1), args.runtime, args.dtype,
+                             args.out, _int_arg("--repeats", args.repeats, 1), args.quick, progress=say)
+        validate_e2e.print_summary(s)
+        return 0
+    if args.model or args.runtime != "eager":
+        raise SimError("--model and --runtime belong to --e2e")
     s = validate.run(args.device, args.shapes, args.out, args.dtype, samples, args.quick,
                      progress=(lambda m: err.print(m, end="\r" if live else "\n")) if live else None)
     validate.print_summary(s)

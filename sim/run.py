@@ -221,11 +221,53 @@ def execute(prep: Prepared, progress=None, every_step: bool = False) -> Result:
         dec["flops"] = tpl.totals(int(contexts[0]), n_steps, ["flops"])["flops"]  # summed like macs
         frames.append(dec)
 
+    pre_cycles = pre_sched.cycles
+    host_info = None
+    if target.host.modelled:  # the runtime's host as its own stream beside the device
+        host_info, pre_cycles, step_cycles = _host_stream(
+            target, pre_trace, pre_sched.op_cycles, tpl if w.decode_tokens else None,
+            ds.op_cycles if w.decode_tokens else None, step_cycles)
+        dec_cycles = int(sum(step_cycles))
     ops = pd.concat(frames, ignore_index=True)
-    summary = _summary(cfg, spec, target, energy, ops, pre_sched.cycles, dec_cycles, step_cycles, events, hw, raw)
+    summary = _summary(cfg, spec, target, energy, ops, pre_cycles, dec_cycles, step_cycles, events, hw, raw)
+    if host_info is not None:
+        summary["host"] = host_info
     step("done")
     stages = [("wall_s", time.perf_counter() - t0)]
     return Result(cfg, raw, hw, target, energy, ops, summary, stages, decode_info)
+
+
+def _host_stream(target, pre_trace, pre_op_cycles, tpl, dec_op_cycles, step_cycles):
+    """The prefill's and each decode step's cycles with the target's host as its own stream
+    (:func:`sim.engine.host.host_device`): the host dispatches every traced op (by kind), calls each
+    module once, runs the framework's step and, per decoded token, the generate loop's work; the
+    device runs each op when it is dispatched and free.  A decode step's overlap is computed on the
+    generation's mean per-op device profile (the host's part is the same at every step), and the
+    device's idle time it gives is added to each step's device cycles."""
+    from sim.engine.host import host_device
+
+    host, freq = target.host, target.freq_hz
+
+    def modules(df) -> int:
+        m = df["module"].astype(str)
+        return int(m[m != ""].nunique())
+
+    pre = host_device(host.op_seconds(pre_trace["kind"].to_numpy()), pre_op_cycles / freq,
+                      host.fixed_seconds(modules(pre_trace), decode=False), host.params.overlap)
+    info = {"runtime": host.params.runtime, "overlap": host.params.overlap, "source": host.source,
+            "prefill": {"host_s": pre.host_s, "device_s": pre.device_s, "device_idle_s": pre.device_idle_s,
+                        "host_bound": pre.host_bound}}
+    pre_cycles = int(np.ceil(pre.seconds * freq))
+    if tpl is None:
+        return info, pre_cycles, step_cycles
+    n = max(1, len(step_cycles))
+    base = tpl.base
+    dec = host_device(host.op_seconds(base["kind"].to_numpy()), dec_op_cycles / n / freq,
+                      host.fixed_seconds(modules(base), decode=True), host.params.overlap)
+    idle = int(np.ceil(dec.device_idle_s * freq))
+    info["decode_step"] = {"host_s": dec.host_s, "device_s": dec.device_s, "device_idle_s": dec.device_idle_s,
+                           "host_bound": dec.host_bound}
+    return info, pre_cycles, [int(c) + idle for c in step_cycles]
 
 
 def _fail(msg: str):

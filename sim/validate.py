@@ -6,11 +6,15 @@ GEMMs, and flat GEMMs (M of 1 to 16 against LLM-sized weights, as in decode).  `
 of small shapes for tests; a CSV file with columns M, N, K (and batch, set, name) names any other set.
 
 Each shape runs with torch on the device: warm-up calls, then repeated samples, the median kept
-(CUDA events on a GPU, ``time.perf_counter`` around enough back-to-back calls on a CPU).  On a
+(CUDA events on a GPU, ``time.perf_counter`` around enough back-to-back calls on a CPU).  B is held
+as ``nn.Linear`` holds a weight (the transpose of a row-major [N, K]), the layout models run.  On a
 GPU the time compared is the device's: the calls are captured in a CUDA graph and replayed (eager
 calls back to back are timed too, ``measured_eager_s``: for small GEMMs that is the host's launch
-rate through PyTorch, tens of microseconds, which the kernel model does not claim).  Each call takes its own copy of the operands, cycling through enough copies to exceed twice the
-L2, so calls start cold as weights streamed once per token do; the prediction reads them from HBM.
+rate through PyTorch, tens of microseconds, which the kernel model does not claim).  Each call takes
+its own copy of the operands, cycling through enough copies to exceed twice the last-level cache (a
+GPU's L2), so calls start cold as weights streamed once per token do; the prediction reads them
+from HBM or DRAM (on a CPU within a memory budget, ``CPU_COPIES`` and ``CPU_COPY_BYTES``: where the
+copies still fit the cache, the prediction finds B there).
 ``gpu`` is the default set plus longer prompts and contexts and Llama-2-13B (a GPU times them in
 seconds).  Results:
 ``measured.csv`` (with ``machine.json``, a description of the machine and its libraries), then the
@@ -39,6 +43,8 @@ SETS = ("smoke", "default", "zoo", "square", "flat", "gpu")
 SQUARES = [128, 256, 384, 512, 768, 2048]  # 1024 and 1536 are calibration shapes on the CPU
 FLAT_M = [1, 2, 4, 8, 16]
 FLAT_NK = [(4096, 4096), (11008, 4096), (4096, 11008)]
+#: a CPU measurement cycles through at most this many operand copies, of at most this many bytes in all
+CPU_COPIES, CPU_COPY_BYTES = 256, 1 << 30
 GPU_FILES = {"H100": "targets/gpu_h100_sxm.yaml", "H200": "targets/gpu_h200.yaml",
              "A100": "targets/gpu_a100_sxm_80gb.yaml"}
 
@@ -182,7 +188,7 @@ def measure(shapes: pd.DataFrame, device: str, dtype: str, samples: int = 7, pro
     GEMMs, is the host's launch rate)."""
     import torch
 
-    from sim.targets.cpu import gemm_runner, time_call
+    from sim.targets.cpu import _llc_bytes, gemm_runner, time_call
 
     step = progress or (lambda i, n, msg: None)
     l2_bytes = 0
@@ -190,16 +196,22 @@ def measure(shapes: pd.DataFrame, device: str, dtype: str, samples: int = 7, pro
         l2_bytes = int(getattr(torch.cuda.get_device_properties(0), "L2_cache_size", 50 * 2**20))
     out = np.zeros(len(shapes))
     eager = np.zeros(len(shapes))
+    copy_count = np.ones(len(shapes), dtype=np.int64)
+    llc = _llc_bytes()
     # in a shuffled (seeded) order, so that a slow spell of a shared machine does not fall on one set
     order = np.random.default_rng(0).permutation(len(shapes))
     for i, pos in enumerate(order):
         r = shapes.iloc[pos]
         step(i, len(shapes), r["name"])
         el = 4 if dtype == "fp32" else 2
-        # on a GPU, enough operand copies to exceed twice the L2, so every call starts cold (as a weight
-        # streamed once per token does); the CPU model accounts for cache residency itself
+        # enough operand copies to exceed twice the last-level cache (a GPU's L2), so every call starts
+        # cold, as a weight streamed once per token does (on a CPU within a memory budget: a small
+        # GEMM's copies may still fit the cache, and the prediction is told so by ``copies``)
         M, N, K, B = (int(r[c]) for c in ("M", "N", "K", "batch"))
-        copies = 1 if device == "cpu" else int(min(64, -(-l2_bytes * 2 // ((M * K + K * N) * B * el))))
+        one = (M * K + K * N) * B * el
+        copies = int(min(64, -(-l2_bytes * 2 // one)) if device == "cuda"
+                     else max(1, min(CPU_COPIES, -(-llc * 2 // one), CPU_COPY_BYTES // one)))
+        copy_count[pos] = copies
         fn = gemm_runner(M, N, K, B, dtype, device, copies=copies)
         if device == "cuda":
             eager[pos] = _time_cuda(fn, samples, warmup=3)
@@ -210,7 +222,7 @@ def measure(shapes: pd.DataFrame, device: str, dtype: str, samples: int = 7, pro
     if device == "cuda":
         torch.cuda.empty_cache()
     step(len(shapes), len(shapes), "done")
-    df = shapes.assign(dtype=dtype, measured_s=out,
+    df = shapes.assign(dtype=dtype, copies=copy_count, measured_s=out,
                        measured_tflops=2.0 * shapes.M * shapes.N * shapes.K * shapes.batch / out / 1e12)
     if device == "cuda":  # measured_s: device time (graph replay); eager: one PyTorch call after another
         df["measured_eager_s"] = eager
@@ -239,7 +251,11 @@ def predict(measured: pd.DataFrame, device: str, target) -> pd.DataFrame:
     if device == "cpu":
         from sim.targets.cpu import gemm_time
 
-        g = gemm_time(target.params, M, N, K, B, dtype)
+        el = 4 if dtype == "fp32" else 2
+        copies = df["copies"].to_numpy() if "copies" in df else np.ones(len(df))
+        # B stays in the cache only if every copy the timed loop cycles through fits it
+        resident = copies * (M * K + K * N + M * N) * B * el <= target.params.llc_bytes
+        g = gemm_time(target.params, M, N, K, B, dtype, b_resident=resident)
         df["predicted_s"] = g["time_s"]
         df["bound"] = np.where(g["mem_s"] > g["compute_s"], "memory", "compute")
     else:

@@ -6,6 +6,8 @@
   GPUs): multi-GPU decoding (:mod:`sim.multigpu`) and Lamarr's host/link/device pipeline.
 - :mod:`sim.engine.schedule`: identical layers replicated, a generation's decode steps costed by
   class and chunk, sampled and interpolated within a checked bound.
+- :mod:`sim.engine.host`: a runtime's host as its own stream beside the device (a step's ops
+  dispatched and run; overlapped on a GPU, back to back on a CPU).
 - :mod:`sim.engine.trace`: any timeline as a Chrome/Perfetto trace (``sim run --trace``).
 """
 

@@ -13,9 +13,12 @@ The micro-benchmarks (shapes chosen apart from the validation set, which they mu
   two at ``sweep_n`` (a size whose operands fit in the last-level cache, so the sweep sees the
   compute side of the shape effects: register blocking of a narrow M, packing costs of a narrow N
   or K, the threads a small dimension leaves idle), each normalized to its plateau (its best point);
-- ``stream_m``: flat GEMMs (M from 1 to 32) whose B (``stream_n`` x ``stream_n``) is several times
-  the last-level cache: the rate at which the library streams B from DRAM at each M (a GEMV or a
-  small-M GEMM with its packing of B, well below a plain reduction's bandwidth);
+- ``stream_rows``: flat GEMMs (M from 1 to 32) whose B is several times the last-level cache, held
+  as ``nn.Linear`` holds a weight ([N, K] row-major, used transposed: the library's kernel choice
+  depends on it), at two row lengths K (``STREAM_K``): per M, the fixed seconds per row of B (one
+  output column's reduction and bookkeeping) and the bytes/s at which the kernel streams B, solved
+  from the two (a GEMV-like kernel on a few cores is bound by its own instruction rate, well below a
+  plain reduction's bandwidth, and pays per row: so a short-K weight streams slower per byte);
 - ``small_gemm``: single cubes of ``SMALL_CUBES`` sizes: seconds vs flops, a floor under any single
   GEMM of no more flops (a small GEMM costs the library's threading, packing and dispatch);
 - ``batched_entry``: batched GEMMs (``BATCH`` cubes of ``BATCH_CUBES`` sizes): time per entry vs
@@ -31,10 +34,13 @@ A GEMM (``batch`` independent M x N x K products, C = A B) then takes
 
 with each efficiency interpolated in log2 of the size (clamped to 1 past the sweep; a batched GEMM
 takes ``batch`` times the measured per-entry time at its flops instead of the efficiencies), bytes the
-compulsory traffic of A, B and C, and the bandwidth the cache's when all three fit the last-level
-cache (a repeated call finds them there) and otherwise the flat-GEMM streaming rate at that M
-(``stream_m``; past its last point, its last value).  A batched GEMM pays the overhead
-once and ``batch`` products.  Non-GEMM ops are streams: overhead + bytes / bandwidth.
+compulsory traffic of A, B and C, and the memory time the cache's when B is resident and otherwise
+B streamed cold (``stream_rows`` at that M, per row and per byte; past its last M, its last values)
+with A and C from the cache.  B is resident in a GEMM validation when the operands a timed loop
+cycles through fit the last-level cache; in a model (``cost``) a weight or K/V operand is read once
+per step and streams, unless the weights costed together fit the cache (small networks called again
+and again).  A batched GEMM pays the overhead once and ``batch`` products.  Non-GEMM ops are
+streams: overhead + bytes / bandwidth.
 
 Time is counted in nanoseconds (``freq_hz`` = 1e9 is the time base, not the core clock).
 """
@@ -53,7 +59,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from models.errors import SimError
 from sim.targets import register
 from sim.targets.base import Costs, OpArrays, Target
-from sim.targets.parts import Host, Memory, Precision, param_source
+from sim.targets.parts import Host, HostParams, Memory, Precision, param_source
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
@@ -67,8 +73,9 @@ class HostCPUParams(BaseModel):
     eff_m: dict[str, list[tuple[int, float]]] = Field(description="efficiency vs M per dtype: (M, fraction)")
     eff_n: dict[str, list[tuple[int, float]]]
     eff_k: dict[str, list[tuple[int, float]]]
-    stream_m: dict[str, list[tuple[int, float]]] = Field(
-        description="bytes/s at which a GEMM whose B is far larger than the cache streams B, vs M, per dtype")
+    stream_rows: dict[str, list[tuple[int, float, float]]] = Field(
+        description="a GEMM streaming a cold B (weights as nn.Linear holds them, [N, K] row-major): per M, the "
+                    "fixed seconds per output column (row of the weight) and the bytes/s of B, per dtype")
     batched_entry: dict[str, list[tuple[float, float]]] = Field(
         description="batched GEMMs: seconds per batch entry vs flops per entry, per dtype")
     small_gemm: dict[str, list[tuple[float, float]]] = Field(
@@ -78,6 +85,8 @@ class HostCPUParams(BaseModel):
     llc_bytes: int = Field(gt=0)
     overhead_s: float = Field(ge=0)
     freq_hz: float = Field(1e9, gt=0, description="time base (ns)")
+    host: HostParams | None = Field(None, description="the eager runtime's host (Python, dispatch, module calls, "
+                                    "the generate loop), measured by the calibration; none: overhead_s per op only")
 
 
 def _interp(table: list[tuple[int, float]], x: np.ndarray, clamp_one: bool = True) -> np.ndarray:
@@ -89,8 +98,24 @@ def _interp(table: list[tuple[int, float]], x: np.ndarray, clamp_one: bool = Tru
                      left=vals[0], right=1.0 if clamp_one else vals[-1])
 
 
-def gemm_time(p: HostCPUParams, M, N, K, batch, dtype: str) -> dict[str, np.ndarray]:
-    """Predicted seconds of ``batch`` GEMMs C[M,N] = A[M,K] B[K,N] in ``dtype`` (arrays)."""
+def stream_time(p: HostCPUParams, M, N, K, batch, dtype: str) -> np.ndarray:
+    """Seconds to stream a cold B of ``batch`` x N rows of K elements (a weight as nn.Linear holds it,
+    or a K/V cache) through the library's kernel at M rows of A: per row of B a fixed cost (the
+    kernel's reduction and bookkeeping per output column) plus its bytes at the kernel's streaming
+    rate, both measured at M (log-interpolated; past the last M, its values)."""
+    tbl = p.stream_rows[dtype]
+    ms = np.log2([m for m, _, _ in tbl])
+    row_s = np.interp(np.log2(np.maximum(M, 1.0)), ms, [r for _, r, _ in tbl])
+    bw = np.interp(np.log2(np.maximum(M, 1.0)), ms, [b for _, _, b in tbl])
+    return batch * N * (row_s + K * DTYPE_BYTES[dtype] / bw)
+
+
+def gemm_time(p: HostCPUParams, M, N, K, batch, dtype: str, b_resident=None) -> dict[str, np.ndarray]:
+    """Predicted seconds of ``batch`` GEMMs C[M,N] = A[M,K] B[K,N] in ``dtype`` (arrays).
+
+    ``b_resident``: whether B is found in the cache (per GEMM); by default, when A, B and C together
+    fit the last-level cache (a repeated call finds them there).  A cold B streams
+    (:func:`stream_time`); A and C come from the cache."""
     if dtype not in p.peak_flops_per_s:
         raise SimError(f"the host CPU was not measured at {dtype!r} (measured: {', '.join(p.peak_flops_per_s)})")
     M, N, K, batch = (np.asarray(x, dtype=np.float64) for x in (M, N, K, batch))
@@ -99,9 +124,9 @@ def gemm_time(p: HostCPUParams, M, N, K, batch, dtype: str) -> dict[str, np.ndar
     eff = np.clip(eff, 1e-4, 1.0)
     compute = batch * 2 * M * N * K / (p.peak_flops_per_s[dtype] * eff)
     nbytes = batch * (M * K + K * N + M * N) * el
-    stream = _interp(p.stream_m[dtype], M, clamp_one=False)
-    bw = np.where(nbytes <= p.llc_bytes, p.cache_bytes_per_s, stream)
-    mem = nbytes / bw
+    resident = nbytes <= p.llc_bytes if b_resident is None else np.broadcast_to(np.asarray(b_resident, bool), M.shape)
+    cold = stream_time(p, M, N, K, batch, dtype) + batch * (M * K + M * N) * el / p.cache_bytes_per_s
+    mem = np.where(resident, nbytes / p.cache_bytes_per_s, cold)
     # a batch of small GEMMs: the threads take whole entries; each entry costs what the measured
     # batched curve says for its flops (log-log interpolation), at least its share of the peak
     fl = 2 * M * N * K
@@ -132,8 +157,14 @@ class HostCPU(Target):
 
     @property
     def host(self) -> Host:
-        """Per dispatched op: ``overhead_s`` (a call through torch into the library)."""
-        return Host(dispatch_s=self.params.overhead_s, source=param_source(self, "overhead_s"))
+        """Per dispatched op: ``overhead_s`` (a call through torch into the library), and with the
+        calibration's ``host`` figures the host as its own stream (run back to back with the kernels:
+        the CPU's threads do both)."""
+        p = self.params
+        if p.host is not None:
+            return Host(dispatch_s=p.host.dispatch_s.get("default", 0.0), source=param_source(self, "host"),
+                        params=p.host)
+        return Host(dispatch_s=p.overhead_s, source=param_source(self, "overhead_s"))
 
     @property
     def memory(self) -> Memory:
@@ -153,7 +184,13 @@ class HostCPU(Target):
         mem = np.zeros(n)
         i = np.flatnonzero(is_mm)
         if len(i):
-            g = gemm_time(p, ops.gemm_m[i], ops.gemm_n[i], ops.gemm_k[i], ops.gemm_batch[i], dt)
+            # B read once per step (weights, the K/V cache) streams from DRAM unless the weights of the
+            # ops costed together are known and fit the last-level cache (a small network called again
+            # and again); ops costed without their weights (a decode step's attention) stream
+            total_w = float(ops.weight_bytes.sum())
+            weights_fit = 0 < total_w <= p.llc_bytes
+            resident = ~((ops.weight_bytes[i] > 0) | (ops.kv_bytes_read[i] > 0)) | weights_fit
+            g = gemm_time(p, ops.gemm_m[i], ops.gemm_n[i], ops.gemm_k[i], ops.gemm_batch[i], dt, b_resident=resident)
             t[i], mem[i] = g["time_s"], g["mem_s"]
         j = np.flatnonzero(~is_mm & (ops.kind != "view"))
         if len(j):
@@ -209,20 +246,30 @@ def _torch_dtype(name: str):
 
 
 def gemm_runner(M: int, N: int, K: int, batch: int, dtype: str, device: str = "cpu", seed: int = 0,
-                copies: int = 1):
+                copies: int = 1, b_layout: str = "nt"):
     """A zero-argument function running the GEMM with torch (A[M,K] @ B[K,N]; batched with bmm).
 
-    With ``copies`` > 1 it cycles through that many independent copies of the operands, so that each
-    call finds its operands cold in the caches (as a weight streamed once per token is)."""
+    ``b_layout``: "nt", B the transpose of a row-major [N, K] tensor, as ``nn.Linear`` holds its
+    weight and attention its keys (the layout models run; the library picks its kernels by it), or
+    "nn", a row-major [K, N].  With ``copies`` > 1 it cycles through that many independent copies of
+    the operands, so that each call finds its operands cold in the caches (as a weight streamed once
+    per token is)."""
     import itertools
 
     import torch
 
     g = torch.Generator(device="cpu").manual_seed(seed)
     dt = _torch_dtype(dtype)
-    shape_a, shape_b = ((batch, M, K), (batch, K, N)) if batch > 1 else ((M, K), (K, N))
-    pairs = [(torch.randn(*shape_a, generator=g).to(device=device, dtype=dt),
-              torch.randn(*shape_b, generator=g).to(device=device, dtype=dt)) for _ in range(max(1, copies))]
+    if b_layout not in ("nt", "nn"):
+        raise SimError(f"b_layout: expected nt or nn, got {b_layout!r}")
+    shape_a = (batch, M, K) if batch > 1 else (M, K)
+    shape_b = ((batch, N, K) if batch > 1 else (N, K)) if b_layout == "nt" else ((batch, K, N) if batch > 1 else (K, N))
+
+    def make_b():
+        b = torch.randn(*shape_b, generator=g).to(device=device, dtype=dt)
+        return b.transpose(-1, -2) if b_layout == "nt" else b
+
+    pairs = [(torch.randn(*shape_a, generator=g).to(device=device, dtype=dt), make_b()) for _ in range(max(1, copies))]
     op = torch.bmm if batch > 1 else torch.mm
     if len(pairs) == 1:
         a, b = pairs[0]
@@ -280,10 +327,7 @@ def measure(dtypes: tuple[str, ...] = ("bf16", "fp32"), quick: bool = False, pro
         bt[dt] = [(2.0 * c**3, best(gemm_runner(c, c, c, BATCH, dt)) / BATCH) for c in BATCH_CUBES]
         st[dt] = [(2.0 * c**3, best(gemm_runner(c, c, c, 1, dt))) for c in SMALL_CUBES]
         step(f"measuring {dt} flat-GEMM streaming")
-        el = DTYPE_BYTES[dt]
-        stream_n = int(np.sqrt((2 if quick else 3) * llc / el)) // 64 * 64
-        sm[dt] = [(m, (m * stream_n * 2 + stream_n * stream_n) * el / best(gemm_runner(m, stream_n, stream_n, 1, dt)))
-                  for m in STREAM_M]
+        sm[dt] = [_stream_row(m, dt, (2 if quick else 3) * llc, best) for m in STREAM_M]
     step("measuring memory bandwidth")
     big = torch.ones((4 * llc if not quick else 2 * llc) // 4, dtype=torch.float32)
     dram = big.numel() * 4 / best(lambda: big.sum())
@@ -294,8 +338,31 @@ def measure(dtypes: tuple[str, ...] = ("bf16", "fp32"), quick: bool = False, pro
     desc = f"{platform.processor() or platform.machine()}; {_cpu_model()}; torch {torch.__version__}; " \
            f"{torch.get_num_threads()} threads"
     return HostCPUParams(description=desc, threads=torch.get_num_threads(), peak_flops_per_s=peak, eff_m=em,
-                         eff_n=en, eff_k=ek, stream_m=sm, batched_entry=bt, small_gemm=st, dram_bytes_per_s=dram,
+                         eff_n=en, eff_k=ek, stream_rows=sm, batched_entry=bt, small_gemm=st, dram_bytes_per_s=dram,
                          cache_bytes_per_s=cache, llc_bytes=llc, overhead_s=overhead)
+
+
+STREAM_K = (1024, 8192)
+
+
+def _stream_row(m: int, dtype: str, b_bytes: float, best) -> tuple[int, float, float]:
+    """(M, seconds per row of B, bytes/s): flat GEMMs at M rows streaming a B of ``b_bytes`` (several
+    times the cache, so every call finds it cold) in the models' layout, at two row lengths K; the
+    per-row time is linear in K (``row_s + K * bytes / bw``), solved from the two."""
+    el = DTYPE_BYTES[dtype]
+    per_row = []
+    for k in STREAM_K:
+        n = max(64, int(b_bytes / (k * el)) // 64 * 64)
+        per_row.append(best(gemm_runner(m, n, k, 1, dtype)) / n)
+    (k1, k2), (u1, u2) = STREAM_K, per_row
+    if u2 > u1:
+        bw = (k2 - k1) * el / (u2 - u1)
+        row = u1 - k1 * el / bw
+    else:  # noise: no fixed part measurable
+        bw, row = k2 * el / u2, 0.0
+    if row < 0:
+        bw, row = k2 * el / u2, 0.0
+    return (m, row, bw)
 
 
 def _cpu_model() -> str:
@@ -306,3 +373,70 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return f"{os.cpu_count()} CPUs"
+
+
+# ---------------------------------------------------------------- the host (eager runtime)
+
+def _host_probes():
+    """Tiny-tensor calls, one set per traced op kind: what an eager step's host pays per op
+    (Python, the dispatcher, the library's fixed cost), the tensors too small for the work to count."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.randn(1, 1, 64).bfloat16()
+    y = torch.randn(1, 1, 64).bfloat16()
+    w = torch.randn(64, 64).bfloat16()
+    b = torch.randn(64).bfloat16()
+    q = torch.randn(1, 2, 1, 32).bfloat16()
+    ids = torch.zeros(1, 1, dtype=torch.long)
+    table = torch.randn(16, 64).bfloat16()
+    return {
+        "view": [lambda: x.view(1, 64), lambda: x.transpose(1, 2), lambda: x[..., :32], lambda: x.unsqueeze(0)],
+        "elementwise": [lambda: x + y, lambda: x * y, lambda: F.silu(x), lambda: torch.rsqrt(x)],
+        "copy": [lambda: x.to(torch.float32), lambda: x.transpose(1, 2).contiguous(), lambda: torch.cat([x, y], -1)],
+        "reduction": [lambda: x.mean(-1, keepdim=True)],
+        "softmax": [lambda: torch.softmax(x, -1)],
+        "norm": [lambda: F.layer_norm(x, (64,), b, b)],
+        "gemm": [lambda: F.linear(x, w), lambda: F.linear(x, w, b)],
+        "attn_matmul": [lambda: q @ q.transpose(-1, -2)],
+        "embedding": [lambda: F.embedding(ids, table)],
+        "creation": [lambda: torch.arange(8), lambda: torch.full((1, 8), 0.0)],
+    }
+
+
+def measure_host(vocab: int = 32000, samples: int = 7, passes: int = 2) -> HostParams:
+    """The eager runtime's host on this CPU, by timers: per traced op kind, the median seconds of
+    tiny-tensor calls of that kind less ``overhead_s``'s 1 x 1 matmul (which the device costs already
+    charge per op; views are charged whole); one ``nn.Module`` call (an identity module's call less
+    the bare function's); a generate loop's per-token work (the arg-max of a ``vocab`` logits row,
+    the next position as a tensor).  The framework's step (``step_s``) is the model's own and is
+    measured by the end-to-end validation on the model it runs (:mod:`sim.validate_e2e`)."""
+    import torch
+
+    def best(fn) -> float:
+        return min(time_call(fn, min_sample_s=1e-3, samples=samples) for _ in range(passes))
+
+    with torch.inference_mode():
+        a = torch.ones(1, 1)
+        base = best(lambda: torch.mm(a, a))
+        dispatch = {}
+        for kind, fns in _host_probes().items():
+            t = statistics.median(best(f) for f in fns)
+            dispatch[kind] = t if kind == "view" else max(0.0, t - base)
+        dispatch["default"] = dispatch["elementwise"]
+
+        class Identity(torch.nn.Module):
+            def forward(self, v):
+                return v
+
+        mod, fn = Identity(), (lambda v: v)
+        module_s = max(0.0, best(lambda: mod(a)) - best(lambda: fn(a)))
+        logits = torch.randn(1, 1, vocab).bfloat16()
+        pos = [0]
+
+        def token():
+            pos[0] += 1
+            return logits[:, -1:].argmax(-1), torch.tensor([pos[0]])
+
+        token_s = best(token)
+    return HostParams(runtime="eager", dispatch_s=dispatch, module_s=module_s, token_s=token_s, overlap=False)

@@ -60,7 +60,7 @@ from models.errors import SimError
 from sim.targets import register
 from sim.targets.base import Costs, OpArrays, Target
 from sim.targets.base import cdiv as _cdiv
-from sim.targets.parts import Host, Memory, Precision, param_source
+from sim.targets.parts import Host, HostParams, Memory, Precision, param_source
 
 MMA_DTYPES = ("fp16", "bf16", "tf32", "fp8", "int8", "int4", "b1")
 
@@ -93,6 +93,8 @@ class GPUParams(BaseModel):
         False, description="run GEMMs whose operands are both 8 bits or narrower as bipolar-INT binary MMAs (APMM)")
     split_k: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16], description="split-K candidates")
     node_nm: int = Field(gt=0)
+    host: HostParams | None = Field(None, description="the runtime's host (dispatch per op, module calls, the "
+                                    "generate loop) as its own stream; none: only kernel_overhead_s per kernel")
 
     @field_validator("tensor_tflops")
     @classmethod
@@ -289,8 +291,13 @@ class GPU(Target):
 
     @property
     def host(self) -> Host:
-        """Per dispatched op: ``kernel_overhead_s`` (a kernel launch (eager) or a graph replay's share)."""
-        return Host(dispatch_s=self.params.kernel_overhead_s, source=param_source(self, "kernel_overhead_s"))
+        """Per dispatched op: ``kernel_overhead_s`` (the device-side gap per kernel), and with a runtime's
+        ``host`` figures the host as its own stream (queued ahead of the GPU: ``overlap``)."""
+        p = self.params
+        if p.host is not None:
+            return Host(dispatch_s=p.host.dispatch_s.get("default", 0.0), source=param_source(self, "host"),
+                        params=p.host)
+        return Host(dispatch_s=p.kernel_overhead_s, source=param_source(self, "kernel_overhead_s"))
 
     @property
     def memory(self) -> Memory:

@@ -14,8 +14,10 @@ tests name them); the part is how the memory is read across targets.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 @dataclass(frozen=True)
@@ -83,16 +85,70 @@ class Link:
         return 0.0 if n <= 1 else self.latency_s + (n - 1) / n * nbytes / self.bytes_per_s
 
 
+class HostParams(BaseModel):
+    """A runtime's host figures, as a target file's ``params.host`` gives them (seconds).
+
+    ``dispatch_s``: what the host spends on one traced op (Python, the dispatcher, a kernel launch
+    or a call into a CPU library), by op kind (``default`` for kinds not named; ``view``, ``gemm``,
+    ... as the trace's ``kind`` column); ``module_s``: one ``nn.Module`` call (each distinct module
+    of a step's trace is called once); ``step_s``: the rest of a model step that is no traced op
+    (the framework's Python around the layers: masks, cache positions, output objects);
+    ``token_s``: a generate loop's work per decoded token (logits processing, sampling over the
+    vocabulary, stopping checks, cache bookkeeping); ``overlap``: the device runs asynchronously
+    (a GPU: the host queues kernels ahead of it) or not (a CPU: the host's threads do the work).
+    ``runtime``: eager, cuda_graph or compiled (a label; the figures are what differ)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    runtime: Literal["eager", "cuda_graph", "compiled"] = "eager"
+    dispatch_s: dict[str, float] = Field(default_factory=lambda: {"default": 0.0})
+    module_s: float = Field(0.0, ge=0)
+    step_s: float = Field(0.0, ge=0)
+    token_s: float = Field(0.0, ge=0)
+    overlap: bool = False
+
+    @field_validator("dispatch_s")
+    @classmethod
+    def _non_negative(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, x in v.items() if x < 0]
+        if bad:
+            raise ValueError(f"negative dispatch time for {', '.join(bad)}")
+        return v
+
+
 @dataclass(frozen=True)
 class Host:
-    """The host side of a target as its costs charge it: the fixed cost of dispatching one op or
-    kernel (a GPU launch, a call through torch into a CPU library, ET-SoC-1's dispatch and barrier;
-    0 where the device's own controller issues the ops), and where the figure comes from.  Each
-    family states it from its own parameter (:attr:`Target.host`); the host's own work around a run
-    (tokenizing, sampling, Python) is not modelled here yet."""
+    """The host side of a target.  Without a runtime (``params`` None) it is the fixed cost per
+    dispatched op that the target's costs already charge (a GPU launch, a call through torch into a
+    CPU library, ET-SoC-1's dispatch and barrier; 0 where the device's own controller issues the
+    ops), stated for reading.  With one (a target file's ``params.host``), the host is its own
+    stream: :meth:`op_seconds` per traced op and :meth:`fixed_seconds` per step, run against the
+    device by :func:`sim.engine.host.host_device`."""
 
     dispatch_s: float = 0.0
     source: str = "not modelled: the device issues its own ops"
+    params: HostParams | None = None
+
+    @property
+    def modelled(self) -> bool:
+        return self.params is not None
+
+    def op_seconds(self, kinds) -> np.ndarray:
+        """Host seconds of each op of a step (its kind's dispatch cost)."""
+        kinds = np.asarray(kinds, dtype=object)
+        if self.params is None:
+            return np.zeros(len(kinds))
+        d = self.params.dispatch_s
+        default = d.get("default", 0.0)
+        return np.array([d.get(k, default) for k in kinds], dtype=np.float64)
+
+    def fixed_seconds(self, modules: int, decode: bool) -> float:
+        """Host seconds of a step that belong to no op: module calls, the framework's step, and on a
+        decode step the generate loop's per-token work."""
+        if self.params is None:
+            return 0.0
+        p = self.params
+        return modules * p.module_s + p.step_s + (p.token_s if decode else 0.0)
 
 
 def param_source(target, *names: str) -> str:

@@ -21,7 +21,7 @@ def flat_params(**kw) -> HostCPUParams:
     """A host with round numbers: 100 GFLOP/s, efficiencies 1 except a narrow M, 10/100 GB/s."""
     ones = [(1, 1.0), (1024, 1.0)]
     base = dict(threads=2, peak_flops_per_s={"fp32": 1e11}, eff_m={"fp32": [(1, 0.25), (16, 1.0)]},
-                eff_n={"fp32": ones}, eff_k={"fp32": ones}, stream_m={"fp32": [(1, 1e10), (32, 1e10)]},
+                eff_n={"fp32": ones}, eff_k={"fp32": ones}, stream_rows={"fp32": [(1, 1e-8, 1e10), (32, 1e-8, 1e10)]},
                 batched_entry={"fp32": [(2.0, 1e-6), (2.0 * 64**3, 2 * 64**3 / 1e11)]},
                 small_gemm={"fp32": [(2.0, 1e-7), (2.0 * 8**3, 1e-7)]},
                 dram_bytes_per_s=2e10, cache_bytes_per_s=1e11, llc_bytes=1 << 20, overhead_s=1e-6)
@@ -37,11 +37,16 @@ def test_host_cpu_gemm_time_by_hand():
     # M = 4 runs at eff_m(4) = 0.25 + (1 - 0.25) * log2(4)/log2(16) = 0.625
     r = gemm_time(p, 4, 128, 128, 1, "fp32")
     assert r["eff"] == pytest.approx(0.625)
-    # a flat GEMM whose B is far larger than the cache streams at stream_m: 4096^2 * 4 bytes / 1e10
+    # a flat GEMM whose B is far larger than the cache streams B row by row (10 ns per row + its bytes
+    # at 1e10), A and C from the cache at 1e11
     r = gemm_time(p, 1, 4096, 4096, 1, "fp32")
-    nbytes = (4096 + 4096 * 4096 + 4096) * 4
-    assert r["time_s"] == pytest.approx(1e-6 + nbytes / 1e10)
+    assert r["time_s"] == pytest.approx(1e-6 + 4096 * (1e-8 + 4096 * 4 / 1e10) + 2 * 4096 * 4 / 1e11)
     assert r["mem_s"] > r["compute_s"]
+    # told that B is resident, all three come from the cache; told that a small B is cold, it streams
+    nbytes = (4096 + 4096 * 4096 + 4096) * 4
+    assert gemm_time(p, 1, 4096, 4096, 1, "fp32", b_resident=True)["mem_s"] == pytest.approx(nbytes / 1e11)
+    assert gemm_time(p, 1, 64, 64, 1, "fp32", b_resident=False)["mem_s"] == pytest.approx(
+        64 * (1e-8 + 64 * 4 / 1e10) + 2 * 64 * 4 / 1e11)
     # a single small GEMM costs at least the measured cube of its flops (up to 8^3: 0.1 us), and past the
     # largest measured cube the model alone
     assert gemm_time(flat_params(overhead_s=0.0), 8, 8, 8, 1, "fp32")["time_s"] == pytest.approx(1e-7)
@@ -62,6 +67,12 @@ def test_host_cpu_target_costs_a_trace():
     assert (c.compute_cycles[mm] > 0).all() and c.macs[mm].sum() == (df.gemm_batch * df.gemm_m * df.gemm_n
                                                                       * df.gemm_k)[mm].sum()
     assert (c.compute_cycles[df.kind.to_numpy() == "view"] == 0).all()
+    # a 7B model's weights do not fit the cache: every projection streams its weight (a 4096 x 4096
+    # projection takes at least its bytes at the streaming rate), where alone it would be found there
+    q = ((df.role == "q_proj") & (df.kind == "gemm")).to_numpy()
+    assert (c.compute_cycles[q] * 1e-9 >= 4096 * 4096 * 4 / 1e10).all()
+    small = HostCPU(flat_params(llc_bytes=1 << 40)).cost(df, Precision(32, 32))
+    assert (small.compute_cycles[q] < c.compute_cycles[q]).all()
 
 
 def test_shape_sets(tmp_path):
@@ -158,3 +169,109 @@ def test_gpu_prediction_of_the_committed_shape_set():
         assert (big.bound == "compute").all()
     with pytest.raises(SimError, match="no GPU target file matches"):
         validate.gpu_target_for("Radeon 9700")
+
+
+# ---------------------------------------------------------------- the host, and end-to-end validation
+
+def test_host_stream_overlap_matches_the_task_graph():
+    """The host/device recurrence equals the task graph's schedule on random steps, and the two limits
+    hold: a host far ahead leaves the device busy (step = device time + the first dispatch), a slow
+    host leaves the device idle (step = host time + the last op)."""
+    from sim.engine.host import host_device, host_device_graph
+
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        n = int(rng.integers(1, 25))
+        h = rng.exponential(1.0, n) * rng.choice([0.05, 1.0, 8.0])
+        d = rng.exponential(1.0, n)
+        fixed = float(rng.choice([0.0, 3.0]))
+        assert host_device(h, d, fixed).seconds == pytest.approx(host_device_graph(h, d, fixed).run(), rel=1e-12)
+    h, d = np.full(10, 1e-3), np.full(10, 1.0)
+    assert host_device(h, d).seconds == pytest.approx(10.0 + 1e-3)
+    assert host_device(d, h).seconds == pytest.approx(10.0 + 1e-3)
+    s = host_device(d, h, fixed_s=2.0, overlap=False)
+    assert s.seconds == pytest.approx(12.01) and s.host_bound and s.device_idle_s == pytest.approx(12.0)
+
+
+def test_host_part_prices_ops_by_kind():
+    from sim.targets.parts import Host, HostParams
+
+    hp = HostParams(dispatch_s={"default": 2e-6, "view": 5e-7}, module_s=1e-6, step_s=1e-4, token_s=5e-5)
+    h = Host(params=hp)
+    assert h.modelled and not Host().modelled
+    assert list(h.op_seconds(["view", "gemm", "copy"])) == [5e-7, 2e-6, 2e-6]
+    assert h.fixed_seconds(10, decode=False) == pytest.approx(1e-5 + 1e-4)
+    assert h.fixed_seconds(10, decode=True) == pytest.approx(1e-5 + 1e-4 + 5e-5)
+    with pytest.raises(ValueError, match="negative"):
+        HostParams(dispatch_s={"default": -1.0})
+
+
+def test_a_runtime_host_slows_a_step_by_what_it_does_not_hide():
+    """A GPU with an eager host: a batch-1 decode step of a small model is host-bound (the device idles
+    between kernels), so the host adds time; the same host on a CPU (no overlap) adds all of it."""
+    from sim.config import CONFIGS_DIR
+    from sim.run import execute, prepare
+
+    def run(hw):
+        raw = {"workload": {"model": "OPT-1.3B", "prompt": 32, "decode_tokens": 4, "dtype": "fp16"},
+               "hardware": hw, "run": {"fidelity": "analytic"}}
+        return execute(prepare(raw, CONFIGS_DIR / "validate.yaml")).summary
+
+    base = run({"file": "targets/gpu_h100_sxm.yaml"})
+    host = {"dispatch_s": {"default": 2e-5}, "overlap": True, "token_s": 1e-4}
+    eager = run({"file": "targets/gpu_h100_sxm.yaml", "params": {"host": host}})
+    assert "host" not in base and eager["host"]["decode_step"]["host_bound"]
+    n_ops = 1072  # OPT-1.3B's traced decode step
+    h = eager["host"]["decode_step"]
+    assert h["host_s"] >= n_ops * 2e-5 + 1e-4
+    assert eager["decode"]["time_per_token_s"] >= h["host_s"] > base["decode"]["time_per_token_s"]
+    serial = run({"file": "targets/gpu_h100_sxm.yaml", "params": {"host": {**host, "overlap": False}}})
+    assert serial["decode"]["time_per_token_s"] == pytest.approx(
+        serial["host"]["decode_step"]["host_s"] + serial["host"]["decode_step"]["device_s"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_e2e_twin_generation_and_host_measurement():
+    """The e2e pieces on a twin (toy width, full depth): a generation is timed step by step, and the
+    framework's host cost per traced op is measured from it."""
+    from sim import validate_e2e
+    from workloads import zoo
+
+    spec = zoo.get("OPT-1.3B")
+    model, config = validate_e2e.build_model(spec, "bf16", "cpu", twin=True, layers=2)
+    assert config.hidden_size == 32 * validate_e2e.TWIN_HEAD_DIM and config.num_hidden_layers == 2
+    assert all(bool(p.detach().float().isfinite().all()) for p in model.parameters())
+    df = validate_e2e.time_generation(model, config, 8, 3, 2, "cpu")
+    assert list(df.phase).count("prefill") == 2 and list(df.phase).count("decode") == 6
+    assert (df[df.phase == "decode"].context.unique() == [8, 9, 10]).all() and (df.seconds > 0).all()
+    twin = validate_e2e.measure_twin(spec, steps=3, passes=1)
+    assert twin["layer_ops"] > 1000 and twin["per_op_s"] > 0 and twin["twin_step_s"] > twin["step_s"] > 0
+
+
+def test_e2e_bad_input():
+    assert main(["validate", "--device", "cpu", "--e2e"]) == 2  # no --model
+    assert main(["validate", "--device", "cpu", "--e2e", "--model", "nope"]) == 2
+    assert main(["validate", "--device", "cpu", "--e2e", "--model", "Lamarr-rich"]) == 2
+    assert main(["validate", "--device", "cpu", "--e2e", "--model", "OPT-1.3B", "--runtime", "jit"]) == 2
+    assert main(["validate", "--device", "cpu", "--e2e", "--model", "OPT-1.3B", "--prompt", "0"]) == 2
+    assert main(["validate", "--device", "cpu", "--model", "OPT-1.3B"]) == 2  # --model without --e2e
+
+
+@pytest.mark.parametrize("model", ["OPT-1.3B", "Llama-2-7B"])
+def test_e2e_decode_step_attends_to_the_static_cache(model):
+    """What e2e times is real decoding: a step on the static cache gives the logits a full forward
+    over the whole sequence gives (fp32 twin)."""
+    import torch
+    from transformers import StaticCache
+
+    from sim import validate_e2e
+    from workloads import zoo
+
+    m, c = validate_e2e.build_model(zoo.get(model), "fp32", "cpu", twin=True, layers=2)
+    ids = torch.randint(0, validate_e2e.TWIN_VOCAB, (1, 6), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        cache = StaticCache(config=c, max_cache_len=10)
+        m(input_ids=ids[:, :5], cache=cache, use_cache=True, cache_position=torch.arange(5))
+        step = m(input_ids=ids[:, 5:], cache=cache, use_cache=True, cache_position=torch.tensor([5])).logits[0, -1]
+        full = m(input_ids=ids, use_cache=False).logits[0, -1]
+    assert torch.allclose(step, full, atol=1e-6 * float(full.abs().max()) + 1e-9)

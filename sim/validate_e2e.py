@@ -1,0 +1,313 @@
+"""``sim validate --e2e``: a whole model's prefill and decode steps, timed on the local device, against
+the matching target's prediction with the host (the runtime) as its own stream.
+
+The model is the zoo entry built by ``transformers`` with random weights (a random block tiled over
+every parameter: the values do not change the time of dense kernels) and a static KV cache, as
+Hugging Face's generate runs it at batch 1 (prefill: logits of the last position only).  Timed on
+the device: ``repeats`` generations, each a prefill of ``prompt`` tokens and ``decode_tokens``
+decode steps (a step: the forward of one token, the arg-max of its logits and the next position: a
+generate loop's work), after a warm-up generation; the medians are kept.
+
+The prediction is a ``sim run`` of the same workload on:
+
+- cpu: the host-CPU target calibrated on this machine (``calibration.yaml``: GEMM, memory and
+  dispatch micro-benchmarks, :func:`sim.targets.cpu.measure`), with the eager runtime's host
+  (:func:`sim.targets.cpu.measure_host`) and the framework's own per-op and per-step cost measured on
+  the model's *twin*: the same architecture at toy width (hidden 4 per head, a 512-token
+  vocabulary), whose device work is negligible, so its step time is the host's
+  (:func:`measure_twin`); host and kernels run back to back on the CPU's threads;
+- cuda: the GPU target file of the device for the runtime (``gpu_*_eager.yaml``), its cited host
+  figures replaced by the twin's, measured on the GPU (its kernels are a few microseconds, so its
+  step is the host's dispatch); the host's dispatch overlaps the GPU's kernels.  The compiled
+  runtime is not built yet.
+
+Results (``--out``, default ``results/validation/<device>/e2e-<model>``): ``measured.csv`` (every
+timed step), ``predictions.csv`` (per phase: measured and predicted seconds, the error, the host's
+and the device's parts), ``summary.json`` (per-phase relative error), ``machine.json``,
+``calibration.yaml`` and ``e2e.png`` (decode step times against the context, measured and predicted).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from models.errors import SimError
+
+RUNTIMES = ("eager", "compiled")
+#: the twin's width: hidden size = heads x TWIN_HEAD_DIM, MLP width TWIN_FFN, vocabulary TWIN_VOCAB
+TWIN_HEAD_DIM, TWIN_FFN, TWIN_VOCAB = 4, 128, 512
+
+
+def _hf_config(spec, twin: bool = False, layers: int | None = None):
+    import transformers
+
+    cfg = dict(spec.config)
+    if twin:
+        heads = int(cfg.get("num_attention_heads", 32))
+        for key, val in (("hidden_size", heads * TWIN_HEAD_DIM), ("word_embed_proj_dim", heads * TWIN_HEAD_DIM),
+                         ("ffn_dim", TWIN_FFN), ("intermediate_size", TWIN_FFN), ("vocab_size", TWIN_VOCAB)):
+            if key in cfg:
+                cfg[key] = val
+        if "head_dim" in cfg:
+            cfg["head_dim"] = TWIN_HEAD_DIM
+    if layers is not None:
+        cfg["num_hidden_layers"] = layers
+    config = getattr(transformers, spec.config_class)(**cfg)
+    config._attn_implementation = "sdpa"
+    return config
+
+
+def build_model(spec, dtype: str, device: str, twin: bool = False, layers: int | None = None):
+    """The zoo model (a transformers causal LM) with random weights on ``device``; returns (model, config).
+
+    Weights are allocated without initialization, then filled from one random block (seeded), so a
+    7B model is ready in seconds instead of the minutes a full random initialization takes."""
+    import torch
+    import transformers
+    from transformers.initialization import no_init_weights
+
+    from workloads.build import torch_dtype
+
+    if spec.builder is not None or not spec.config_class:
+        raise SimError(f"--e2e: {spec.name!r} is not a transformers causal LM (e2e validation runs those)")
+    config = _hf_config(spec, twin, layers)
+    td = torch_dtype(dtype)
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(td)
+    try:
+        with no_init_weights(), torch.device(device):
+            model = getattr(transformers, spec.model_class)(config)
+    finally:
+        torch.set_default_dtype(old)
+    g = torch.Generator(device="cpu").manual_seed(0)
+    block = (torch.randn(1 << 20, generator=g) * 0.02).to(device=device, dtype=td)
+    with torch.no_grad():
+        for p in model.parameters():
+            flat = p.view(-1)
+            for i in range(0, flat.numel(), block.numel()):
+                n = min(block.numel(), flat.numel() - i)
+                flat[i:i + n].copy_(block[:n])
+    return model.eval(), config
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def time_generation(model, config, prompt: int, decode_tokens: int, repeats: int, device: str,
+                    progress=None) -> pd.DataFrame:
+    """Every timed step of ``repeats`` generations (after one warm-up): phase, repeat, step, context, seconds."""
+    import torch
+    from transformers import StaticCache
+
+    say = progress or (lambda msg: None)
+    g = torch.Generator(device="cpu").manual_seed(1)
+    ids = torch.randint(0, config.vocab_size, (1, prompt), generator=g).to(device)
+    rows = []
+    with torch.inference_mode():
+        cache = StaticCache(config=config, max_cache_len=prompt + decode_tokens + 1)
+        for rep in range(-1, repeats):
+            cache.reset()
+            _sync(device)
+            t0 = time.perf_counter()
+            out = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1,
+                        cache_position=torch.arange(prompt, device=device))
+            nxt = out.logits[:, -1:].argmax(-1)
+            _sync(device)
+            t = time.perf_counter() - t0
+            if rep >= 0:
+                rows.append({"phase": "prefill", "repeat": rep, "step": 0, "context": 0, "seconds": t})
+            for k in range(decode_tokens):
+                pos = prompt + k
+                t0 = time.perf_counter()
+                out = model(input_ids=nxt, cache=cache, use_cache=True,
+                            cache_position=torch.tensor([pos], device=device))
+                nxt = out.logits[:, -1:].argmax(-1)
+                _sync(device)
+                t = time.perf_counter() - t0
+                if rep >= 0:
+                    rows.append({"phase": "decode", "repeat": rep, "step": k, "context": pos, "seconds": t})
+            say(f"generation {rep + 1}/{repeats} timed" if rep >= 0 else "warm-up generation done")
+    return pd.DataFrame(rows)
+
+
+def measure_twin(spec, dtype: str = "bf16", steps: int = 30, passes: int = 3, device: str = "cpu") -> dict:
+    """The framework's host cost for ``spec``'s architecture on this machine, from its twin (toy width):
+    the median decode step of the full-depth twin and of a zero-layer twin.  ``per_op_s``: the
+    layers' host time per traced op of the decode step (its layers' ops); ``step_s``: the zero-layer
+    twin's step (embedding, final norm, head, the framework's Python around the layers)."""
+    from workloads import api
+
+    out = {}
+    for name, layers in (("full", None), ("zero", 0)):
+        model, config = build_model(spec, dtype, device, twin=True, layers=layers)
+        best = float("inf")
+        for _ in range(passes):
+            df = time_generation(model, config, 16, steps, 1, device)
+            best = min(best, float(df[df.phase == "decode"].seconds.median()))
+        out[name] = best
+    tpl = api.decode_template(spec.name, 1, 1, dtype)
+    in_layers = int((tpl.base["layer"] >= 0).sum())
+    return {"twin_step_s": out["full"], "twin_zero_layer_s": out["zero"], "layer_ops": in_layers,
+            "per_op_s": max(0.0, out["full"] - out["zero"]) / max(1, in_layers), "step_s": out["zero"]}
+
+
+def _predict(target_raw: dict, model: str, prompt: int, decode_tokens: int, dtype: str, out: Path) -> dict:
+    """A ``sim run`` of the workload on a target given as a ``hardware`` mapping; its summary."""
+    from sim.config import CONFIGS_DIR
+    from sim.run import execute, prepare
+
+    raw = {"name": f"e2e {model}", "workload": {"model": model, "batch": 1, "prompt": prompt,
+                                                  "decode_tokens": decode_tokens, "dtype": dtype},
+           "hardware": target_raw, "run": {"fidelity": "analytic"}}
+    return execute(prepare(raw, CONFIGS_DIR / "validate.yaml")).summary
+
+
+def run(device: str, model: str, prompt: int = 128, decode_tokens: int = 16, runtime: str = "eager",
+        dtype: str | None = None, out: str | Path | None = None, repeats: int = 3, quick: bool = False,
+        progress=None) -> dict:
+    """The whole end-to-end validation (see the module docstring); returns the summary."""
+    import torch
+    import yaml
+
+    from sim.validate import machine
+    from workloads import zoo
+
+    say = progress or (lambda msg: None)
+    if device not in ("cpu", "cuda"):
+        raise SimError(f"--device: expected cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SimError("--device cuda: torch sees no CUDA device on this machine")
+    if runtime not in RUNTIMES:
+        raise SimError(f"--runtime: expected {' or '.join(RUNTIMES)}, got {runtime!r}")
+    if runtime == "compiled":
+        raise SimError("--runtime compiled: not built yet (eager only; see docs/validation.md)")
+    for name, v, lo in (("--prompt", prompt, 1), ("--decode-tokens", decode_tokens, 1), ("--repeats", repeats, 1)):
+        if not isinstance(v, int) or v < lo:
+            raise SimError(f"{name}: expected an integer >= {lo}, got {v!r}")
+    dtype = dtype or ("bf16" if device == "cpu" else "fp16")
+    spec = zoo.get(model)
+    if spec.builder is not None or not spec.config_class:
+        raise SimError(f"--e2e: {model!r} is not a transformers causal LM (e2e validation runs those)")
+    info = machine(device)
+    slug = "cpu" if device == "cpu" else "".join(c if c.isalnum() else "-" for c in info["name"]).strip("-").lower()
+    outdir = Path(out) if out else Path("results/validation") / slug / f"e2e-{model}"
+    outdir.mkdir(parents=True, exist_ok=True)
+
+    # ---- the target: calibrated here (cpu) or the device's file with the runtime's host (cuda)
+    if device == "cpu":
+        from sim.targets.cpu import measure as calibrate
+        from sim.targets.cpu import measure_host
+
+        say("calibrating the host-CPU target (micro-benchmarks)")
+        params = calibrate(dtypes=(dtype,), quick=quick, progress=say)
+        say(f"measuring the host: dispatch micro-benchmarks and {model}'s twin")
+        host = measure_host()
+        twin = measure_twin(spec, dtype, steps=10 if quick else 30, passes=2 if quick else 3)
+        host = host.model_copy(update={"dispatch_s": {"default": twin["per_op_s"]}, "module_s": 0.0,
+                                       "step_s": twin["step_s"]})
+        params = params.model_copy(update={"host": host})
+        cal = json.loads(params.model_dump_json())
+        cal["twin"] = twin
+        (outdir / "calibration.yaml").write_text(yaml.safe_dump(cal, sort_keys=False))
+        target_raw = {"target": "host_cpu", "energy": "energy/host_cpu.yaml",
+                      "params": json.loads(params.model_dump_json())}
+    else:
+        from sim.validate import GPU_FILES
+
+        key = next((k for k in GPU_FILES if k in info["name"].upper()), None)
+        if key is None:
+            raise SimError(f"no GPU target file matches the device {info['name']!r} (known: {', '.join(GPU_FILES)})")
+        say(f"measuring the host: {model}'s twin on the GPU (its step is the host's dispatch)")
+        twin = measure_twin(spec, dtype, steps=30, passes=2, device="cuda")
+        host = {"runtime": runtime, "overlap": True, "dispatch_s": {"default": twin["per_op_s"]},
+                "step_s": twin["step_s"]}
+        (outdir / "calibration.yaml").write_text(yaml.safe_dump({"host": host, "twin": twin}, sort_keys=False))
+        target_raw = {"file": GPU_FILES[key].replace(".yaml", f"_{runtime}.yaml"), "params": {"host": host}}
+
+    # ---- the real run
+    say(f"building {model} ({dtype}, random weights) on {device}")
+    t0 = time.perf_counter()
+    net, config = build_model(spec, dtype, device)
+    info["build_s"] = round(time.perf_counter() - t0, 1)
+    say(f"timing {repeats} generations of {prompt} + {decode_tokens} tokens")
+    meas = time_generation(net, config, prompt, decode_tokens, repeats, device, progress=say)
+    del net
+    meas.to_csv(outdir / "measured.csv", index=False)
+    info.update(model=model, prompt=prompt, decode_tokens=decode_tokens, runtime=runtime, dtype=dtype)
+    (outdir / "machine.json").write_text(json.dumps(info, indent=2) + "\n")
+
+    # ---- the prediction
+    say("predicting with the target")
+    s = _predict(target_raw, model, prompt, decode_tokens, dtype, outdir)
+    dec = meas[meas.phase == "decode"]
+    measured = {"prefill": float(meas[meas.phase == "prefill"].seconds.median()),
+                "decode_step": float(dec.groupby("step").seconds.median().median())}
+    predicted = {"prefill": s["prefill"]["latency_s"], "decode_step": s["decode"]["time_per_token_s"]}
+    host = s.get("host", {})
+    rows = []
+    for phase in ("prefill", "decode_step"):
+        h = host.get(phase, {})
+        rows.append({"phase": phase, "measured_s": measured[phase], "predicted_s": predicted[phase],
+                     "error": (predicted[phase] - measured[phase]) / measured[phase],
+                     "host_s": h.get("host_s", float("nan")), "device_s": h.get("device_s", float("nan")),
+                     "device_idle_s": h.get("device_idle_s", float("nan"))})
+    pred = pd.DataFrame(rows)
+    pred.to_csv(outdir / "predictions.csv", index=False)
+    step_pred = np.array(s["decode"]["step_cycles"], dtype=np.float64) / s["freq_hz"]
+    summary = {"device": device, "name": info["name"], "model": model, "runtime": runtime, "dtype": dtype,
+               "prompt": prompt, "decode_tokens": decode_tokens, "repeats": repeats,
+               "error": {r.phase: float(r.error) for r in pred.itertuples()},
+               "measured_s": measured, "predicted_s": predicted, "host": host, "target": target_raw.get("file")
+               or "host_cpu (calibrated here)", "twin": twin}
+    (outdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _plot(dec, step_pred, prompt, summary, outdir / "e2e.png")
+    summary["out"] = str(outdir)
+    return summary
+
+
+def _plot(dec: pd.DataFrame, step_pred: np.ndarray, prompt: int, summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    med = dec.groupby("context").seconds.median()
+    ax.scatter(dec.context, dec.seconds * 1e3, s=8, color="0.6", label="measured (each repeat)")
+    ax.plot(med.index, med.values * 1e3, "o-", ms=3, label="measured (median)")
+    ax.plot(prompt + np.arange(len(step_pred)), step_pred * 1e3, "-", lw=2, label="predicted")
+    e = summary["error"]
+    ax.set(xlabel="context (tokens)", ylabel="decode step (ms)",
+           title=f"{summary['model']} on {summary['name']} ({summary['runtime']}): prefill {e['prefill'] * 100:+.1f}%, "
+                 f"decode {e['decode_step'] * 100:+.1f}%")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def print_summary(summary: dict, console=None) -> None:
+    from sim.tables import console as make_console
+    from sim.tables import rich_table
+
+    console = console or make_console()
+    rows = [[ph, f"{summary['measured_s'][ph] * 1e3:.2f}", f"{summary['predicted_s'][ph] * 1e3:.2f}",
+             f"{summary['error'][ph] * 100:+.1f}%"] for ph in ("prefill", "decode_step")]
+    cols = ["phase", "measured ms", "predicted ms", "error"]
+    console.print(rich_table(f"{summary['model']} end to end on {summary['name']} ({summary['runtime']}, "
+                             f"{summary['dtype']}, prompt {summary['prompt']})", cols, rows, right=set(cols[1:])),
+                  crop=False)
+    console.print(f"-> {summary['out']}")
+
+
+__all__ = ["RUNTIMES", "build_model", "measure_twin", "print_summary", "run", "time_generation"]
