@@ -188,7 +188,7 @@ def measure(shapes: pd.DataFrame, device: str, dtype: str, samples: int = 7, pro
     GEMMs, is the host's launch rate)."""
     import torch
 
-    from sim.targets.cpu import _llc_bytes, gemm_runner, time_call
+    from sim.targets.cpu import DTYPE_BYTES, _llc_bytes, gemm_runner, time_call
 
     step = progress or (lambda i, n, msg: None)
     l2_bytes = 0
@@ -203,7 +203,7 @@ def measure(shapes: pd.DataFrame, device: str, dtype: str, samples: int = 7, pro
     for i, pos in enumerate(order):
         r = shapes.iloc[pos]
         step(i, len(shapes), r["name"])
-        el = 4 if dtype == "fp32" else 2
+        el = DTYPE_BYTES[dtype]
         # enough operand copies to exceed twice the last-level cache (a GPU's L2), so every call starts
         # cold, as a weight streamed once per token does (on a CPU within a memory budget: a small
         # GEMM's copies may still fit the cache, and the prediction is told so by ``copies``)
@@ -231,16 +231,38 @@ def measure(shapes: pd.DataFrame, device: str, dtype: str, samples: int = 7, pro
 
 # ---------------------------------------------------------------- prediction
 
+def gpu_file_for(name: str) -> str:
+    """The GPU target file whose key matches a CUDA device name ('NVIDIA H100 80GB HBM3' -> H100)."""
+    for key, f in GPU_FILES.items():
+        if key in name.upper():
+            return f
+    raise SimError(f"no GPU target file matches the device {name!r} (known: {', '.join(GPU_FILES)})")
+
+
 def gpu_target_for(name: str):
-    """The GPU target whose file matches a CUDA device name ('NVIDIA H100 80GB HBM3' -> H100)."""
+    """The GPU target of a CUDA device name (:func:`gpu_file_for`)."""
     from sim.config import CONFIGS_DIR, Hardware
     from sim.targets import build
 
-    for key, f in GPU_FILES.items():
-        if key in name.upper():
-            target, _, _ = build(Hardware(file=f), CONFIGS_DIR / "validate.yaml")
-            return target
-    raise SimError(f"no GPU target file matches the device {name!r} (known: {', '.join(GPU_FILES)})")
+    target, _, _ = build(Hardware(file=gpu_file_for(name)), CONFIGS_DIR / "validate.yaml")
+    return target
+
+
+def check_device(device: str) -> None:
+    """A SimError unless ``device`` is cpu, or cuda with a CUDA device present."""
+    import torch
+
+    if device not in ("cpu", "cuda"):
+        raise SimError(f"--device: expected cpu or cuda, got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SimError("--device cuda: torch sees no CUDA device on this machine")
+
+
+def device_slug(info: dict) -> str:
+    """The folder name of a device's results under results/validation/ (cpu, or the GPU's name)."""
+    if info["device"] == "cpu":
+        return "cpu"
+    return "".join(c if c.isalnum() else "-" for c in info["name"]).strip("-").lower()
 
 
 def predict(measured: pd.DataFrame, device: str, target) -> pd.DataFrame:
@@ -248,10 +270,12 @@ def predict(measured: pd.DataFrame, device: str, target) -> pd.DataFrame:
     df = measured.copy()
     M, N, K, B = (df[c].to_numpy() for c in ("M", "N", "K", "batch"))
     dtype = str(df["dtype"].iloc[0])
+    from sim.targets.cpu import DTYPE_BYTES
+
+    el = DTYPE_BYTES[dtype]
     if device == "cpu":
         from sim.targets.cpu import gemm_time
 
-        el = 4 if dtype == "fp32" else 2
         copies = df["copies"].to_numpy() if "copies" in df else np.ones(len(df))
         # B stays in the cache only if every copy the timed loop cycles through fits it
         resident = copies * (M * K + K * N + M * N) * B * el <= target.params.llc_bytes
@@ -261,7 +285,6 @@ def predict(measured: pd.DataFrame, device: str, target) -> pd.DataFrame:
     else:
         from sim.targets.gpu import gemm_plan
 
-        el = 4 if dtype == "fp32" else 2
         key = {"fp16": "fp16", "bf16": "bf16", "fp32": "tf32"}[dtype]
         cold = np.zeros(len(df), bool)  # the measurement cycles through operand copies: every call is cold
         plan = gemm_plan(target.params, M, N, K, B, el, el, el, target.rate(key), a_resident=cold, b_resident=cold,
@@ -313,20 +336,15 @@ def plot(pred: pd.DataFrame, summary: dict, path: Path) -> None:
 def run(device: str, shapes: str = "default", out: str | Path | None = None, dtype: str | None = None,
         samples: int = 7, quick: bool = False, progress=None) -> dict:
     """The whole validation (see the module docstring); returns the summary."""
-    import torch
     import yaml
 
-    if device not in ("cpu", "cuda"):
-        raise SimError(f"--device: expected cpu or cuda, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SimError("--device cuda: torch sees no CUDA device on this machine")
+    check_device(device)
     dtype = dtype or ("bf16" if device == "cpu" else "fp16")
     if dtype not in ("fp32", "bf16", "fp16"):
         raise SimError(f"--dtype: expected fp32, bf16 or fp16, got {dtype!r}")
     table = shape_set(shapes)
     info = machine(device)
-    slug = "cpu" if device == "cpu" else "".join(c if c.isalnum() else "-" for c in info["name"]).strip("-").lower()
-    outdir = Path(out) if out else Path("results/validation") / slug
+    outdir = Path(out) if out else Path("results/validation") / device_slug(info)
     outdir.mkdir(parents=True, exist_ok=True)
     say = progress or (lambda msg: None)
     if device == "cpu":
@@ -369,4 +387,4 @@ def print_summary(summary: dict, console=None) -> None:
                   f"max {summary['max_ape'] * 100:.1f}%; by set: {by_set}) -> {summary['out']}")
 
 
-__all__ = ["SETS", "machine", "measure", "plot", "predict", "run", "shape_set", "summarize"]
+__all__ = ["SETS", "check_device", "device_slug", "gpu_file_for", "gpu_target_for", "machine", "measure", "plot", "predict", "run", "shape_set", "summarize"]

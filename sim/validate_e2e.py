@@ -160,7 +160,7 @@ def measure_twin(spec, dtype: str = "bf16", steps: int = 30, passes: int = 3, de
             "per_op_s": max(0.0, out["full"] - out["zero"]) / max(1, in_layers), "step_s": out["zero"]}
 
 
-def _predict(target_raw: dict, model: str, prompt: int, decode_tokens: int, dtype: str, out: Path) -> dict:
+def _predict(target_raw: dict, model: str, prompt: int, decode_tokens: int, dtype: str) -> dict:
     """A ``sim run`` of the workload on a target given as a ``hardware`` mapping; its summary."""
     from sim.config import CONFIGS_DIR
     from sim.run import execute, prepare
@@ -175,17 +175,13 @@ def run(device: str, model: str, prompt: int = 128, decode_tokens: int = 16, run
         dtype: str | None = None, out: str | Path | None = None, repeats: int = 3, quick: bool = False,
         progress=None) -> dict:
     """The whole end-to-end validation (see the module docstring); returns the summary."""
-    import torch
     import yaml
 
-    from sim.validate import machine
+    from sim.validate import check_device, device_slug, gpu_file_for, machine
     from workloads import zoo
 
     say = progress or (lambda msg: None)
-    if device not in ("cpu", "cuda"):
-        raise SimError(f"--device: expected cpu or cuda, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SimError("--device cuda: torch sees no CUDA device on this machine")
+    check_device(device)
     if runtime not in RUNTIMES:
         raise SimError(f"--runtime: expected {' or '.join(RUNTIMES)}, got {runtime!r}")
     if runtime == "compiled":
@@ -198,8 +194,7 @@ def run(device: str, model: str, prompt: int = 128, decode_tokens: int = 16, run
     if spec.builder is not None or not spec.config_class:
         raise SimError(f"--e2e: {model!r} is not a transformers causal LM (e2e validation runs those)")
     info = machine(device)
-    slug = "cpu" if device == "cpu" else "".join(c if c.isalnum() else "-" for c in info["name"]).strip("-").lower()
-    outdir = Path(out) if out else Path("results/validation") / slug / f"e2e-{model}"
+    outdir = Path(out) if out else Path("results/validation") / device_slug(info) / f"e2e-{model}"
     outdir.mkdir(parents=True, exist_ok=True)
 
     # ---- the target: calibrated here (cpu) or the device's file with the runtime's host (cuda)
@@ -212,26 +207,26 @@ def run(device: str, model: str, prompt: int = 128, decode_tokens: int = 16, run
         say(f"measuring the host: dispatch micro-benchmarks and {model}'s twin")
         host = measure_host()
         twin = measure_twin(spec, dtype, steps=10 if quick else 30, passes=2 if quick else 3)
+        micro = host
         host = host.model_copy(update={"dispatch_s": {"default": twin["per_op_s"]}, "module_s": 0.0,
                                        "step_s": twin["step_s"]})
         params = params.model_copy(update={"host": host})
         cal = json.loads(params.model_dump_json())
+        # the tiny-op figures, for comparison: the framework's Python between ops, which the twin
+        # includes and they do not, is most of a step's host time
+        cal["host_micro"] = json.loads(micro.model_dump_json())
         cal["twin"] = twin
         (outdir / "calibration.yaml").write_text(yaml.safe_dump(cal, sort_keys=False))
         target_raw = {"target": "host_cpu", "energy": "energy/host_cpu.yaml",
                       "params": json.loads(params.model_dump_json())}
     else:
-        from sim.validate import GPU_FILES
-
-        key = next((k for k in GPU_FILES if k in info["name"].upper()), None)
-        if key is None:
-            raise SimError(f"no GPU target file matches the device {info['name']!r} (known: {', '.join(GPU_FILES)})")
+        gpu_file = gpu_file_for(info["name"])
         say(f"measuring the host: {model}'s twin on the GPU (its step is the host's dispatch)")
         twin = measure_twin(spec, dtype, steps=30, passes=2, device="cuda")
         host = {"runtime": runtime, "overlap": True, "dispatch_s": {"default": twin["per_op_s"]},
                 "step_s": twin["step_s"]}
         (outdir / "calibration.yaml").write_text(yaml.safe_dump({"host": host, "twin": twin}, sort_keys=False))
-        target_raw = {"file": GPU_FILES[key].replace(".yaml", f"_{runtime}.yaml"), "params": {"host": host}}
+        target_raw = {"file": gpu_file.replace(".yaml", f"_{runtime}.yaml"), "params": {"host": host}}
 
     # ---- the real run
     say(f"building {model} ({dtype}, random weights) on {device}")
@@ -247,7 +242,7 @@ def run(device: str, model: str, prompt: int = 128, decode_tokens: int = 16, run
 
     # ---- the prediction
     say("predicting with the target")
-    s = _predict(target_raw, model, prompt, decode_tokens, dtype, outdir)
+    s = _predict(target_raw, model, prompt, decode_tokens, dtype)
     dec = meas[meas.phase == "decode"]
     measured = {"prefill": float(meas[meas.phase == "prefill"].seconds.median()),
                 "decode_step": float(dec.groupby("step").seconds.median().median())}

@@ -160,11 +160,7 @@ class HostCPU(Target):
         """Per dispatched op: ``overhead_s`` (a call through torch into the library), and with the
         calibration's ``host`` figures the host as its own stream (run back to back with the kernels:
         the CPU's threads do both)."""
-        p = self.params
-        if p.host is not None:
-            return Host(dispatch_s=p.host.dispatch_s.get("default", 0.0), source=param_source(self, "host"),
-                        params=p.host)
-        return Host(dispatch_s=p.overhead_s, source=param_source(self, "overhead_s"))
+        return Host.stated(self, "overhead_s")
 
     @property
     def memory(self) -> Memory:

@@ -293,11 +293,7 @@ class GPU(Target):
     def host(self) -> Host:
         """Per dispatched op: ``kernel_overhead_s`` (the device-side gap per kernel), and with a runtime's
         ``host`` figures the host as its own stream (queued ahead of the GPU: ``overlap``)."""
-        p = self.params
-        if p.host is not None:
-            return Host(dispatch_s=p.host.dispatch_s.get("default", 0.0), source=param_source(self, "host"),
-                        params=p.host)
-        return Host(dispatch_s=p.kernel_overhead_s, source=param_source(self, "kernel_overhead_s"))
+        return Host.stated(self, "kernel_overhead_s")
 
     @property
     def memory(self) -> Memory:

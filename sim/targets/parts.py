@@ -129,6 +129,17 @@ class Host:
     source: str = "not modelled: the device issues its own ops"
     params: HostParams | None = None
 
+    @classmethod
+    def stated(cls, target, param: str) -> Host:
+        """A target's host: its runtime's figures (``params.host``) when it carries them, else the
+        dispatch cost its costs charge per op, read from its parameter ``param``."""
+        p = target.params
+        runtime = getattr(p, "host", None)
+        if runtime is not None:
+            return cls(dispatch_s=runtime.dispatch_s.get("default", 0.0), source=param_source(target, "host"),
+                       params=runtime)
+        return cls(dispatch_s=getattr(p, param), source=param_source(target, param))
+
     @property
     def modelled(self) -> bool:
         return self.params is not None
