@@ -336,7 +336,10 @@ def _add_validate(sub) -> None:
                        "median), write measured.csv and machine.json, predict each shape with the matching "
                        "target (the host CPU calibrated by micro-benchmarks, or the GPU's target file) and write "
                        "the errors, the MAPE and a predicted-vs-measured plot.")
-    p.add_argument("--device", required=True, help="cpu | cuda")
+    p.add_argument("--device", default=None, help="cpu | cuda (required unless --from)")
+    p.add_argument("--from", dest="from_dir", default=None, metavar="DIR",
+                   help="measure nothing: predict the measurement set in DIR (measured.csv, machine.json) again "
+                   "with the model as it is now, rewriting its predictions, summary and plot (or into --out)")
     p.add_argument("--shapes", default="default",
                    help="smoke | default | zoo | square | flat | gpu, or a CSV file with columns M, N, K[, batch]")
     p.add_argument("--out", default=None, help="output folder (default results/validation/<device name>)")
@@ -365,6 +368,14 @@ def _cmd_validate(args) -> int:
     err = Console(stderr=True)
     live = _sys.stderr.isatty()
     say = (lambda m: err.print(m, end="\r" if live else "\n")) if live else None
+    if args.from_dir:
+        if args.e2e or args.device:
+            raise SimError("--from predicts a committed GEMM set again; it takes no --device or --e2e")
+        s = validate.repredict(args.from_dir, args.out)
+        validate.print_summary(s)
+        return 0
+    if not args.device:
+        raise SimError("validate needs --device cpu|cuda (or --from DIR)")
     if args.e2e:
         from sim import validate_e2e
 

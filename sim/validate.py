@@ -291,7 +291,7 @@ def predict(measured: pd.DataFrame, device: str, target) -> pd.DataFrame:
                          c_resident=cold)
         df["predicted_s"] = plan["time_s"]
         df["bound"] = np.where(plan["hbm_s"] > plan["compute_s"], "memory", "compute")
-        for c in ("bm", "bn", "bk", "stages", "split", "waves"):
+        for c in ("bm", "bn", "bk", "stages", "split", "cluster", "waves"):
             df[c] = plan[c]
     df["error"] = (df["predicted_s"] - df["measured_s"]) / df["measured_s"]
     return df
@@ -372,13 +372,46 @@ def run(device: str, shapes: str = "default", out: str | Path | None = None, dty
     return summary
 
 
+def repredict(folder: str | Path, out: str | Path | None = None) -> dict:
+    """Predict a committed measurement set again with the model as it is now, measuring nothing: the
+    folder's measured.csv and machine.json, and on a CPU its calibration.yaml (the machine's
+    micro-benchmarks, taken with the measurements).  Writes predictions.csv, summary.json and
+    validation.png to ``out`` (default: the folder itself); returns the summary."""
+    import yaml
+
+    folder = Path(folder)
+    missing = [f for f in ("measured.csv", "machine.json") if not (folder / f).is_file()]
+    if missing:
+        raise SimError(f"--from {folder}: not a validation folder (no {', '.join(missing)})")
+    info = json.loads((folder / "machine.json").read_text())
+    meas = pd.read_csv(folder / "measured.csv")
+    if info.get("device") == "cpu":
+        from sim.targets.cpu import HostCPU, HostCPUParams
+
+        cal = folder / "calibration.yaml"
+        if not cal.is_file():
+            raise SimError(f"--from {folder}: a CPU set needs the calibration.yaml taken with it")
+        target = HostCPU(HostCPUParams.model_validate(yaml.safe_load(cal.read_text())))
+    else:
+        target = gpu_target_for(info["name"])
+    outdir = Path(out) if out else folder
+    outdir.mkdir(parents=True, exist_ok=True)
+    pred = predict(meas, info["device"], target)
+    pred.to_csv(outdir / "predictions.csv", index=False)
+    summary = summarize(pred, info)
+    (outdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot(pred, summary, outdir / "validation.png")
+    summary["out"] = str(outdir)
+    return summary
+
+
 def print_summary(summary: dict, console=None) -> None:
     from sim.tables import console as make_console
     from sim.tables import rich_table
 
     console = console or make_console()
-    rows = [[f"{w['name']} ({w['M']}x{w['N']}x{w['K']}x{w['batch']})", f"{w['measured_ms']:.3f}",
-             f"{w['predicted_ms']:.3f}", f"{w['error'] * 100:+.1f}%"] for w in summary["worst"]]
+    rows = [[f"{w['name']} ({w['M']}x{w['N']}x{w['K']}x{w['batch']})", f"{w['measured_ms']:.4g}",
+             f"{w['predicted_ms']:.4g}", f"{w['error'] * 100:+.1f}%"] for w in summary["worst"]]
     cols = ["shape", "measured ms", "predicted ms", "error"]
     console.print(rich_table(f"validation on {summary['name']} ({summary['shapes']} GEMMs)", cols, rows,
                              right=set(cols[1:])), crop=False)
@@ -387,4 +420,4 @@ def print_summary(summary: dict, console=None) -> None:
                   f"max {summary['max_ape'] * 100:.1f}%; by set: {by_set}) -> {summary['out']}")
 
 
-__all__ = ["SETS", "check_device", "device_slug", "gpu_file_for", "gpu_target_for", "machine", "measure", "plot", "predict", "run", "shape_set", "summarize"]
+__all__ = ["SETS", "check_device", "device_slug", "gpu_file_for", "gpu_target_for", "machine", "measure", "plot", "predict", "repredict", "run", "shape_set", "summarize"]

@@ -12,8 +12,9 @@ over the candidates, as a tuned heuristic would):
   fragments, an assumption; at most ``max_ctas_per_sm``), so the kernel runs
   ``waves = ceil(ctas / (sms * occ))`` waves and the last
   one may be part-empty (wave quantization).
-- **compute**: each wave takes ``occ * 2 * BM * BN * BK * ceil(K / split / BK)`` flops per SM at the
-  SM's tensor-core rate (``tensor_tflops`` of the MMA dtype / ``sms``) times ``mma_efficiency``
+- **compute**: each full wave takes ``occ * 2 * BM * BN * BK * ceil(K / split / BK)`` flops per SM at the
+  SM's tensor-core rate; the last wave's ``r`` CTAs are spread over the SMs first (the block
+  scheduler fills SMs breadth-first), so it takes ``ceil(r / sms)`` CTAs' flops, not ``occ`` (``tensor_tflops`` of the MMA dtype / ``sms``) times ``mma_efficiency``
   (the fraction of peak a well-fed mainloop sustains).  Padding of M, N and K to whole tiles is
   computed, not skipped: a decode GEMM with M = 1 pays a full BM-row tile (FlashDecoding++'s
   flat-GEMM padding) but is memory-bound anyway.
@@ -21,7 +22,9 @@ over the candidates, as a tuned heuristic would):
   half the L2 stays in L2 (produced and consumed through it), otherwise it goes to HBM.  An operand
   larger than half the L2 is re-read from HBM once per wave-block of the other operand's tiles
   (tiles rasterized in square-ish blocks of ``sms * occ`` CTAs).  Every CTA reads its A and B
-  slices from L2 (``l2_bytes_per_s``).  Split-K is serial (CUTLASS GemmUniversal's split-K slices,
+  slices from L2 (``l2_bytes_per_s``), except that with thread-block clusters (``cluster`` > 1, Hopper)
+  the CTAs of a cluster along M read their common B slice once and broadcast it by TMA multicast (or
+  along N, their common A slice); the search tries no cluster, and one along each.  Split-K is serial (CUTLASS GemmUniversal's split-K slices,
   reduced in the kernel's epilogue): the slices write and re-read fp32 partial sums through L2, in
   one launch.
 - **time**: ``max(compute, HBM bytes / (hbm_bytes_per_s * hbm_efficiency), L2 bytes / L2 bandwidth)``
@@ -92,6 +95,8 @@ class GPUParams(BaseModel):
     arbitrary_precision: bool = Field(
         False, description="run GEMMs whose operands are both 8 bits or narrower as bipolar-INT binary MMAs (APMM)")
     split_k: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16], description="split-K candidates")
+    cluster: int = Field(1, ge=1, le=16, description="CTAs per thread-block cluster that share one operand's tile "
+                         "by TMA multicast (1: no clusters); searched along M and along N")
     node_nm: int = Field(gt=0)
     host: HostParams | None = Field(None, description="the runtime's host (dispatch per op, module calls, the "
                                     "generate loop) as its own stream; none: only kernel_overhead_s per kernel")
@@ -213,13 +218,15 @@ def gemm_plan(p: GPUParams, M, N, K, batch, a_bytes, b_bytes, c_bytes, tflops: f
 
     sm_flops = tflops * 1e12 / p.sms * p.mma_efficiency
     hbm_bw = p.hbm_bytes_per_s * p.hbm_efficiency
-    cands = [(t, s) for t in (tiles or p.tiles) for s in p.split_k]
+    shapes = [(1, 1)] + ([(p.cluster, 1), (1, p.cluster)] if p.cluster > 1 else [])
+    cands = [(t, s, c) for t in (tiles or p.tiles) for s in p.split_k for c in shapes]
     T = np.full((n, len(cands)), np.inf)
     out_cols = {}
-    for ci, ((bm, bn, bk, st), s) in enumerate(cands):
+    for ci, ((bm, bn, bk, st), s, (cm, cn)) in enumerate(cands):
         tm, tn = _cdiv(M, bm), _cdiv(N, bn)
         k_per = _cdiv(K, s)
         ok = (s == 1) | (k_per >= 2 * bk)  # a split must leave each CTA a pipeline's worth of K
+        ok &= (tm >= cm) & (tn >= cn)  # a cluster spans tiles that exist
         kit = _cdiv(k_per, bk)
         ctas = batch * tm * tn * s
         smem = st * (bm + bn) * bk * np.maximum(ab, bb)
@@ -230,7 +237,11 @@ def gemm_plan(p: GPUParams, M, N, K, batch, a_bytes, b_bytes, c_bytes, tflops: f
         occ = np.maximum(occ, 1)
         conc = p.sms * occ
         waves = _cdiv(ctas, conc)
-        compute = waves * occ * 2.0 * bm * bn * bk * kit / sm_flops
+        # full waves hold occ CTAs per SM; the block scheduler spreads the last wave's CTAs over the
+        # SMs first, so an SM there runs ceil(rest / sms) of them, not occ
+        rest = ctas - (waves - 1) * conc
+        per_sm = (waves - 1) * occ + _cdiv(rest, p.sms)
+        compute = per_sm * 2.0 * bm * bn * bk * kit / sm_flops
         # HBM: compulsory traffic, plus re-reads of an operand too large for L2, once per wave-block
         # of the other operand's tiles (waves rasterized as square-ish blocks of tiles)
         side = np.maximum(1.0, np.sqrt(conc / s))
@@ -240,7 +251,10 @@ def gemm_plan(p: GPUParams, M, N, K, batch, a_bytes, b_bytes, c_bytes, tflops: f
         b_reads = np.where(A + B <= half_l2, 1, np.where(B > half_l2, _cdiv(tm, wm), 1))
         hbm_r = np.where(a_in_l2, 0.0, A * a_reads) + np.where(b_in_l2, 0.0, B * b_reads)
         hbm_w = np.where(c_in_l2, 0.0, C)
-        l2 = ctas * kit * bk * (bm * ab + bn * bb) + C + np.where(s > 1, 2.0 * s * batch * M * N * 4, 0.0)
+        # every CTA reads its A and B slices from L2, except that a cluster of cm CTAs along M reads
+        # their common B slice once (TMA multicast), and one of cn along N their common A slice
+        l2 = (ctas * kit * bk * (bm * ab / cn + bn * bb / cm) + C
+              + np.where(s > 1, 2.0 * s * batch * M * N * 4, 0.0))
         t = (np.maximum.reduce([compute, (hbm_r + hbm_w) / hbm_bw, l2 / p.l2_bytes_per_s])
              + waves * p.mem_latency_s + p.kernel_overhead_s)
         T[:, ci] = np.where(ok, t, np.inf)
@@ -255,11 +269,12 @@ def gemm_plan(p: GPUParams, M, N, K, batch, a_bytes, b_bytes, c_bytes, tflops: f
     near = T <= T.min(axis=1, keepdims=True) * (1 + 1e-3)
     best = np.argmin(np.where(near, stacked[6].T, np.inf), axis=1)
     pick = lambda j: stacked[j][best, rows]  # noqa: E731
-    tiles = np.array([list(t) for t, _ in cands], dtype=np.int64)[best]
+    tiles = np.array([list(t) for t, _, _ in cands], dtype=np.int64)[best]
     hbm_r, hbm_w, l2 = pick(3), pick(4), pick(5)
     return {
         "time_s": T[rows, best], "bm": tiles[:, 0], "bn": tiles[:, 1], "bk": tiles[:, 2], "stages": tiles[:, 3],
-        "split": np.array([s for _, s in cands], dtype=np.int64)[best],
+        "split": np.array([s for _, s, _ in cands], dtype=np.int64)[best],
+        "cluster": np.array([max(c) for _, _, c in cands], dtype=np.int64)[best],
         "waves": pick(0).astype(np.int64), "ctas": pick(1).astype(np.int64), "compute_s": pick(2),
         "hbm_s": (hbm_r + hbm_w) / hbm_bw, "l2_s": l2 / p.l2_bytes_per_s,
         "hbm_read": hbm_r, "hbm_write": hbm_w, "l2_bytes": l2, "padded_macs": pick(6),

@@ -47,6 +47,37 @@ def test_wave_quantization_by_hand():
     assert a["time_s"][0] / b["time_s"][0] == pytest.approx(1.5)
 
 
+def test_a_part_filled_wave_spreads_its_ctas_over_the_sms():
+    """Two CTAs fit an SM at once, but a wave with fewer CTAs than SMs runs one per SM: its time is
+    one CTA's work, not two (the block scheduler fills SMs breadth-first)."""
+    p = toy(max_ctas_per_sm=2)
+    K = 4096
+    one = 2 * 128 * 128 * K / 1e12
+    r = plan(p, 128, 512, K)  # 4 CTAs on 4 SMs
+    assert r["waves"][0] == 1 and r["compute_s"][0] == pytest.approx(one)
+    r = plan(p, 128, 768, K)  # 6 CTAs: two SMs take two
+    assert r["waves"][0] == 1 and r["compute_s"][0] == pytest.approx(2 * one)
+    r = plan(p, 128, 1280, K)  # 10 CTAs: one full wave of 8 (two per SM), then 2 spread
+    assert r["waves"][0] == 2 and r["compute_s"][0] == pytest.approx(3 * one)
+
+
+def test_clusters_read_the_shared_operand_once():
+    """A 2-CTA cluster along M reads its common B slice once (TMA multicast): the L2 traffic of an
+    L2-bound GEMM drops by B's share, and the search takes the cluster only where it pays."""
+    slow_l2 = {"l2_bytes_per_s": 1e10, "tiles": [[128, 128, 32, 2]]}
+    M, N, K = 512, 128, 4096  # 4 x 1 tiles: B's slice is common to all four
+    plain = plan(toy(**slow_l2), M, N, K)
+    clus = plan(toy(cluster=2, **slow_l2), M, N, K)
+    ctas, kit = 4, K // 32
+    assert plain["l2_bytes"][0] == pytest.approx(ctas * kit * 32 * (128 * 2 + 128 * 2) + M * N * 2)
+    assert clus["l2_bytes"][0] == pytest.approx(ctas * kit * 32 * (128 * 2 + 128 * 2 / 2) + M * N * 2)
+    assert clus["cluster"][0] == 2 and clus["time_s"][0] < plain["time_s"][0]
+    # one tile along each dimension: no cluster fits, the plan is the plain one
+    single = plan(toy(cluster=2, **slow_l2), 128, 128, K)
+    assert single["cluster"][0] == 1
+    assert single["time_s"][0] == pytest.approx(plan(toy(**slow_l2), 128, 128, K)["time_s"][0])
+
+
 def test_padding_is_charged_and_the_least_padded_tile_wins():
     p = toy(tiles=[[128, 128, 32, 2], [64, 64, 32, 2]])
     # a 64 x 64 output: one 128-tile (4x the work) or one 64-tile; the 64-tile is 4x faster
