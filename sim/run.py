@@ -229,9 +229,15 @@ def execute(prep: Prepared, progress=None, every_step: bool = False) -> Result:
             ds.op_cycles if w.decode_tokens else None, step_cycles)
         dec_cycles = int(sum(step_cycles))
     ops = pd.concat(frames, ignore_index=True)
-    summary = _summary(cfg, spec, target, energy, ops, pre_cycles, dec_cycles, step_cycles, events, hw, raw)
+    idle_s = None
+    if host_info is not None:  # the device waits for the host: no op runs, its static power still draws
+        idle_s = {"prefill": host_info["prefill"]["device_idle_s"]}
+        if "decode_step" in host_info:
+            idle_s["decode"] = host_info["decode_step"]["device_idle_s"] * max(1, len(step_cycles))
+    summary = _summary(cfg, spec, target, energy, ops, pre_cycles, dec_cycles, step_cycles, events, hw, raw, idle_s)
     if host_info is not None:
         summary["host"] = host_info
+        summary["host"]["idle_static_j"] = summary.pop("_idle_static_j")
     step("done")
     stages = [("wall_s", time.perf_counter() - t0)]
     return Result(cfg, raw, hw, target, energy, ops, summary, stages, decode_info)
@@ -274,8 +280,8 @@ def _fail(msg: str):
     raise SimError(msg)
 
 
-def _phase_summary(ops: pd.DataFrame, cycles: int, freq: float, tokens: int) -> dict:
-    e = float(ops["energy_pj"].sum()) * 1e-12
+def _phase_summary(ops: pd.DataFrame, cycles: int, freq: float, tokens: int, extra_j: float = 0.0) -> dict:
+    e = float(ops["energy_pj"].sum()) * 1e-12 + extra_j
     lat = cycles / freq
     return {
         "cycles": int(cycles), "latency_s": lat, "energy_j": e, "tokens": int(tokens),
@@ -284,14 +290,20 @@ def _phase_summary(ops: pd.DataFrame, cycles: int, freq: float, tokens: int) -> 
     }
 
 
-def _summary(cfg, spec, target, energy, ops, pre_cycles, dec_cycles, step_cycles, events, hw, raw) -> dict:
+def _summary(cfg, spec, target, energy, ops, pre_cycles, dec_cycles, step_cycles, events, hw, raw,
+             idle_s: dict | None = None) -> dict:
+    """The run's summary; ``idle_s``: per phase, seconds the device waits for the host (its static
+    power draws then too: added to the energies, ``_idle_static_j`` per phase)."""
     from sim import __version__
 
     w = cfg.workload
     freq = target.freq_hz
     cycles = int(pre_cycles + dec_cycles)
     latency = cycles / freq
-    energy_j = float(ops["energy_pj"].sum()) * 1e-12
+    idle = {ph: {c: float(v[0]) * 1e-12 for c, v in energy.static({}, np.array([sec])).items()}
+            for ph, sec in (idle_s or {}).items()}
+    idle_j = {ph: sum(d.values()) for ph, d in idle.items()}
+    energy_j = float(ops["energy_pj"].sum()) * 1e-12 + sum(idle_j.values())
     comps = sorted(c[len("energy_pj_"):] for c in ops.columns if c.startswith("energy_pj_"))
     pre = ops[ops.phase == "prefill"]
     dec = ops[ops.phase == "decode"]
@@ -305,12 +317,15 @@ def _summary(cfg, spec, target, energy, ops, pre_cycles, dec_cycles, step_cycles
         "latency_s": latency,
         "energy_j": energy_j,
         "average_power_w": energy_j / latency if latency else 0.0,
-        "energy_by_component_j": {c: float(ops[f"energy_pj_{c}"].sum()) * 1e-12 for c in comps},
-        "prefill": _phase_summary(pre, pre_cycles, freq, w.batch * w.prompt),
+        "energy_by_component_j": {c: float(ops[f"energy_pj_{c}"].sum()) * 1e-12
+                                  + sum(d.get(c, 0.0) for d in idle.values()) for c in comps},
+        "prefill": _phase_summary(pre, pre_cycles, freq, w.batch * w.prompt, idle_j.get("prefill", 0.0)),
     }
+    if idle_s is not None:
+        s["_idle_static_j"] = idle_j
     generated = w.batch * w.decode_tokens
     if w.decode_tokens:
-        d = _phase_summary(dec, dec_cycles, freq, generated)
+        d = _phase_summary(dec, dec_cycles, freq, generated, idle_j.get("decode", 0.0))
         d["time_per_token_s"] = dec_cycles / freq / w.decode_tokens
         d["step_cycles"] = step_cycles
         s["decode"] = d

@@ -15,15 +15,18 @@ The micro-benchmarks (shapes chosen apart from the validation set, which they mu
   or K, the threads a small dimension leaves idle), each normalized to its plateau (its best point);
 - ``stream_rows``: flat GEMMs (M from 1 to 32) whose B is several times the last-level cache, held
   as ``nn.Linear`` holds a weight ([N, K] row-major, used transposed: the library's kernel choice
-  depends on it), at two row lengths K (``STREAM_K``): per M, the fixed seconds per row of B (one
-  output column's reduction and bookkeeping) and the bytes/s at which the kernel streams B, solved
-  from the two (a GEMV-like kernel on a few cores is bound by its own instruction rate, well below a
+  depends on it), at four row lengths K (``STREAM_K``): per M, the fixed seconds per row of B (one
+  output column's reduction and bookkeeping) and the bytes/s at which the kernel streams B, a least-
+  squares line through the four (two points, as before, let one slow sample on a shared machine set
+  the slope; a GEMV-like kernel on a few cores is bound by its own instruction rate, well below a
   plain reduction's bandwidth, and pays per row: so a short-K weight streams slower per byte);
 - ``small_gemm``: single cubes of ``SMALL_CUBES`` sizes: seconds vs flops, a floor under any single
   GEMM of no more flops (a small GEMM costs the library's threading, packing and dispatch);
 - ``batched_entry``: batched GEMMs (``BATCH`` cubes of ``BATCH_CUBES`` sizes): time per entry vs
   flops per entry, the cost of attention's many small matmuls (threads take whole entries, and a
-  tiny entry costs its dispatch, not its flops);
+  tiny entry costs its dispatch, not its flops); ``batched_flat``: the same for entries of one row
+  (``BATCH_FLAT``: a decode step's attention, head by head), which run a GEMV-like kernel whose
+  per-entry cost a cube's curve does not show;
 - ``dram_bytes_per_s``: a reduction over a buffer several times the last-level cache;
   ``cache_bytes_per_s``: the same over a buffer that fits it (``llc_bytes``, read from the OS);
 - ``overhead_s``: a 1 x 1 x 1 matmul: the fixed cost of a call through torch into the library.
@@ -78,6 +81,9 @@ class HostCPUParams(BaseModel):
                     "fixed seconds per output column (row of the weight) and the bytes/s of B, per dtype")
     batched_entry: dict[str, list[tuple[float, float]]] = Field(
         description="batched GEMMs: seconds per batch entry vs flops per entry, per dtype")
+    batched_flat: dict[str, list[tuple[float, float]]] = Field(
+        default_factory=dict, description="batched GEMMs of one row per entry (decode attention): seconds per "
+        "entry vs flops per entry, per dtype; none measured: the cubes' curve")
     small_gemm: dict[str, list[tuple[float, float]]] = Field(
         description="single small GEMMs (cubes): seconds vs flops, per dtype; a floor for small shapes")
     dram_bytes_per_s: float = Field(gt=0)
@@ -85,6 +91,8 @@ class HostCPUParams(BaseModel):
     llc_bytes: int = Field(gt=0)
     overhead_s: float = Field(ge=0)
     freq_hz: float = Field(1e9, gt=0, description="time base (ns)")
+    fuse_vector_ops: bool = Field(False, description="non-GEMM ops fused into compiled kernels (a compiled "
+                                  "runtime): each costs its memory traffic, no call of its own")
     host: HostParams | None = Field(None, description="the eager runtime's host (Python, dispatch, module calls, "
                                     "the generate loop), measured by the calibration; none: overhead_s per op only")
 
@@ -130,10 +138,16 @@ def gemm_time(p: HostCPUParams, M, N, K, batch, dtype: str, b_resident=None) -> 
     # a batch of small GEMMs: the threads take whole entries; each entry costs what the measured
     # batched curve says for its flops (log-log interpolation), at least its share of the peak
     fl = 2 * M * N * K
-    tbl = p.batched_entry[dtype]
-    per_entry = np.exp(np.interp(np.log(np.maximum(fl, 1.0)), np.log([f for f, _ in tbl]), np.log([t for _, t in tbl])))
-    big = fl > tbl[-1][0]
-    per_entry = np.where(big, tbl[-1][1] * fl / tbl[-1][0], per_entry)
+
+    def entry_time(tbl):
+        e = np.exp(np.interp(np.log(np.maximum(fl, 1.0)), np.log([f for f, _ in tbl]), np.log([t for _, t in tbl])))
+        return np.where(fl > tbl[-1][0], tbl[-1][1] * fl / tbl[-1][0], e)
+
+    per_entry = entry_time(p.batched_entry[dtype])
+    if p.batched_flat.get(dtype):
+        # an entry of one row (a decode step's attention, head by head) runs a GEMV-like kernel with
+        # its own per-entry cost, not a small cube's
+        per_entry = np.where(M <= 1, entry_time(p.batched_flat[dtype]), per_entry)
     compute = np.where(batch > 1, batch * np.maximum(per_entry, fl / p.peak_flops_per_s[dtype]), compute)
     # a single small GEMM takes at least what a measured cube of the same flops takes (the library's
     # fixed costs: threading, packing, dispatch), up to the largest measured cube
@@ -193,7 +207,7 @@ class HostCPU(Target):
             nbytes = (ops.bytes_read[j] + ops.bytes_written[j]).astype(np.float64)
             bw = np.where(nbytes <= p.llc_bytes, p.cache_bytes_per_s, p.dram_bytes_per_s)
             mem[j] = nbytes / bw
-            t[j] = p.overhead_s + mem[j]
+            t[j] = mem[j] + (0.0 if p.fuse_vector_ops else p.overhead_s)
         cyc = np.ceil(t * p.freq_hz).astype(np.int64)
         z = np.zeros(n, np.int64)
         dram = (ops.bytes_read + ops.bytes_written).astype(np.int64)
@@ -282,6 +296,9 @@ def gemm_runner(M: int, N: int, K: int, batch: int, dtype: str, device: str = "c
 SWEEP = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
 STREAM_M = [1, 2, 4, 8, 16, 32]
 BATCH, BATCH_CUBES = 24, [1, 8, 24, 48, 96, 192]
+#: one-row batched entries (N, K), ordered by flops: a decode step's attention per head, a score
+#: row (N = context, K = head size) or a context row (N = head size, K = context)
+BATCH_FLAT = [(32, 32), (128, 64), (128, 128), (512, 128), (2048, 128), (8192, 128)]
 SMALL_CUBES = [16, 48, 96, 192, 320]
 
 
@@ -306,7 +323,7 @@ def measure(dtypes: tuple[str, ...] = ("bf16", "fp32"), quick: bool = False, pro
     def best(fn) -> float:
         return min(time_call(fn, samples=samples) for _ in range(passes))
 
-    peak, em, en, ek, sm, bt, st = {}, {}, {}, {}, {}, {}, {}
+    peak, em, en, ek, sm, bt, bf, st = {}, {}, {}, {}, {}, {}, {}, {}
     for dt in dtypes:
         step(f"measuring {dt} GEMM peak ({peak_n}^3)")
         peak[dt] = 2 * peak_n**3 / best(gemm_runner(peak_n, peak_n, peak_n, 1, dt))
@@ -321,6 +338,7 @@ def measure(dtypes: tuple[str, ...] = ("bf16", "fp32"), quick: bool = False, pro
             table[dt] = [(s, r / top) for s, r in rows]
         step(f"measuring {dt} small and batched GEMMs")
         bt[dt] = [(2.0 * c**3, best(gemm_runner(c, c, c, BATCH, dt)) / BATCH) for c in BATCH_CUBES]
+        bf[dt] = [(2.0 * n * k, best(gemm_runner(1, n, k, BATCH, dt)) / BATCH) for n, k in BATCH_FLAT]
         st[dt] = [(2.0 * c**3, best(gemm_runner(c, c, c, 1, dt))) for c in SMALL_CUBES]
         step(f"measuring {dt} flat-GEMM streaming")
         sm[dt] = [_stream_row(m, dt, (2 if quick else 3) * llc, best) for m in STREAM_M]
@@ -334,31 +352,47 @@ def measure(dtypes: tuple[str, ...] = ("bf16", "fp32"), quick: bool = False, pro
     desc = f"{platform.processor() or platform.machine()}; {_cpu_model()}; torch {torch.__version__}; " \
            f"{torch.get_num_threads()} threads"
     return HostCPUParams(description=desc, threads=torch.get_num_threads(), peak_flops_per_s=peak, eff_m=em,
-                         eff_n=en, eff_k=ek, stream_rows=sm, batched_entry=bt, small_gemm=st, dram_bytes_per_s=dram,
+                         eff_n=en, eff_k=ek, stream_rows=sm, batched_entry=bt, batched_flat=bf, small_gemm=st, dram_bytes_per_s=dram,
                          cache_bytes_per_s=cache, llc_bytes=llc, overhead_s=overhead)
 
 
-STREAM_K = (1024, 8192)
+STREAM_K = (1024, 2048, 4096, 8192)
 
 
 def _stream_row(m: int, dtype: str, b_bytes: float, best) -> tuple[int, float, float]:
     """(M, seconds per row of B, bytes/s): flat GEMMs at M rows streaming a B of ``b_bytes`` (several
-    times the cache, so every call finds it cold) in the models' layout, at two row lengths K; the
-    per-row time is linear in K (``row_s + K * bytes / bw``), solved from the two."""
+    times the cache, so every call finds it cold) in the models' layout, at the row lengths
+    ``STREAM_K``; the per-row time is linear in K (``row_s + K * bytes / bw``), a least-squares line
+    through them (a negative intercept, noise, is dropped: bytes/s alone then, through the origin)."""
     el = DTYPE_BYTES[dtype]
-    per_row = []
-    for k in STREAM_K:
-        n = max(64, int(b_bytes / (k * el)) // 64 * 64)
-        per_row.append(best(gemm_runner(m, n, k, 1, dtype)) / n)
-    (k1, k2), (u1, u2) = STREAM_K, per_row
-    if u2 > u1:
-        bw = (k2 - k1) * el / (u2 - u1)
-        row = u1 - k1 * el / bw
-    else:  # noise: no fixed part measurable
-        bw, row = k2 * el / u2, 0.0
+    kb = np.array(STREAM_K, dtype=np.float64) * el
+    per_row = np.array([best(gemm_runner(m, n, k, 1, dtype)) / n
+                        for k in STREAM_K for n in [max(64, int(b_bytes / (k * el)) // 64 * 64)]])
+    return (m, *stream_line(kb, per_row))
+
+
+def stream_line(row_bytes: np.ndarray, per_row_s: np.ndarray) -> tuple[float, float]:
+    """(seconds per row, bytes/s) of a least-squares line ``per_row = row_s + row_bytes / bw`` with
+    ``row_s >= 0`` and a positive slope (else the bytes/s of the longest row, through the origin)."""
+    x, y = np.asarray(row_bytes, dtype=np.float64), np.asarray(per_row_s, dtype=np.float64)
+    slope, row = np.polyfit(x, y, 1) if len(x) > 1 else (0.0, 0.0)
+    if slope * np.ptp(x) <= 1e-9 * y.max():  # noise: no per-byte trend measurable
+        return 0.0, float(x[-1] / y[-1])
     if row < 0:
-        bw, row = k2 * el / u2, 0.0
-    return (m, row, bw)
+        return 0.0, float((x @ x) / (x @ y))  # least squares through the origin
+    return float(row), float(1.0 / slope)
+
+
+def probe(dtype: str = "bf16", llc: int | None = None, samples: int = 5) -> dict[str, float]:
+    """The machine's speed now, in two short readings (about 0.2 s): ``stream``, the bytes/s of a
+    cold flat GEMM (M = 1, K = 4096, B three times the last-level cache, as a decode step streams its
+    weights) and ``flops``, a 1024^3 GEMM's rate.  Taken beside a calibration and beside a timed run,
+    their range says how far a shared machine's speed moves while it is measured."""
+    el = DTYPE_BYTES[dtype]
+    n = max(64, int(3 * (llc or _llc_bytes()) / (4096 * el)) // 64 * 64)
+    stream = n * 4096 * el / time_call(gemm_runner(1, n, 4096, 1, dtype), samples=samples)
+    flops = 2 * 1024**3 / time_call(gemm_runner(1024, 1024, 1024, 1, dtype), samples=samples)
+    return {"stream": float(stream), "flops": float(flops)}
 
 
 def _cpu_model() -> str:

@@ -124,3 +124,21 @@ def test_attention_op_table_is_the_traced_one_and_prices_on_h100():
     assert all(a < b for a, b in itertools.pairwise(t)), t
     kv = 2 * 32 * ga.DECODE[-1] * 128 * 2
     assert t[-1] >= kv / h100.params.hbm_bytes_per_s
+
+
+def test_device_checks_fit_a_lent_machines_time():
+    """benchmarks/device_checks.sh caps every step with a timeout; together they stay within about
+    8 minutes (a lent GPU's whole session has 15, start-up and a rerun included), and every e2e
+    runtime it names is one the e2e validation runs."""
+    import re
+
+    from sim.validate_e2e import RUNTIMES
+
+    text = (ROOT / "benchmarks" / "device_checks.sh").read_text()
+    limits = [int(x) for x in re.findall(r"^\s*(?:PYTHON=\S+\s+)?timeout (\d+) ", text, re.M)]
+    loops = len(re.findall(r"for model in Llama-2-7B Llama-3-8B", text))
+    assert len(limits) >= 6 and loops == 1
+    inner = int(re.search(r"for model in [^;]+; do\s+timeout (\d+)", text).group(1))
+    total = sum(limits) + inner  # the loop's timeout runs twice
+    assert total <= 8.5 * 60, total
+    assert set(re.findall(r"--runtime (\w+)", text)) <= set(RUNTIMES)

@@ -228,6 +228,17 @@ def test_a_runtime_host_slows_a_step_by_what_it_does_not_hide():
     serial = run({"file": "targets/gpu_h100_sxm.yaml", "params": {"host": {**host, "overlap": False}}})
     assert serial["decode"]["time_per_token_s"] == pytest.approx(
         serial["host"]["decode_step"]["host_s"] + serial["host"]["decode_step"]["device_s"], rel=1e-6)
+    # while the device waits for the host its static power still draws: the energy grows by exactly
+    # the table's static watts times the idle seconds, phase by phase
+    from sim.energy import load_energy
+
+    static_w = load_energy(ROOT / "configs" / "energy" / "gpu_hopper.yaml").static_w
+    assert static_w > 0
+    idle = {"prefill": eager["host"]["prefill"]["device_idle_s"], "decode": h["device_idle_s"] * 4}
+    assert eager["host"]["idle_static_j"] == pytest.approx({k: static_w * v for k, v in idle.items()}, rel=1e-9)
+    assert eager["energy_j"] - base["energy_j"] == pytest.approx(static_w * sum(idle.values()), rel=1e-6)
+    assert eager["decode"]["energy_j"] - base["decode"]["energy_j"] == pytest.approx(static_w * idle["decode"],
+                                                                                     rel=1e-6)
 
 
 @pytest.mark.slow
@@ -246,6 +257,71 @@ def test_e2e_twin_generation_and_host_measurement():
     assert (df[df.phase == "decode"].context.unique() == [8, 9, 10]).all() and (df.seconds > 0).all()
     twin = validate_e2e.measure_twin(spec, steps=3, passes=1)
     assert twin["layer_ops"] > 1000 and twin["per_op_s"] > 0 and twin["twin_step_s"] > twin["step_s"] > 0
+
+
+def test_stream_line_is_a_least_squares_fit():
+    """The streaming calibration's line through per-row times: exact on a line, and robust to the two
+    kinds of noise a shared machine gives (a negative intercept, a slope that is not positive)."""
+    from sim.targets.cpu import stream_line
+
+    x = np.array([2048.0, 4096.0, 8192.0, 16384.0])
+    row, bw = stream_line(x, 3e-8 + x / 2e10)
+    assert row == pytest.approx(3e-8) and bw == pytest.approx(2e10)
+    # one slow sample among four moves the line by a quarter of it, not all of it (two points did)
+    y = 3e-8 + x / 2e10
+    y[0] *= 1.2
+    _, bw2 = stream_line(x, y)
+    assert 0.95 < bw2 / 2e10 < 1.05
+    row, bw = stream_line(x, x / 1e10 - 5e-8)  # negative intercept: through the origin
+    assert row == 0.0 and bw == pytest.approx((x @ x) / (x @ (x / 1e10 - 5e-8)))
+    row, bw = stream_line(x, np.full(4, 1e-6))  # flat: no per-byte trend
+    assert row == 0.0 and bw == pytest.approx(16384.0 / 1e-6)
+
+
+def test_one_row_batched_entries_take_their_own_curve():
+    """A batch of one-row entries (decode attention, head by head) is priced on the measured one-row
+    curve; entries of more rows, and a calibration without that curve, on the cubes'."""
+    flat = {"fp32": [(2.0, 5e-6), (2.0 * 1024 * 128, 5e-6)]}
+    p = flat_params(batched_flat=flat, llc_bytes=1 << 40)
+    one = gemm_time(p, [1], [512], [128], [32], "fp32", b_resident=[True])
+    assert one["compute_s"][0] == pytest.approx(32 * 5e-6)
+    cubes = gemm_time(flat_params(llc_bytes=1 << 40), [1], [512], [128], [32], "fp32", b_resident=[True])
+    assert cubes["compute_s"][0] < one["compute_s"][0]
+    two = gemm_time(p, [2], [512], [128], [32], "fp32", b_resident=[True])
+    two_cubes = gemm_time(flat_params(llc_bytes=1 << 40), [2], [512], [128], [32], "fp32", b_resident=[True])
+    assert two["compute_s"][0] == pytest.approx(two_cubes["compute_s"][0])
+
+
+def test_fused_vector_ops_cost_their_traffic_only():
+    """A compiled runtime fuses the non-GEMM ops into its kernels: on the host CPU each then costs its
+    memory traffic, without the call through torch that an eager op pays."""
+    p = flat_params(overhead_s=1e-5)
+    ops = pd.DataFrame({"kind": ["elementwise", "view"], "dtype": ["fp32", "fp32"], "flops": [1024, 0],
+                        "gemm_m": [0, 0], "gemm_n": [0, 0], "gemm_k": [0, 0], "gemm_batch": [1, 1],
+                        "bytes_read": [4096, 0], "bytes_written": [4096, 0], "weight_bytes": [0, 0],
+                        "kv_bytes_read": [0, 0], "kv_bytes_written": [0, 0]})
+    eager = HostCPU(p).cost(ops, Precision(32, 32))
+    fused = HostCPU(p.model_copy(update={"fuse_vector_ops": True})).cost(ops, Precision(32, 32))
+    assert eager.compute_cycles[0] - fused.compute_cycles[0] == pytest.approx(1e-5 * p.freq_hz, abs=1)
+    assert fused.compute_cycles[0] == int(np.ceil(8192 / p.cache_bytes_per_s * p.freq_hz))
+    assert eager.compute_cycles[1] == fused.compute_cycles[1] == 0
+
+
+@pytest.mark.slow
+def test_e2e_compiled_twin_and_a_model_that_does_not_compile():
+    """The compiled runtime's host on a shallow twin (one graph per shape, compiled in the warm-up):
+    cheaper per op than eager's; a forward with graph breaks is a one-line error, not a piecewise
+    run that recompiles at every step."""
+    from sim import validate_e2e
+    from workloads import zoo
+
+    spec = zoo.get("Llama-2-7B")
+    comp = validate_e2e.measure_twin(spec, steps=4, passes=1, runtime="compiled", layers=2)
+    eager = validate_e2e.measure_twin(spec, steps=4, passes=1, layers=2)
+    assert comp["runtime"] == "compiled" and comp["twin_layers"] == 2 and comp["layer_ops"] > 100
+    assert 0 < comp["per_op_s"] < eager["per_op_s"]
+    with pytest.raises(SimError, match="does not compile as one graph"):
+        validate_e2e.measure_twin(zoo.get("OPT-1.3B"), steps=2, passes=1, runtime="compiled", layers=1)
 
 
 def test_e2e_bad_input():
