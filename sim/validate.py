@@ -45,6 +45,9 @@ FLAT_M = [1, 2, 4, 8, 16]
 FLAT_NK = [(4096, 4096), (11008, 4096), (4096, 11008)]
 #: a CPU measurement cycles through at most this many operand copies, of at most this many bytes in all
 CPU_COPIES, CPU_COPY_BYTES = 256, 1 << 30
+#: the CPU set is measured in this many passes (shuffled orders): their mean is compared, their
+#: spread reported as the machine's repeatability
+CPU_PASSES = 2
 GPU_FILES = {"H100": "targets/gpu_h100_sxm.yaml", "H200": "targets/gpu_h200.yaml",
              "A100": "targets/gpu_a100_sxm_80gb.yaml"}
 
@@ -180,12 +183,26 @@ def machine(device: str) -> dict:
     return info
 
 
-def measure(shapes: pd.DataFrame, device: str, dtype: str, samples: int = 7, progress=None) -> pd.DataFrame:
+def measure(shapes: pd.DataFrame, device: str, dtype: str, samples: int = 7, progress=None,
+            passes: int = 1) -> pd.DataFrame:
     """Median seconds of each shape run with torch on ``device`` (a column added to ``shapes``).
 
     On a GPU ``measured_s`` is the device time (calls replayed from a CUDA graph) and
     ``measured_eager_s`` the time per call of eager PyTorch calls back to back (which, for small
-    GEMMs, is the host's launch rate)."""
+    GEMMs, is the host's launch rate).  With ``passes`` > 1 the whole set is measured that many
+    times, each pass in its own shuffled order: ``measured_s`` is their mean, ``measured_pass<i>_s``
+    each pass and ``retest`` the spread of the passes over their mean, the machine's own
+    repeatability (a shared VM's speed moves from minute to minute)."""
+    if passes > 1:
+        runs = [measure(shapes, device, dtype, samples, progress, passes=1) for _ in range(passes)]
+        df = runs[0].copy()
+        t = np.stack([r["measured_s"].to_numpy() for r in runs])
+        for i in range(passes):
+            df[f"measured_pass{i + 1}_s"] = t[i]
+        df["measured_s"] = t.mean(axis=0)
+        df["measured_tflops"] = 2.0 * df.M * df.N * df.K * df.batch / df.measured_s / 1e12
+        df["retest"] = (t.max(axis=0) - t.min(axis=0)) / df["measured_s"]
+        return df
     import torch
 
     from sim.targets.cpu import DTYPE_BYTES, _llc_bytes, gemm_runner, time_call
@@ -198,8 +215,10 @@ def measure(shapes: pd.DataFrame, device: str, dtype: str, samples: int = 7, pro
     eager = np.zeros(len(shapes))
     copy_count = np.ones(len(shapes), dtype=np.int64)
     llc = _llc_bytes()
-    # in a shuffled (seeded) order, so that a slow spell of a shared machine does not fall on one set
-    order = np.random.default_rng(0).permutation(len(shapes))
+    # in a shuffled order, so that a slow spell of a shared machine does not fall on one set (seeded
+    # by the call: the passes of one validation take different orders)
+    measure.calls = getattr(measure, "calls", 0) + 1
+    order = np.random.default_rng(measure.calls).permutation(len(shapes))
     for i, pos in enumerate(order):
         r = shapes.iloc[pos]
         step(i, len(shapes), r["name"])
@@ -305,6 +324,7 @@ def summarize(pred: pd.DataFrame, info: dict) -> dict:
         "mape": float(ape.mean()), "median_ape": float(ape.median()), "max_ape": float(ape.max()),
         "mape_by_set": {k: float(v) for k, v in pred.assign(ape=ape).groupby("set")["ape"].mean().items()},
         "signed_mean_error": float(pred["error"].mean()),
+        **({"retest_mean": float(pred["retest"].mean())} if "retest" in pred else {}),
         "worst": [{"name": r.name, "M": int(r.M), "N": int(r.N), "K": int(r.K), "batch": int(r.batch),
                    "measured_ms": r.measured_s * 1e3, "predicted_ms": r.predicted_s * 1e3, "error": r.error}
                   for r in worst.itertuples()],
@@ -358,8 +378,8 @@ def run(device: str, shapes: str = "default", out: str | Path | None = None, dty
     else:
         target = gpu_target_for(info["name"])
     t0 = time.perf_counter()
-    meas = measure(table, device, dtype, samples,
-                   progress=lambda i, n, msg: say(f"measuring {i}/{n}: {msg}"))
+    meas = measure(table, device, dtype, samples, progress=lambda i, n, msg: say(f"measuring {i}/{n}: {msg}"),
+                   passes=CPU_PASSES if device == "cpu" else 1)
     info["measure_wall_s"] = round(time.perf_counter() - t0, 1)
     meas.to_csv(outdir / "measured.csv", index=False)
     (outdir / "machine.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -418,6 +438,9 @@ def print_summary(summary: dict, console=None) -> None:
     by_set = ", ".join(f"{k} {v * 100:.1f}%" for k, v in summary["mape_by_set"].items())
     console.print(f"MAPE {summary['mape'] * 100:.1f}% (median {summary['median_ape'] * 100:.1f}%, "
                   f"max {summary['max_ape'] * 100:.1f}%; by set: {by_set}) -> {summary['out']}")
+    if "retest_mean" in summary:
+        console.print(f"this machine's repeatability: the two measurement passes differ by "
+                      f"{summary['retest_mean'] * 100:.1f}% of a shape's time on average")
 
 
 __all__ = ["SETS", "check_device", "device_slug", "gpu_file_for", "gpu_target_for", "machine", "measure", "plot", "predict", "repredict", "run", "shape_set", "summarize"]

@@ -107,6 +107,10 @@ def test_validate_cpu_end_to_end(tmp_path, capsys):
         assert (out / f).stat().st_size > 0, f
     m = pd.read_csv(out / "measured.csv")
     assert len(m) == len(validate.shape_set("smoke")) and (m.measured_s > 0).all()
+    # two passes, their mean compared, their spread reported as the machine's repeatability
+    assert np.allclose(m.measured_s, (m.measured_pass1_s + m.measured_pass2_s) / 2)
+    assert np.allclose(m.retest, (m[["measured_pass1_s", "measured_pass2_s"]].max(axis=1)
+                                  - m[["measured_pass1_s", "measured_pass2_s"]].min(axis=1)) / m.measured_s)
     info = json.loads((out / "machine.json").read_text())
     assert info["device"] == "cpu" and info["threads"] >= 1 and info["torch"]
     s = json.loads((out / "summary.json").read_text())
@@ -115,6 +119,7 @@ def test_validate_cpu_end_to_end(tmp_path, capsys):
     assert np.isfinite(p.predicted_s).all() and (p.predicted_s > 0).all()
     # an order-of-magnitude sanity bound even on the smallest set and the shortest calibration
     assert s["median_ape"] < 1.0
+    assert s["retest_mean"] == pytest.approx(m.retest.mean())
     assert "MAPE" in capsys.readouterr().out
 
 
