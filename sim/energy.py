@@ -55,8 +55,9 @@ class EnergyTable(BaseModel):
     name: str
     node_nm: int = Field(gt=0)
     components: dict[str, Component]
-    static_scale: float = Field(1.0, ge=0, description="factor on every static_w: the target's operating point "
-                                "(set by sim.targets.build, not by a table file)")
+    static_scale: float | dict[str, float] = Field(
+        1.0, description="factor on the static_w: one for every component, or per component (unnamed: 1), at the "
+        "target's operating point (set by sim.targets.build, not by a table file)")
 
     def pj(self, key: str) -> float:
         comp, _, action = key.partition(".")
@@ -65,14 +66,27 @@ class EnergyTable(BaseModel):
         except KeyError:
             raise SimError(f"energy table {self.name!r} has no entry for {key!r}") from None
 
-    def scaled(self, static_scale: float) -> EnergyTable:
-        """This table with its static power scaled by ``static_scale`` (the target's operating point)."""
+    def scaled(self, static_scale: float | dict[str, float]) -> EnergyTable:
+        """This table with its static power scaled by ``static_scale`` (the target's operating point):
+        one factor for every component, or one per component (a chip whose rails follow the
+        operating point differently); a component not named keeps its static power."""
+        if isinstance(static_scale, dict):
+            unknown = sorted(set(static_scale) - set(self.components))
+            if unknown:
+                raise SimError(f"energy table {self.name!r} has no component {', '.join(unknown)} to scale the "
+                               f"static power of (components: {', '.join(self.components)})")
+            if any(v < 0 for v in static_scale.values()):
+                raise SimError(f"static power scale must not be negative: {static_scale}")
         return self if static_scale == self.static_scale else self.model_copy(update={"static_scale": static_scale})
+
+    def _scale(self, comp: str) -> float:
+        s = self.static_scale
+        return float(s.get(comp, 1.0)) if isinstance(s, dict) else float(s)
 
     @property
     def static_w(self) -> float:
         """The static power the table gives, W, at its ``static_scale``."""
-        return sum(c.static_w for c in self.components.values()) * self.static_scale
+        return sum(c.static_w * self._scale(name) for name, c in self.components.items())
 
     @staticmethod
     def _static_key(key: str) -> str | None:
@@ -105,7 +119,7 @@ class EnergyTable(BaseModel):
         for comp, c in self.components.items():
             if c.static_w:
                 t = own.get(comp, seconds)
-                out[comp] = c.static_w * self.static_scale * np.asarray(t, dtype=np.float64) * 1e12
+                out[comp] = c.static_w * self._scale(comp) * np.asarray(t, dtype=np.float64) * 1e12
         return out
 
     def apply(self, counts: dict[str, np.ndarray], seconds: np.ndarray) -> dict[str, np.ndarray]:

@@ -71,7 +71,14 @@ def _hf_config(spec, twin: bool = False, layers: int | None = None):
             cfg["head_dim"] = TWIN_HEAD_DIM
     if layers is not None:
         cfg["num_hidden_layers"] = layers
-    config = getattr(transformers, spec.config_class)(**cfg)
+    cls = getattr(transformers, spec.config_class)
+    if twin:  # special tokens of the full vocabulary (Phi-3's padding id 32000) point past the twin's
+        defaults = cls()
+        for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            v = cfg.get(key, getattr(defaults, key, None))
+            if isinstance(v, int) and v >= TWIN_VOCAB:
+                cfg[key] = TWIN_VOCAB - 1
+    config = cls(**cfg)
     config._attn_implementation = "sdpa"
     return config
 

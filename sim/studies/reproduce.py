@@ -25,7 +25,9 @@ with their sources::
 Metrics follow the paper's method (BitMoD's plotting notebooks): per task, each accelerator's
 speedup over the reference is averaged (arithmetic mean) over the models, and ``acc`` over ``over``
 is the ratio of those means; ``task: all`` averages the per-task ratios.  ``energy_efficiency`` is
-the same with energy.  The run writes ``runs.csv`` (every run's latency and energy),
+the same with energy.  ``decode_efficiency`` is the ratio of decode tokens per joule (modelled
+draw), ``decode_efficiency_rated`` a paper's convention: decode tokens/s over a rated power
+(``rated_w``, ``over_rated_w``, with ``rated_source``), acc's over ``over``'s.  The run writes ``runs.csv`` (every run's latency and energy),
 ``paper_vs_sim.csv`` (metric, paper, simulated, rel_error, source) and ``report.html``.
 
 Kernel-level metrics (``gemm_tokens`` and ``gemm_metrics``): the linear layers' GEMMs of each model's
@@ -42,7 +44,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.errors import SimError
 from sim.config import load_yaml, located, merge, validated
@@ -61,13 +63,30 @@ class Metric(BaseModel):
     metric: str
     kind: Literal["speedup", "energy_efficiency", "ms_per_token", "blocks_ms_per_token", "tokens_per_s",
                   "power_w", "tokens_per_s_per_w", "decode_power_w", "decode_tokens_per_s_per_w",
-                  "decode_efficiency"]
+                  "decode_efficiency", "decode_efficiency_rated"]
     acc: str
     over: str | None = None  # the ratios' denominator (speedup, energy_efficiency)
     model: str | None = None  # absolute kinds: this model's run (default: the mean over the models)
     task: str
     paper: float
     source: str
+    # decode_efficiency_rated: a paper's convention, decode tokens/s over a rated power (not a draw),
+    # acc's over `over`'s; the two ratings and where they come from
+    rated_w: float | None = Field(None, gt=0)
+    over_rated_w: float | None = Field(None, gt=0)
+    rated_source: str | None = None
+
+    @model_validator(mode="after")
+    def _rated(self):
+        rated = self.kind == "decode_efficiency_rated"
+        given = (self.rated_w, self.over_rated_w, self.rated_source)
+        if rated and (None in given or self.over is None):
+            raise ValueError(f"{self.metric}: decode_efficiency_rated needs over, rated_w, over_rated_w and "
+                             "rated_source (the ratings and their source)")
+        if not rated and any(g is not None for g in given):
+            raise ValueError(f"{self.metric}: rated_w, over_rated_w and rated_source belong to "
+                             "decode_efficiency_rated")
+        return self
 
 
 _ABSOLUTE = {  # kind -> (runs.csv column, scale)
@@ -146,7 +165,8 @@ def load(path: Path) -> tuple[ReproduceFile, list[tuple[str, str, str, dict]]]:
         raise SimError(f"{located(path, 'reference', lines)}: {rf.reference!r} is not an accelerator")
     for key, ms in (("metrics", rf.metrics), ("gemm_metrics", rf.gemm_metrics)):
         for i, m in enumerate(ms):
-            ratio = getattr(m, "kind", "") in ("speedup", "energy_efficiency", "decode_efficiency")
+            ratio = getattr(m, "kind", "") in ("speedup", "energy_efficiency", "decode_efficiency",
+                                               "decode_efficiency_rated")
             if key == "metrics" and ratio and m.over is None:
                 raise SimError(f"{located(path, (key, i), lines)}: a {m.kind} metric needs 'over'")
             if getattr(m, "model", None) and m.model not in rf.models:
@@ -192,14 +212,19 @@ def compute_metrics(rf: ReproduceFile, runs: pd.DataFrame) -> pd.DataFrame:
             rows.append({"metric": m.metric, "paper": m.paper, "simulated": float(sel[col].mean()) * scale,
                          "source": m.source})
             continue
-        if m.kind == "decode_efficiency":  # ratio of decode tokens per joule, acc over `over`, per model
+        if m.kind in ("decode_efficiency", "decode_efficiency_rated"):
+            # decode tokens per joule (modelled draw), or decode tokens/s over a rated power, acc over `over`
+            rated = m.kind == "decode_efficiency_rated"
             ratios = []
             for t in tasks:
-                r = runs[runs.task == t].pivot(index="model", columns="accelerator", values="decode_tokens_per_j")
+                r = runs[runs.task == t].pivot(index="model", columns="accelerator",
+                                               values="decode_tokens_per_s" if rated else "decode_tokens_per_j")
                 if m.model:
                     r = r.loc[[m.model]]
-                ratios.append(float((r[m.acc] / r[m.over]).mean()))
-            rows.append({"metric": m.metric, "paper": m.paper, "simulated": float(np.mean(ratios)), "source": m.source})
+                scale = m.over_rated_w / m.rated_w if rated else 1.0
+                ratios.append(float((r[m.acc] / r[m.over]).mean()) * scale)
+            source = f"{m.source}; ratings: {m.rated_source}" if rated else m.source
+            rows.append({"metric": m.metric, "paper": m.paper, "simulated": float(np.mean(ratios)), "source": source})
             continue
         col = "latency_s" if m.kind == "speedup" else "energy_j"
         ratios = []

@@ -90,13 +90,15 @@ def load_target_file(path: Path, _seen: tuple = ()) -> dict:
     return out
 
 
-def _static_scale(target: Target) -> float:
+def _static_scale(target: Target) -> float | dict[str, float]:
     """The factor on the energy table's static power at the target's operating point (1 unless the target
-    reports one: ET-SoC's voltage scaling).  A point the target refuses leaves 1: its cost() raises."""
+    reports one, for the whole table or per component: ET-SoC's minion rail follows its voltage, the rest
+    of the board does not).  A point the target refuses leaves 1: its cost() raises."""
     try:
-        return float(getattr(target, "static_scale", 1.0))
+        s = getattr(target, "static_scale", 1.0)
     except SimError:
         return 1.0
+    return {k: float(v) for k, v in s.items()} if isinstance(s, dict) else float(s)
 
 
 def build(hw: Hardware, config_path: Path, lines: dict | None = None) -> tuple[Target, EnergyTable, dict]:

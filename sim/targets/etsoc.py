@@ -16,17 +16,26 @@ Work distribution (one op at a time, all shires together, a chip-wide barrier be
 - every op pays ``op_overhead_s`` (dispatch and the barrier).
 
 Precision: a GEMM runs int8 when both weights and activations are 8 bits or fewer, else fp16 (fp32
-at 32 bits).  Voltage and frequency: ``freq_hz`` picks the voltage from ``dvfs`` (linear between
-points, extrapolated at the ends, never below ``v_min``; above ``v_max`` is an error); dynamic
-energies, measured at ``v_ref``, scale with (V / v_ref)^2; static power scales with
-(V / v_ref)^``static_exponent``: the target reports that factor as :attr:`ETSoC.static_scale` and
-:func:`sim.targets.build` scales the energy table's static power (its ``static_w``) by it.
+at 32 bits).  Voltage and frequency: ``freq_hz`` picks the minion rail's voltage from ``dvfs``
+(linear between points, extrapolated at the ends, never below ``v_min``; above ``v_max`` is an
+error).  Only what the minion rail feeds follows it: the minions' dynamic energies (tensor and
+vector units, their L1), measured at ``v_ref``, scale with (V / v_ref)^2, and the static power of
+the energy table's ``minion_rail`` component with (V / v_ref)^``static_exponent`` (the target
+reports that factor per component as :attr:`ETSoC.static_scale`; :func:`sim.targets.build` scales
+the table by it).  The shire SRAM (L2, L3), the mesh and the LPDDR4x have rails and clocks of their
+own that DVFS leaves alone (the cards' telemetry meters the minion, SRAM and mesh rails
+separately; DDR and NoC clocks are fixed), so their energies and the ``board`` static power do not
+scale.
+
+Energy of a DRAM byte: the table's ``dram.byte`` was measured as board power over bytes of tensor
+loads from DRAM, so it covers the whole path (PHY, controller, mesh, L3/L2 fills, the issuing
+minions).  Bytes read from DRAM pay it alone; the mesh, L2 and L1 actions count activations only.
 
 Time is in cycles of ``freq_hz``.  Actions (in energy at ``v_ref``, scaled as above): ``compute.mac_int8``,
-``compute.mac_fp16``, ``compute.mac_fp32``, ``compute.vector_op``, ``l1.byte``, ``l2.byte``, ``l3.byte``,
-``dram.byte``, ``network.byte_hop``; and ``static.second``, not an action but the seconds of each op
-(as simulated, before rounding to cycles) over which the table prices the ``static`` component's
-static power (:mod:`sim.energy`).
+``compute.mac_fp16``, ``compute.mac_fp32``, ``compute.vector_op``, ``l1.byte``, ``l3.byte``,
+``dram.byte``, ``network.byte_hop``; and ``minion_rail.second`` / ``board.second``, not actions but
+the seconds of each op (as simulated, before rounding to cycles) over which the table prices those
+components' static power (:mod:`sim.energy`).
 """
 
 from __future__ import annotations
@@ -52,7 +61,7 @@ class ETSoCParams(BaseModel):
     v_ref: float = Field(gt=0, description="voltage the energy table was measured at")
     v_min: float = Field(gt=0, description="lowest rail voltage: lower frequencies keep it")
     v_max: float = Field(gt=0, description="highest rail voltage: a frequency that needs more is refused")
-    static_exponent: float = Field(ge=0, description="static power ~ V^exponent")
+    static_exponent: float = Field(ge=0, description="the minion rail's static power ~ V^exponent")
     tensor_ops_per_cycle: dict[str, float] = Field(description="per minion: int8, fp16, fp32 (2 per MAC)")
     mm_efficiency: dict[str, float] = Field(description="measured fraction of the tensor peak per dtype")
     vector_ops_per_cycle: float = Field(gt=0, description="per minion, element-ops of the vector unit")
@@ -194,10 +203,11 @@ class ETSoC(Target):
         return self.memory.bytes_per_cycle(self.params.freq_hz)
 
     @property
-    def static_scale(self) -> float:
-        """Static power at ``freq_hz`` over the energy table's (measured at ``v_ref``): (V / v_ref)^exponent."""
+    def static_scale(self) -> dict[str, float]:
+        """Static power at ``freq_hz`` over the energy table's (measured at ``v_ref``), per component: the
+        minion rail's (V / v_ref)^exponent; the rest of the board keeps its own."""
         p = self.params
-        return (p.voltage / p.v_ref) ** p.static_exponent
+        return {"minion_rail": (p.voltage / p.v_ref) ** p.static_exponent}
 
     def cost(self, ops: OpArrays | pd.DataFrame, precision: Precision) -> Costs:
         ops = OpArrays.of(ops)
@@ -212,7 +222,6 @@ class ETSoC(Target):
         math_s = np.zeros(n)
         dram = np.zeros(n)
         l1 = np.zeros(n)
-        l2 = np.zeros(n)
         l3 = np.zeros(n)
         hop_bytes = np.zeros(n)
         vec = np.zeros(n)
@@ -240,11 +249,11 @@ class ETSoC(Target):
             math_s[idx] = macs / shares / self.shire_mac_rate(dt)
             mac[dt][idx] = macs
             dram[idx] = b_bytes
-            hop_bytes[idx] = b_bytes * mean_hops + a_bytes * shares * mean_hops
+            # B comes from DRAM: its dram.byte energy covers the path to the minions (mesh, L3/L2
+            # fills, the loads); A (activations) crosses the mesh from the L3 slices to every shire
+            hop_bytes[idx] = a_bytes * shares * mean_hops
             l3[idx] = a_bytes * shares + ops.bytes_written[idx] * abits / (8 * storage[idx])  # A to every shire, C back
-            l2[idx] = b_bytes  # staged in the scratchpads, read by the minions
-            # L1: each minion re-reads its operands from L1 once per tensor instruction: A and B bytes
-            l1[idx] = a_bytes * shares + b_bytes
+            l1[idx] = a_bytes * shares  # the minions' reads of A
 
         j = np.flatnonzero(~np.isin(kind, ["gemm", "attn_matmul", "view"]))
         if len(j):
@@ -261,17 +270,17 @@ class ETSoC(Target):
             dram[j] = dram_j
             l3[j] = act
             l1[j] = act
-            hop_bytes[j] = (act + dram_j) * mean_hops
+            hop_bytes[j] = act * mean_hops  # parameters from DRAM: their dram.byte covers their path
         work = seconds > 0
         seconds = np.where(work, seconds + p.op_overhead_s, 0.0)
 
-        dyn = (p.voltage / p.v_ref) ** 2
+        dyn = (p.voltage / p.v_ref) ** 2  # the minion rail's dynamic energy; SRAM, mesh and DRAM rails stay
         cyc = lambda s: np.ceil(np.asarray(s) * p.freq_hz).astype(np.int64)  # noqa: E731
         z = np.zeros(n, np.int64)
         actions = {"compute.mac_int8": mac["int8"] * dyn, "compute.mac_fp16": mac["fp16"] * dyn,
                    "compute.mac_fp32": mac["fp32"] * dyn, "compute.vector_op": vec * dyn, "l1.byte": l1 * dyn,
-                   "l2.byte": l2 * dyn, "l3.byte": l3 * dyn, "dram.byte": dram * dyn,
-                   "network.byte_hop": hop_bytes * dyn, "static.second": seconds}
+                   "l3.byte": l3, "dram.byte": dram, "network.byte_hop": hop_bytes,
+                   "minion_rail.second": seconds, "board.second": seconds}
         macs_all = np.where(np.isin(kind, ["gemm", "attn_matmul"]),
                             ops.gemm_batch * ops.gemm_m * ops.gemm_n * ops.gemm_k, 0)
         return Costs(n_tiles=work.astype(np.int64), load_cycles=z, compute_cycles=cyc(seconds), store_cycles=z.copy(),

@@ -142,3 +142,21 @@ def test_device_checks_fit_a_lent_machines_time():
     total = sum(limits) + inner  # the loop's timeout runs twice
     assert total <= 8.5 * 60, total
     assert set(re.findall(r"--runtime (\w+)", text)) <= set(RUNTIMES)
+
+
+@pytest.mark.slow
+def test_hf_generate_host_quick_run(tmp_path):
+    """benchmarks/hf_generate_host.py on a twin: the generate loop's time per token with and without
+    PEFT adapters, per traced op of the suite's trace of the same step."""
+    out = tmp_path / "h.csv"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "hf_generate_host.py"), "--quick", "--out", str(out)],
+                       check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    with out.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["model"], r["lora"]) for r in rows] == [("Phi-3-mini", "0"), ("Phi-3-mini", "1")]
+    plain, lora = rows
+    assert int(lora["traced_ops"]) > int(plain["traced_ops"]) > 1000
+    for r in rows:
+        assert _seconds(r["per_token_s"]) == pytest.approx(float(r["per_op_s"]) * int(r["traced_ops"]), rel=1e-9)

@@ -48,8 +48,13 @@ def test_one_shire_one_gemm_by_hand():
     compute = 1024 * 1024 / (32 * 16 * 1e9)  # 1M MACs at 512 GMAC/s
     assert c.compute_cycles[0] == pytest.approx((load + compute) * 1e9, abs=1)
     assert c.actions["compute.mac_fp16"][0] == 1024 * 1024
-    assert c.actions["dram.byte"][0] == 2 * MB and c.actions["l2.byte"][0] == 2 * MB
-    assert c.actions["static.second"][0] == pytest.approx(load + compute, rel=1e-6)
+    # the weight's bytes pay dram.byte alone (measured over the whole path to the minions); the mesh,
+    # L3 and L1 count the activations: A (2 KB) to the one shire, its C back
+    assert c.actions["dram.byte"][0] == 2 * MB and "l2.byte" not in c.actions
+    assert c.actions["l1.byte"][0] == 1024 * 2 and c.actions["l3.byte"][0] == 1024 * 2 + 1024 * 2
+    assert c.actions["network.byte_hop"][0] == pytest.approx(1024 * 2 * float(shire_hops(chip().params).mean()))
+    assert c.actions["minion_rail.second"][0] == c.actions["board.second"][0] == pytest.approx(load + compute,
+                                                                                               rel=1e-6)
     t = load_energy(ROOT / "configs" / "energy" / "etsoc1.yaml")
     e = t.apply(c.actions, np.array([load + compute]))
     assert e["compute"][0] == pytest.approx(1024 * 1024 * 2.70)  # pJ, the measured fp16 MAC
@@ -81,7 +86,27 @@ def test_dvfs_scales_voltage_and_energy():
         chip(freq_hz=1.2e9, **p).params.voltage
     lo, hi = chip(freq_hz=6e8, **p), chip(freq_hz=8e8, **p)
     a, b = lo.cost(gemm(1, 256, 256), Precision(16, 16)), hi.cost(gemm(1, 256, 256), Precision(16, 16))
+    # the minion rail's dynamic energy follows V^2; the DRAM, SRAM and mesh rails do not move
     assert b.actions["compute.mac_fp16"][0] / a.actions["compute.mac_fp16"][0] == pytest.approx((0.618 / 0.517) ** 2)
+    assert b.actions["l1.byte"][0] / a.actions["l1.byte"][0] == pytest.approx((0.618 / 0.517) ** 2)
+    for k in ("dram.byte", "l3.byte", "network.byte_hop"):
+        assert b.actions[k][0] == a.actions[k][0], k
+    # static power: the minion rail's component scales with V^exponent, the board's stays
+    assert hi.static_scale == {"minion_rail": pytest.approx((0.618 / 0.517) ** 1.23)}
+
+
+def test_etsoc1_static_power_by_rail():
+    """The energy table's idle power split by rail (the cards' telemetry), and the DVFS sweep's points
+    scale only the minion rail: at the measured 800 MHz point the board idles at the measured 35.0 W."""
+    base = {"file": "targets/etsoc1.yaml"}
+    _, e600, _ = build(Hardware(**base), CONFIGS_DIR / "t.yaml")
+    _, e800, _ = build(Hardware(**base, params={"freq_hz": 8e8}), CONFIGS_DIR / "t.yaml")
+    _, e300, _ = build(Hardware(**base, params={"freq_hz": 3e8}), CONFIGS_DIR / "t.yaml")
+    assert e600.static_w == pytest.approx(28.1, abs=0.01)  # 9.77 + 18.33
+    assert e800.static_w == pytest.approx(35.0, abs=0.05)  # 9.77 x (0.618 / 0.517)^2.99 + 18.33
+    assert e300.static_w == pytest.approx(9.77 * (0.40 / 0.517) ** 2.99 + 18.33, rel=1e-6)  # the 0.40 V floor
+    with pytest.raises(SimError, match="no component"):
+        e600.scaled({"leakage": 1.0})
 
 
 def test_int8_runs_on_the_int8_tensor_rate():

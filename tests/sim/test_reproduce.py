@@ -90,3 +90,49 @@ def test_outputs(tmp_path):
     assert list(csv.columns) == ["metric", "paper", "simulated", "rel_error", "source"] and len(csv) == 11
     page = (out / "report.html").read_text()
     assert "data:image/png" in page and "Where and why they differ" in page
+
+
+def test_rated_and_modelled_decode_efficiency():
+    """ET-SoC-1's rows: the paper's convention (decode tokens/s over rated watts) and the modelled one
+    (decode tokens per joule), acc's over `over`'s, per model."""
+    rf, _ = reproduce.load(ROOT / "configs" / "etsoc" / "reproduce.yaml")
+    rows = []
+    for task in rf.tasks:
+        for model, (a_tps, e_tps) in {"Llama-3-8B": (40.0, 5.0), "Phi-3-mini": (50.0, 10.0)}.items():
+            for acc, tps, tpj in (("a100_fp16", a_tps, a_tps / 150.0), ("etsoc_fp16", e_tps, e_tps / 40.0),
+                                  ("etsoc_int8", 2 * e_tps, 2 * e_tps / 40.0)):
+                rows.append({"task": task, "model": model, "accelerator": acc, "latency_s": 1.0, "energy_j": 1.0,
+                             "decode_tokens_per_s": tps, "decode_tokens_per_j": tpj, "decode_power_w": 1.0,
+                             "decode_s_per_token": 1 / tps, "average_power_w": 1.0, "tokens_per_s_per_w": 1.0})
+    m = reproduce.compute_metrics(rf, pd.DataFrame(rows)).set_index("metric")
+    assert m.loc["phi3_tokens_per_s_per_w_etsoc_over_a100", "simulated"] == pytest.approx((10 / 25) / (50 / 300))
+    assert m.loc["llama3_tokens_per_s_per_w_etsoc_over_a100", "simulated"] == pytest.approx((5 / 25) / (40 / 300))
+    assert m.loc["phi3_tokens_per_s_per_w_etsoc_over_a100_modelled", "simulated"] == pytest.approx(
+        (10 / 40) / (50 / 150))
+    assert "ratings:" in m.loc["phi3_tokens_per_s_per_w_etsoc_over_a100", "source"]
+    with pytest.raises(ValueError, match="needs over, rated_w"):
+        reproduce.Metric(metric="x", kind="decode_efficiency_rated", acc="a", over="b", task="t", paper=1.0,
+                         source="s", rated_w=25.0)
+    with pytest.raises(ValueError, match="belong to decode_efficiency_rated"):
+        reproduce.Metric(metric="x", kind="decode_efficiency", acc="a", over="b", task="t", paper=1.0, source="s",
+                         rated_w=25.0)
+
+
+def test_a100_baseline_runtime_is_the_measured_generate_loop():
+    """The A100 PCIe target is the SXM4's GA100 at the PCIe card's bandwidth, and its Hugging Face +
+    LoRA runtime takes the per-op host time the committed measurement gives (the mean over models)."""
+    import csv
+
+    from sim.config import CONFIGS_DIR, Hardware
+    from sim.targets import build
+
+    sxm, _, _ = build(Hardware(file="targets/gpu_a100_sxm_80gb.yaml"), CONFIGS_DIR / "t.yaml")
+    pcie, _, _ = build(Hardware(file="targets/gpu_a100_pcie_80gb.yaml"), CONFIGS_DIR / "t.yaml")
+    hf, _, _ = build(Hardware(file="targets/gpu_a100_pcie_80gb_hf_lora.yaml"), CONFIGS_DIR / "t.yaml")
+    assert pcie.params.hbm_bytes_per_s == 1.935e12 and pcie.params.sms == sxm.params.sms
+    with (ROOT / "results" / "etsoc" / "hf_generate_host.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    lora = [float(r["per_op_s"]) for r in rows if r["lora"] == "1"]
+    assert {r["model"] for r in rows} == {"Llama-3-8B", "Phi-3-mini"} and len(lora) == 2
+    assert hf.params.host.dispatch_s["default"] == pytest.approx(sum(lora) / 2, abs=5e-9)
+    assert hf.params.host.overlap and hf.params.hbm_bytes_per_s == 1.935e12

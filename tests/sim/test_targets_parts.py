@@ -166,32 +166,35 @@ def _lamarr_ops(stage="rich", n=64):
     return tr, OpArrays.from_frame(tr)
 
 
-OLD_STATIC_PJ_PER_S = 2.81e13  # the table's former `static.second` action: 28.1 W as pJ per second
+#: the energy table's idle power by rail (configs/energy/etsoc1.yaml), W
+RAIL_W = {"minion_rail": 9.77, "board": 18.33}
 
 
 @pytest.mark.parametrize("freq", [3.0e8, 6.0e8, 7.5e8, 8.0e8])
-def test_etsoc_static_power_is_the_tables_scaled_and_priced_as_before(freq):
+def test_etsoc_static_power_by_rail_over_each_ops_own_seconds(freq):
+    """ET-SoC's static power per component: the minion rail's scaled by (V / v_ref)^exponent at the
+    DVFS point, the board's not, each drawn over the op's own simulated seconds (its `.second`
+    counts), whatever time the schedule passes."""
     t, e, _ = build(Hardware(file="targets/etsoc1.yaml", params={"freq_hz": freq}), CONFIGS_DIR / "x.yaml")
     p = t.params
     scale = (p.voltage / p.v_ref) ** p.static_exponent
-    assert t.static_scale == scale and e.static_scale == scale
-    assert e.static_w == pytest.approx(28.1 * scale, rel=1e-15)
-    assert load_energy(CONFIGS_DIR / "energy" / "etsoc1.yaml").static_w == 28.1  # unscaled as loaded
+    assert t.static_scale == {"minion_rail": scale} and e.static_scale == {"minion_rail": scale}
+    assert e.static_w == pytest.approx(RAIL_W["minion_rail"] * scale + RAIL_W["board"], rel=1e-15)
+    assert load_energy(CONFIGS_DIR / "energy" / "etsoc1.yaml").static_w == pytest.approx(28.1)  # as loaded
     _, ops = _lamarr_ops()
     c = t.cost(ops, Precision(16, 16))
-    own = c.actions["static.second"]  # the ops' own simulated seconds
-    assert own.sum() > 0
-    before = own * scale * OLD_STATIC_PJ_PER_S  # the old action count (seconds x scale) x its pJ
+    own = c.actions["minion_rail.second"]  # the ops' own simulated seconds
+    assert own.sum() > 0 and np.array_equal(own, c.actions["board.second"])
     anything = np.full(len(c), 123.0)  # the scheduled time: not what ET-SoC's static power is drawn over
     out = e.apply(c.actions, anything)
-    np.testing.assert_allclose(out["static"], before, rtol=1e-14, atol=0)
-    assert set(e.dynamic(c.actions)) == {"compute", "l1", "l2", "l3", "dram", "network"}
-    np.testing.assert_allclose(e.static(c.actions, anything)["static"], before, rtol=1e-14, atol=0)
+    np.testing.assert_allclose(out["minion_rail"], own * RAIL_W["minion_rail"] * scale * 1e12, rtol=1e-14, atol=0)
+    np.testing.assert_allclose(out["board"], own * RAIL_W["board"] * 1e12, rtol=1e-14, atol=0)
+    assert set(e.dynamic(c.actions)) == {"compute", "l1", "l3", "dram", "network"}
 
 
-def test_lamarr_static_power_is_as_before():
-    """The Lamarr hardware model's static power per stage: ET-SoC's static energy over the busy time as
-    the former static.second action gave it, and a GPU table's static_w."""
+def test_lamarr_static_power_per_stage():
+    """The Lamarr hardware model's static power per stage: ET-SoC's static energy (both rails) over
+    the busy time, and a GPU table's static_w."""
     from sim.engine.schedule import schedule
     from sim.studies.lamarr import hardware as L
 
@@ -200,10 +203,10 @@ def test_lamarr_static_power_is_as_before():
     c = t.cost(ops, Precision(16, 16))
     sched = schedule(c, tr["layer"].to_numpy(), "simpy")
     busy = float(np.sum(sched.op_cycles)) / t.freq_hz
-    before = float(np.sum(c.actions["static.second"] * t.static_scale)) * OLD_STATIC_PJ_PER_S * 1e-12 / busy
+    want = float(np.sum(c.actions["minion_rail.second"])) * (RAIL_W["minion_rail"] + RAIL_W["board"]) / busy
     got = L.stage_cost(t, e, "rich", 64, "fp16")
-    assert got["static_w"] == pytest.approx(before, rel=1e-14)
-    assert "static" not in got["dynamic_j"]
+    assert got["static_w"] == pytest.approx(want, rel=1e-12)
+    assert "minion_rail" not in got["dynamic_j"] and "board" not in got["dynamic_j"]
     g, ge, _ = build(Hardware(file="targets/gpu_h100_sxm.yaml"), CONFIGS_DIR / "x.yaml")
     assert L.stage_cost(g, ge, "rich", 64, "fp16")["static_w"] == pytest.approx(ge.static_w, rel=1e-14)
     assert ge.static_w == 75.0 and ge.static_scale == 1.0
