@@ -116,7 +116,9 @@ class FPGA(Target):
             macs[g] = ops.gemm_batch[g] * ops.gemm_m[g] * ops.gemm_n[g] * ops.gemm_k[g]
             compute[g] = _cdiv(macs[g], p.dsp_macs_per_cycle)
             dsp[g] = macs[g]
-            w = ops.weight_bytes[g] * (precision.act_bits / 8) / ops.storage_bytes[g] + ops.kv_bytes_read[g]
+            # a weight at its storage precision (not the activations'); K/V at the cache's
+            w = (ops.weight_bytes[g] * (precision.weight_storage_bits / 8) / ops.storage_bytes[g]
+                 + ops.kv_bytes_read[g] * (precision.kv_bits / 8) / ops.storage_bytes[g])
             (onchip if p.weights_on_chip else ddr_rd)[g] = w
 
         e = np.flatnonzero(kind == "embedding")

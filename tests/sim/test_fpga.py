@@ -66,6 +66,27 @@ def test_cores_split_the_outputs_and_share_the_board_ddr():
     assert capped.mem_cycles[0] == 1024 * 1024 // 4 // 2
 
 
+def test_ordinary_gemm_weights_at_their_own_precision():
+    """A non-ternary GEMM (a transformer's, on the DSPs) streams its weights at the weights' storage
+    precision and its K/V at the cache's, not at the activations' bits (the bug of issue 21): an
+    fp16 trace's 4096 x 4096 weight is 32 MB at w16, 16 MB at w8, 8 MB at w4, whatever the activations."""
+    w16 = 4096 * 4096 * 2  # the trace's bytes (fp16)
+    row = dict(kind="gemm", gemm_m=1, gemm_n=4096, gemm_k=4096, weight_bytes=w16)
+    for wbits, abits in ((16, 16), (8, 16), (4, 16), (8, 8), (4, 8)):
+        c = fpga().cost(ops([row]), Precision(wbits, abits))
+        assert c.dram_read_bytes[0] == w16 * wbits // 16, (wbits, abits)
+    kv = dict(kind="attn_matmul", gemm_m=1, gemm_n=128, gemm_k=128, kv_bytes_read=128 * 128 * 2)
+    c = fpga().cost(ops([kv]), Precision(4, 16, kv_bits=8))
+    assert c.dram_read_bytes[0] == 128 * 128
+    # the trace end to end: a transformer's weights at w8a16 read half its fp16 bytes
+    from workloads import trace
+
+    df = trace("OPT-1.3B", "decode", 1, 1, 16)
+    g = (df.kind == "gemm").to_numpy()
+    c8 = fpga().cost(df, Precision(8, 16))
+    assert c8.dram_read_bytes[g].sum() == pytest.approx(df.weight_bytes[g].sum() / 2, rel=1e-6)
+
+
 def test_weights_on_chip_leave_the_ddr_idle():
     c = fpga(weights_on_chip=True).cost(ops([dict(gemm_m=1, gemm_n=64, gemm_k=64)]), Precision(2, 8))
     assert c.dram_read_bytes[0] == 0 and c.actions["onchip.read"][0] == 64 * 64 / 4
