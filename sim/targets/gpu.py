@@ -188,6 +188,10 @@ def mma_dtype(wbits: int, abits: int, trace_dtype: str = "f16", prefer_fp8: bool
     return key
 
 
+#: GEMMs planned at once (the candidate search's arrays are GEMMs x candidates)
+PLAN_CHUNK = 4096
+
+
 def gemm_plan(p: GPUParams, M, N, K, batch, a_bytes, b_bytes, c_bytes, tflops: float,
               a_resident=None, b_resident=None, c_resident=None, tiles=None) -> dict[str, np.ndarray]:
     """Price GEMMs C[M,N] = A[M,K] B[K,N] (``batch`` of them) on the GPU, choosing each one's tile
@@ -201,6 +205,14 @@ def gemm_plan(p: GPUParams, M, N, K, batch, a_bytes, b_bytes, c_bytes, tflops: f
     """
     M, N, K, batch = (np.atleast_1d(np.asarray(x, dtype=np.int64)) for x in (M, N, K, batch))
     n = len(M)
+    if n > PLAN_CHUNK:  # the search holds a row per GEMM and candidate: bounded memory for long decodes
+        parts = []
+        for lo in range(0, n, PLAN_CHUNK):
+            sl = slice(lo, lo + PLAN_CHUNK)
+            pick = lambda x: None if x is None else np.broadcast_to(np.asarray(x), (n,))[sl]  # noqa: E731
+            parts.append(gemm_plan(p, M[sl], N[sl], K[sl], batch[sl], pick(a_bytes), pick(b_bytes), pick(c_bytes),
+                                   tflops, pick(a_resident), pick(b_resident), pick(c_resident), tiles))
+        return {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
     ab = np.broadcast_to(np.asarray(a_bytes, dtype=np.float64), (n,))
     bb = np.broadcast_to(np.asarray(b_bytes, dtype=np.float64), (n,))
     cb = np.broadcast_to(np.asarray(c_bytes, dtype=np.float64), (n,))

@@ -78,6 +78,25 @@ def test_clusters_read_the_shared_operand_once():
     assert single["time_s"][0] == pytest.approx(plan(toy(**slow_l2), 128, 128, K)["time_s"][0])
 
 
+def test_a_long_list_of_gemms_is_planned_in_chunks_with_the_same_result(monkeypatch):
+    """The candidate search holds GEMMs x candidates arrays: past PLAN_CHUNK GEMMs it plans in chunks
+    (a long decode's attention matmuls), with exactly the result of one pass."""
+    import sim.targets.gpu as g
+
+    rng = np.random.default_rng(0)
+    n = 1000
+    M, N, K = (rng.integers(1, 4096, n) for _ in range(3))
+    B = rng.integers(1, 4, n)
+    res = rng.random(n) < 0.5
+    p = toy(tiles=[[128, 128, 32, 2], [64, 64, 32, 2]], split_k=[1, 2], cluster=2, max_ctas_per_sm=2)
+    whole = g.gemm_plan(p, M, N, K, B, 2, 2, 2, 4.0, b_resident=res)
+    monkeypatch.setattr(g, "PLAN_CHUNK", 97)
+    chunked = g.gemm_plan(p, M, N, K, B, 2, 2, 2, 4.0, b_resident=res)
+    assert set(whole) == set(chunked)
+    for k in whole:
+        np.testing.assert_array_equal(whole[k], chunked[k], err_msg=k)
+
+
 def test_padding_is_charged_and_the_least_padded_tile_wins():
     p = toy(tiles=[[128, 128, 32, 2], [64, 64, 32, 2]])
     # a 64 x 64 output: one 128-tile (4x the work) or one 64-tile; the 64-tile is 4x faster
