@@ -14,10 +14,12 @@ The file::
     context: 512
     gamma: 4
     group: 4
+    draft_tp: best                                 # or a GPU count: the draft's tensor-parallel degree
     pairs: [{base: Llama-3-70B, draft: Llama-3-8B}, ...]
     acceptance: {exact: 0.8, layer_parallel: 0.76, source: ...}   # or from: measured.csv
     paper: [{metric: ..., paper: 4.17, source: ...}, ...]
     sweep: {gpus: [2, 4, 8], gamma: [...], group: [...], alpha: [...]}
+    frontier: {alpha: [...], cost_ratio: [...], gamma_max: 8}   # what a speedup requires (frontier.csv)
 """
 
 from __future__ import annotations
@@ -70,6 +72,14 @@ class SweepSpec(_Strict):
     alpha: list[float] = Field(min_length=1)
 
 
+class FrontierSpec(_Strict):
+    """What standard speculative decoding gives at an acceptance and a draft/base cost ratio
+    (Leviathan et al.'s expectation, the best gamma up to ``gamma_max``): where a paper's speedup lies."""
+    alpha: list[float] = Field(min_length=1)
+    cost_ratio: list[float] = Field(min_length=1)
+    gamma_max: int = Field(8, gt=0)
+
+
 class EasySpecFile(_Strict):
     study: Literal["easyspec"]
     out: str | None = None
@@ -80,7 +90,10 @@ class EasySpecFile(_Strict):
     context: int = Field(gt=0)
     gamma: int = Field(gt=0)
     group: int = Field(gt=0)
-    draft_tp: int | None = Field(None, gt=0)
+    # the draft's tensor-parallel degree: a number of GPUs, or "best": each speculative decoder takes
+    # the fastest of the GPU counts that divide `gpus` (its own best baseline)
+    draft_tp: int | Literal["best"] | None = "best"
+    frontier: FrontierSpec | None = None
     pairs: list[Pair] = Field(min_length=1)
     acceptance: Acceptance
     paper: list[PaperFigure] = Field(default_factory=list)
@@ -140,18 +153,27 @@ def run(path: str | Path, out: str | Path | None = None,
     step = progress or no_progress
     rows = []
     n_runs = 3 * len(f.pairs)
+    tps = ([d for d in range(1, f.gpus + 1) if f.gpus % d == 0] if f.draft_tp == "best"
+           else [f.draft_tp or f.gpus])
+
+    def best(kind, trace_to, **kw):
+        """The decoder at the draft TP degree that makes it fastest (traced at that degree)."""
+        runs_ = [run_decoder(kind, draft_tp=d, **kw) for d in tps]
+        r = min(runs_, key=lambda x: x["time_per_token_s"])
+        d = tps[runs_.index(r)]
+        return {**run_decoder(kind, draft_tp=d, trace_to=trace_to, **kw), "draft_tp": d}
+
     for i, pair in enumerate(f.pairs):
-        kw = dict(base=pair.base, gpu=gpu, link=link, n=f.gpus, context=f.context, gamma=f.gamma,
-                  draft_tp=f.draft_tp)
+        kw = dict(base=pair.base, gpu=gpu, link=link, n=f.gpus, context=f.context, gamma=f.gamma)
         slug = f"{pair.base}-{pair.draft}".replace(".", "_")
         step(f"{pair.base} vanilla", 3 * i, n_runs)
-        v = run_decoder("vanilla", draft=None, trace_to=out / f"trace_{slug}_vanilla.json", **kw)
+        v = {**run_decoder("vanilla", draft=None, trace_to=out / f"trace_{slug}_vanilla.json", **kw), "draft_tp": 0}
         step(f"{pair.base} speculative", 3 * i + 1, n_runs)
-        s = run_decoder("speculative", draft=pair.draft, tokens_per_iter=acc["tokens_exact"],
-                        trace_to=out / f"trace_{slug}_spec.json", **kw)
+        s = best("speculative", out / f"trace_{slug}_spec.json", draft=pair.draft,
+                 tokens_per_iter=acc["tokens_exact"], **kw)
         step(f"{pair.base} easyspec", 3 * i + 2, n_runs)
-        e = run_decoder("easyspec", draft=pair.draft, tokens_per_iter=acc["tokens_parallel"], group=f.group,
-                        trace_to=out / f"trace_{slug}_easyspec.json", **kw)
+        e = best("easyspec", out / f"trace_{slug}_easyspec.json", draft=pair.draft,
+                 tokens_per_iter=acc["tokens_parallel"], group=f.group, **kw)
         for r, alpha in ((v, None), (s, acc["alpha_exact"]), (e, acc["alpha_parallel"])):
             rows.append({"base": pair.base, "draft": pair.draft, **r, "alpha": alpha,
                          "speedup_vs_vanilla": v["time_per_token_s"] / r["time_per_token_s"]})
@@ -167,8 +189,24 @@ def run(path: str | Path, out: str | Path | None = None,
     metrics = paper_vs_sim({"metric": m.metric, "paper": m.paper, "simulated": sim_fig.get(m.metric, np.nan),
                             "source": m.source} for m in f.paper)
     metrics.attrs["acceptance"] = acc
+    if f.frontier:
+        metrics.attrs["frontier"] = frontier(f.frontier)
     sweep = sweep_points(f, gpu, link) if f.sweep else pd.DataFrame()
     return runs, metrics, f, sweep
+
+
+def frontier(fs: FrontierSpec) -> pd.DataFrame:
+    """Standard speculative decoding's speedup over the base model alone at per-token acceptance
+    ``alpha`` and a draft step costing ``cost_ratio`` of a base step, at the best gamma (Leviathan
+    et al., ICML 2023, Theorem 3.8: E[tokens] / (gamma c + 1), verification at a base step's cost)."""
+    from sim.multigpu import expected_tokens
+
+    rows = []
+    for a, c in itertools.product(fs.alpha, fs.cost_ratio):
+        sp = {g: expected_tokens(a, g) / (g * c + 1) for g in range(1, fs.gamma_max + 1)}
+        g = max(sp, key=sp.get)
+        rows.append({"alpha": a, "cost_ratio": c, "best_gamma": g, "speedup": sp[g]})
+    return pd.DataFrame(rows)
 
 
 def sweep_points(f: EasySpecFile, gpu, link) -> pd.DataFrame:
@@ -209,12 +247,20 @@ def write(out: str | Path, runs: pd.DataFrame, metrics: pd.DataFrame, f: EasySpe
                               "alpha": acc.get("alpha_parallel"), "tokens_per_iter_used": acc.get("tokens_parallel"),
                               "leviathan_expected": acc.get("leviathan_parallel")}])
     acc_rows.to_csv(out / "acceptance_used.csv", index=False)
+    front = metrics.attrs.get("frontier")
     parts = ["<h1>Reproduction: EasySpec</h1>",
              f"<h2>Acceptance used</h2><p>{html.escape(str(acc.get('source', '')))}</p>"
              + acc_rows.to_html(index=False, float_format=lambda v: f"{v:.3f}"),
              "<h2>Paper vs simulation</h2>", metrics.to_html(index=False, float_format=lambda v: f"{v:.4g}"),
              "<h2>Runs</h2>", runs.to_html(index=False, float_format=lambda v: f"{v:.4g}"),
              "<p>Chrome traces of one iteration of each decoder: trace_*.json (open in ui.perfetto.dev).</p>"]
+    if front is not None and len(front):
+        front.to_csv(out / "frontier.csv", index=False)
+        piv = front.pivot(index="alpha", columns="cost_ratio", values="speedup")
+        parts.append("<h2>What a speedup requires</h2><p>Standard speculative decoding's speedup over the base "
+                     "model alone at the best gamma, by per-token acceptance (rows) and the draft step's cost "
+                     "over a base step's (columns): Leviathan et al.'s expectation (frontier.csv).</p>"
+                     + piv.to_html(float_format=lambda v: f"{v:.2f}"))
     if f.notes.strip():
         parts.append("<h2>Where and why they differ</h2>" + "".join(
             f"<p>{html.escape(p.strip())}</p>" for p in f.notes.strip().split("\n\n")))
@@ -259,4 +305,5 @@ class EasySpec(Study):
         runs, metrics, f, sweep = result.data
         write(out, runs, metrics, f, sweep)
         return ["paper_vs_sim.csv", "runs.csv", "acceptance_used.csv", *(["sweep.csv"] if len(sweep) else []),
+                *(["frontier.csv"] if f.frontier else []),
                 "report.html", "trace_*.json"]

@@ -48,3 +48,37 @@ def test_outputs(small):
         ev = json.loads(next(small.glob(f"trace_*_{kind}.json")).read_text())["traceEvents"]
         assert any(e["ph"] == "X" for e in ev)
         check_trace_event_format(ev)
+
+
+def test_frontier_is_leviathans_expectation_at_the_best_gamma():
+    """What a speedup requires: E[tokens](alpha, gamma) / (gamma c + 1), maximized over gamma."""
+    from sim.studies.easyspec import FrontierSpec, frontier
+
+    f = frontier(FrontierSpec(alpha=[0.8, 0.9], cost_ratio=[0.1, 1.0], gamma_max=8)).set_index(["alpha", "cost_ratio"])
+    # alpha 0.8, c 0.1: gamma 6 gives (1 - 0.8^7) / 0.2 / 1.6 = 2.4696, more than gamma 5 or 7
+    assert f.loc[(0.8, 0.1), "best_gamma"] == 6
+    assert f.loc[(0.8, 0.1), "speedup"] == pytest.approx((1 - 0.8**7) / 0.2 / 1.6)
+    # a draft as costly as the base never pays: the best is gamma 1, (1 + alpha) / 2 < 1
+    assert f.loc[(0.9, 1.0), "best_gamma"] == 1 and f.loc[(0.9, 1.0), "speedup"] == pytest.approx(1.9 / 2)
+
+
+@pytest.mark.slow
+def test_each_speculative_decoder_takes_its_best_draft_tp(small):
+    """draft_tp: best runs each speculative decoder at every draft TP degree that divides the GPUs and
+    keeps the fastest: no fixed degree beats it."""
+    from sim.config import Hardware
+    from sim.multigpu import run_decoder
+    from sim.targets import build
+    from sim.targets.parts import Link
+
+    runs = pd.read_csv(small / "runs.csv").set_index("decoder")
+    cfg = yaml.safe_load((ROOT / "configs" / "easyspec" / "reproduce.yaml").read_text())
+    gpu, _, _ = build(Hardware(file=str(ROOT / "configs" / "targets" / "gpu_h100_sxm.yaml")), ROOT / "x.yaml")
+    link = Link(cfg["link"]["bytes_per_s"], cfg["link"]["latency_s"])
+    tokens = runs.loc["speculative", "tokens_per_iter"]
+    for d in (1, 2):
+        r = run_decoder("speculative", base="Llama-2-13B", draft="Llama-2-7B", gpu=gpu, link=link, n=2, context=64,
+                        gamma=cfg["gamma"], tokens_per_iter=tokens, draft_tp=d)
+        assert runs.loc["speculative", "time_per_token_s"] <= r["time_per_token_s"] * (1 + 1e-12)
+    assert runs.loc["speculative", "draft_tp"] in (1, 2) and runs.loc["vanilla", "draft_tp"] == 0
+    assert (small / "frontier.csv").is_file()
