@@ -16,11 +16,12 @@ What is here (plain torch, CPU):
   that matches the base model's argmax and appends one bonus token (the base's argmax at the
   first mismatch, or after the last draft when all are accepted).  The output is token-for-token
   the base model's greedy output (the losslessness test).
-- EasySpec layer-parallel drafting (``group_size``): the draft model's layers are split into
-  consecutive groups of ``group_size``; inside a group every layer's attention reads the group's
-  input hidden state (not the previous layer's output), so the group's attentions could run in
-  parallel on different GPUs; their outputs are summed into the residual, then the group's MLPs
-  run in order.  ``group_size=1`` is the exact (sequential) forward.  The first draft token of a
+- EasySpec layer-parallel drafting (``group_size``): the draft model's layers between its first and
+  its last (which run exactly) are split into consecutive groups of ``group_size``; inside a group
+  every layer's attention reads the group's input hidden state (not the previous layer's output),
+  so the group's attentions could run in parallel on different GPUs; each layer still adds its
+  attention and then its MLP to the residual in order (interleaved, as the authors' forward).
+  ``group_size=1`` is the exact (sequential) forward.  The first draft token of a
   round comes from the calibration forward (exact), the other ``gamma - 1`` from layer-parallel
   forwards.
 - KV calibration: after verification the draft's cache entries written by layer-parallel forwards
@@ -227,29 +228,39 @@ class TinyLM(nn.Module):
     def new_cache(self) -> KVCache:
         return KVCache(self.cfg.n_layer)
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, group_size: int = 1):
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, group_size: int = 1,
+                exact_ends: bool = True):
         """Logits ``[B, T, vocab]`` for tokens ``idx`` ``[B, T]``.
 
         With ``cache``, the tokens sit at positions ``len(cache) ..`` and their keys/values are
-        appended.  ``group_size > 1`` is EasySpec's layer-parallel forward: within each group of
-        consecutive layers all attentions read the group's input, their outputs are summed into
-        the residual, then the group's MLPs run in order.
+        appended.  ``group_size > 1`` is EasySpec's layer-parallel forward: the layers are cut into
+        groups of consecutive layers (with ``exact_ends``, the first and the last layer run exactly,
+        outside any group, as the authors keep them); within a group every layer's attention reads
+        the group's input, and the layers run in order otherwise, each adding its attention to the
+        residual and then its MLP (interleaved, as the authors' forward does).
         """
         pos0 = len(cache) if cache is not None else 0
         t = idx.shape[1]
         if pos0 + t > self.cfg.max_len:
             raise ValueError(f"sequence of {pos0 + t} exceeds max_len {self.cfg.max_len}")
         x = self.tok(idx)
-        n = self.cfg.n_layer
-        g = max(1, min(int(group_size), n))
-        for start in range(0, n, g):
-            group = range(start, min(start + g, n))
+        for group in layer_groups(self.cfg.n_layer, group_size, exact_ends):
             x0 = x
             for i in group:
-                x = x + self.blocks[i].attention(x0, cache, i, pos0)
-            for i in group:
+                x = x + self.blocks[i].attention(x0 if len(group) > 1 else x, cache, i, pos0)
                 x = x + self.blocks[i].mlp(x)
         return F.linear(self.ln_f(x), self.tok.weight)
+
+
+def layer_groups(n_layer: int, group_size: int, exact_ends: bool = True) -> list[list[int]]:
+    """The layers of a layer-parallel forward, in order: groups of ``group_size`` consecutive layers
+    whose attentions read the group's input; with ``exact_ends`` the first and the last layer are
+    groups of one (exact).  Group size 1: every layer its own group (the exact forward)."""
+    g = max(1, min(int(group_size), n_layer))
+    lo, hi = (1, n_layer - 1) if exact_ends and g > 1 and n_layer > 2 else (0, n_layer)
+    groups = [[i] for i in range(lo)]
+    groups += [list(range(s, min(s + g, hi))) for s in range(lo, hi, g)]
+    return groups + [[i] for i in range(hi, n_layer)]
 
 
 def n_params(model: nn.Module) -> int:

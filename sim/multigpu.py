@@ -16,7 +16,8 @@ GPUs are free and their inputs are ready):
   then one base forward over the gamma + 1 positions (TP = N) to verify; accepted tokens per
   iteration from the measured acceptance (or Leviathan et al.'s expectation).
 - **easyspec**: as speculative, but each draft step runs the draft's layers in groups of
-  ``group``: the attentions of a group's layers run at once on different GPUs (each GPU one layer,
+  ``group`` (its first and last layers exact, outside any group, unless ``exact_ends`` is off):
+  the attentions of a group's layers run at once on different GPUs (each GPU one layer,
   unsharded) from the group's input, an all-gather brings their outputs together, then the group's
   MLPs run in order (on the draft's TP group).  The draft's KV cache is calibrated by one exact
   forward over the previous iteration's accepted and bonus tokens, which is also the iteration's
@@ -162,11 +163,13 @@ def vanilla_iteration(base: StepTimes, n: int, link: Link) -> Timeline:
 
 def speculative_iteration(draft: StepTimes, verify: StepTimes, gamma: int, n: int, draft_tp: int, link: Link,
                           draft_parallel: StepTimes | None = None, group: int = 1,
-                          calibrate: StepTimes | None = None) -> Timeline:
+                          calibrate: StepTimes | None = None, exact_ends: bool = True) -> Timeline:
     """One draft-then-verify iteration.  With ``draft_parallel`` (unsharded per-layer times) and
     ``group`` > 1, EasySpec: the iteration's first draft step is the exact forward that calibrates the
     draft's KV cache over the previous iteration's accepted and bonus tokens (``calibrate``, which also
-    drafts the first token), and the other gamma - 1 steps are layer-parallel."""
+    drafts the first token), and the other gamma - 1 steps are layer-parallel (the layers grouped
+    as :func:`models.easyspec.layer_groups` does: with ``exact_ends`` the first and the last layer
+    run exactly on the draft's TP group)."""
     tl = Timeline()
     dg = tuple(range(draft_tp))
     last = ""
@@ -178,9 +181,19 @@ def speculative_iteration(draft: StepTimes, verify: StepTimes, gamma: int, n: in
         if s == 0:
             last = _model_step(tl, "draft0 calibrate", calibrate or draft, dg, link, last)
             continue
-        layers = draft.layers
-        for g0 in range(0, layers, group):
-            members = list(range(g0, min(layers, g0 + group)))
+        from models.easyspec import layer_groups
+
+        for members in layer_groups(draft.layers, group, exact_ends):
+            g0 = members[0]
+            if len(members) == 1:  # an exact layer (the first and the last with exact_ends)
+                i = g0
+                last = tl.add(f"draft{s} L{i} attn", dg, draft.layer_attn, (last,))
+                if draft_tp > 1:
+                    last = tl.add(f"draft{s} L{i} allreduce1", dg, draft.layer_allreduce / 2, (last,), "comm")
+                last = tl.add(f"draft{s} L{i} mlp", dg, draft.layer_mlp, (last,))
+                if draft_tp > 1:
+                    last = tl.add(f"draft{s} L{i} allreduce2", dg, draft.layer_allreduce / 2, (last,), "comm")
+                continue
             attn = [tl.add(f"draft{s} L{i} attn", ((i - g0) % n,), draft_parallel.layer_attn, (last,))
                     for i in members]
             last = tl.add(f"draft{s} G{g0} allgather", tuple(range(min(n, len(members)))),
@@ -197,7 +210,7 @@ def speculative_iteration(draft: StepTimes, verify: StepTimes, gamma: int, n: in
 
 def run_decoder(kind: str, *, base: str, draft: str | None, gpu, link: Link, n: int, context: int, gamma: int = 4,
                 alpha: float | None = None, tokens_per_iter: float | None = None, draft_tp: int | None = None,
-                group: int = 1, batch: int = 1, trace_to: str | Path | None = None) -> dict:
+                group: int = 1, batch: int = 1, trace_to: str | Path | None = None, exact_ends: bool = True) -> dict:
     """Time per iteration and per token of one decoder (see the module docstring)."""
     if kind not in ("vanilla", "speculative", "easyspec"):
         raise SimError(f"unknown decoder {kind!r} (vanilla, speculative, easyspec)")
@@ -222,7 +235,7 @@ def run_decoder(kind: str, *, base: str, draft: str | None, gpu, link: Link, n: 
             par = step_times(draft, "decode", 1, context, 1, gpu, link, batch)
             accepted = max(1, int(round(tokens_per_iter)))
             cal = step_times(draft, "decode", accepted, context, dtp, gpu, link, batch)
-            tl = speculative_iteration(dstep, verify, gamma, n, dtp, link, par, group, cal)
+            tl = speculative_iteration(dstep, verify, gamma, n, dtp, link, par, group, cal, exact_ends)
         else:
             tl = speculative_iteration(dstep, verify, gamma, n, dtp, link)
         t = tl.run()

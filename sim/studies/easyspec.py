@@ -94,6 +94,7 @@ class EasySpecFile(_Strict):
     # the fastest of the GPU counts that divide `gpus` (its own best baseline)
     draft_tp: int | Literal["best"] | None = "best"
     frontier: FrontierSpec | None = None
+    exact_ends: bool = True  # the draft's first and last layers outside any group (the authors' default)
     pairs: list[Pair] = Field(min_length=1)
     acceptance: Acceptance
     paper: list[PaperFigure] = Field(default_factory=list)
@@ -173,7 +174,7 @@ def run(path: str | Path, out: str | Path | None = None,
                  tokens_per_iter=acc["tokens_exact"], **kw)
         step(f"{pair.base} easyspec", 3 * i + 2, n_runs)
         e = best("easyspec", out / f"trace_{slug}_easyspec.json", draft=pair.draft,
-                 tokens_per_iter=acc["tokens_parallel"], group=f.group, **kw)
+                 tokens_per_iter=acc["tokens_parallel"], group=f.group, exact_ends=f.exact_ends, **kw)
         for r, alpha in ((v, None), (s, acc["alpha_exact"]), (e, acc["alpha_parallel"])):
             rows.append({"base": pair.base, "draft": pair.draft, **r, "alpha": alpha,
                          "speedup_vs_vanilla": v["time_per_token_s"] / r["time_per_token_s"]})
@@ -219,7 +220,7 @@ def sweep_points(f: EasySpecFile, gpu, link) -> pd.DataFrame:
     for n, gamma, group, alpha in itertools.product(s.gpus, s.gamma, s.group, s.alpha):
         kw = dict(base=pair.base, gpu=gpu, link=link, n=n, context=f.context, gamma=gamma)
         v = run_decoder("vanilla", draft=None, **kw)
-        e = run_decoder("easyspec", draft=pair.draft, alpha=alpha, group=group, **kw)
+        e = run_decoder("easyspec", draft=pair.draft, alpha=alpha, group=group, exact_ends=f.exact_ends, **kw)
         rows.append({"gpus": n, "gamma": gamma, "group": group, "alpha": alpha,
                      "speedup": v["time_per_token_s"] / e["time_per_token_s"]})
     return pd.DataFrame(rows)

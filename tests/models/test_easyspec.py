@@ -80,22 +80,47 @@ def test_group_size_one_equals_exact_forward():
     assert torch.equal(m(ids, c1), m(ids, c2, group_size=1))
     for i in range(m.cfg.n_layer):
         assert torch.equal(c1.k[i], c2.k[i]) and torch.equal(c1.v[i], c2.v[i])
-    # and a larger group really changes the forward
-    assert not torch.allclose(m(ids), m(ids, group_size=2))
+    # and a larger group really changes the forward (of a model with layers between its ends)
+    m4 = _tiny(3, n_layer=4)
+    ids4 = torch.tensor([_prompt(4, 16)])
+    assert not torch.allclose(m4(ids4), m4(ids4, group_size=2))
 
 
-def test_layer_parallel_group_semantics():
-    """Group of all layers: every attention reads the embedding; MLPs run in order after."""
-    m = _tiny(5, n_layer=3)
+def test_layer_groups_keep_the_first_and_last_layers_exact():
+    assert es.layer_groups(4, 2) == [[0], [1, 2], [3]]
+    assert es.layer_groups(6, 4) == [[0], [1, 2, 3, 4], [5]]
+    assert es.layer_groups(6, 99) == [[0], [1, 2, 3, 4], [5]]
+    assert es.layer_groups(4, 2, exact_ends=False) == [[0, 1], [2, 3]]
+    assert es.layer_groups(4, 1) == [[0], [1], [2], [3]]
+    assert es.layer_groups(2, 2) == [[0, 1]]  # too few layers to keep ends apart
+
+
+@pytest.mark.parametrize("exact_ends", [False, True])
+def test_layer_parallel_group_semantics(exact_ends):
+    """A group's attentions all read the group's input; each layer then adds its attention and its
+    MLP in order (interleaved); with exact_ends the first and last layers run exactly."""
+    m = _tiny(5, n_layer=4)
     ids = torch.tensor([_prompt(6, 10)])
     with torch.no_grad():
-        x0 = m.tok(ids)
-        x = x0 + sum(b.attention(x0, None, i, 0) for i, b in enumerate(m.blocks))
+        x = m.tok(ids)
+        groups = [[0], [1, 2], [3]] if exact_ends else [[0, 1, 2, 3]]
+        for group in groups:
+            x0 = x
+            for i in group:
+                x = x + m.blocks[i].attention(x0, None, i, 0)
+                x = x + m.blocks[i].mlp(x)
+        ref = torch.nn.functional.linear(m.ln_f(x), m.tok.weight)
+        g = 2 if exact_ends else 4
+        assert torch.allclose(m(ids, group_size=g, exact_ends=exact_ends), ref, atol=1e-12)
+        assert torch.allclose(m(ids, group_size=99, exact_ends=exact_ends), ref, atol=1e-12)
+        # the old form (all of a group's attentions summed before any MLP) is not it
+        x = m.tok(ids)
+        x0 = x
+        x = x + sum(b.attention(x0, None, i, 0) for i, b in enumerate(m.blocks))
         for b in m.blocks:
             x = x + b.mlp(x)
-        ref = torch.nn.functional.linear(m.ln_f(x), m.tok.weight)
-        assert torch.allclose(m(ids, group_size=3), ref, atol=1e-12)
-        assert torch.allclose(m(ids, group_size=99), ref, atol=1e-12)
+        old = torch.nn.functional.linear(m.ln_f(x), m.tok.weight)
+        assert not torch.allclose(m(ids, group_size=4, exact_ends=False), old)
 
 
 def test_layer_parallel_drafting_group_one_equals_exact():

@@ -59,6 +59,22 @@ def test_easyspec_runs_a_groups_attentions_on_different_gpus():
     assert seq.run() == pytest.approx(2 * 2 * 4.0 + 10.0)
 
 
+def test_easyspec_keeps_the_drafts_first_and_last_layers_exact():
+    """A 4-layer draft in groups of 2 with exact ends: layers 0 and 3 run as exact layers on the
+    draft's group (3 + 1 s each), layers 1 and 2 as one group (parallel attentions, 4 s, all-gather,
+    two MLPs); without exact ends, two groups of two."""
+    draft = step(3.0, 1.0, layers=4)
+    par = step(4.0, 1.0, layers=4)
+    verify = step(0.0, 0.0, layers=1, other=10.0)
+    gather = LINK.all_gather(2e6, 2)
+    tl = speculative_iteration(draft, verify, gamma=2, n=2, draft_tp=1, link=LINK, draft_parallel=par, group=2)
+    assert tl.run() == pytest.approx(4 * 4.0 + 4.0 + (4.0 + gather + 2 * 1.0) + 4.0 + 10.0)
+    assert "draft1 L0 mlp" in tl.start and "draft1 G1 allgather" in tl.start and "draft1 G0 allgather" not in tl.start
+    both = speculative_iteration(draft, verify, gamma=2, n=2, draft_tp=1, link=LINK, draft_parallel=par, group=2,
+                                 exact_ends=False)
+    assert both.run() == pytest.approx(4 * 4.0 + 2 * (4.0 + gather + 2 * 1.0) + 10.0)
+
+
 def test_expected_tokens_per_iteration():
     assert expected_tokens(0.0, 4) == 1.0
     assert expected_tokens(1.0, 4) == 5.0
