@@ -1,7 +1,9 @@
 """Multi-GPU decoding timelines: tensor-parallel vanilla decoding, speculative decoding and EasySpec's
 layer-parallel drafting (arXiv 2502.02493), on N GPUs of the GPU target, scheduled with SimPy.
 
-Per-kernel times come from the GPU target (``sim/targets/gpu.py``) on the models' traces, sharded
+Per-kernel times come from the GPU target (``sim/targets/gpu.py``) on the models' traces (with a
+runtime's host, as ``gpu_*_eager.yaml`` gives one, each part of a step takes what the host's
+dispatch and the GPU take together, :mod:`sim.engine.host`), sharded
 for tensor parallelism over ``tp`` GPUs (:func:`shard`): column-parallel projections (q, k, v, gate,
 up, the LM head) split their outputs, row-parallel ones (o, down) their inputs, attention its heads
 (KV heads too, down to one per GPU); norms and residuals are replicated.  A row-parallel projection
@@ -114,8 +116,26 @@ def _step_times(model, phase, seq, context, tp, gpu, link, batch, dtype, precisi
     mlp = one & np.char.startswith(sh["role"].to_numpy().astype(str), "mlp")
     mlp |= one & (sh["role"].to_numpy() == "activation")
     hidden = batch * seq * spec.hidden * 2.0
-    return StepTimes(layer_attn=float(t[one & ~mlp].sum()), layer_mlp=float(t[mlp].sum()),
-                     layer_allreduce=2 * link.all_reduce(hidden, tp), other=float(t[layer < 0].sum()),
+    host = gpu.host
+    if host.modelled:
+        # a runtime with a host (eager PyTorch): each part takes what the host stream and the GPU
+        # take together (sim.engine.host), every GPU of the group dispatched by its own host process
+        from sim.engine.host import host_device
+
+        hs = host.op_seconds(sh["kind"].to_numpy())
+
+        def part(mask, fixed=0.0) -> float:
+            return host_device(hs[mask], t[mask], fixed, host.params.overlap).seconds if mask.any() else fixed
+
+        m = sh["module"].astype(str)
+        fixed = host.fixed_seconds(int(m[m != ""].nunique()), decode=phase == "decode")
+    else:
+        def part(mask, fixed=0.0) -> float:
+            return float(t[mask].sum())
+
+        fixed = 0.0
+    return StepTimes(layer_attn=part(one & ~mlp), layer_mlp=part(mlp),
+                     layer_allreduce=2 * link.all_reduce(hidden, tp), other=part(layer < 0, fixed),
                      layers=spec.layers, hidden_bytes=hidden)
 
 

@@ -8,6 +8,7 @@ The file::
     study: easyspec
     out: results/easyspec
     gpu: ../targets/gpu_h100_sxm_cudagraph.yaml   # the GPU target file (a CUDA-graph runtime)
+    eager_gpu: ../targets/gpu_h100_sxm_eager.yaml  # optional: the same runs in an eager runtime (metrics *_eager)
     gpu_params: {}                                 # overrides of its parameters (optional)
     link: {bytes_per_s: 4.5e+11, latency_s: 2.0e-5, source: ...}   # latency_s: each collective's floor
     gpus: 8
@@ -95,6 +96,9 @@ class EasySpecFile(_Strict):
     draft_tp: int | Literal["best"] | None = "best"
     frontier: FrontierSpec | None = None
     exact_ends: bool = True  # the draft's first and last layers outside any group (the authors' default)
+    # a second runtime for the same runs, the authors' (eager PyTorch: a GPU file with a host); its
+    # figures are the paper metrics named <metric>_eager
+    eager_gpu: str | None = None
     pairs: list[Pair] = Field(min_length=1)
     acceptance: Acceptance
     paper: list[PaperFigure] = Field(default_factory=list)
@@ -164,10 +168,18 @@ def run(path: str | Path, out: str | Path | None = None,
         d = tps[runs_.index(r)]
         return {**run_decoder(kind, draft_tp=d, trace_to=trace_to, **kw), "draft_tp": d}
 
-    for i, pair in enumerate(f.pairs):
-        kw = dict(base=pair.base, gpu=gpu, link=link, n=f.gpus, context=f.context, gamma=f.gamma)
-        slug = f"{pair.base}-{pair.draft}".replace(".", "_")
-        step(f"{pair.base} vanilla", 3 * i, n_runs)
+    runtimes = [("", gpu)]
+    if f.eager_gpu:
+        eager, _, _ = build(Hardware(file=f.eager_gpu, params=f.gpu_params), path)
+        if not eager.host.modelled:
+            raise SimError(f"eager_gpu: {f.eager_gpu} has no host (params.host): it is not an eager runtime")
+        runtimes.append(("eager", eager))
+    n_runs *= len(runtimes)
+    for k, ((rt, g_), pair) in enumerate(itertools.product(runtimes, f.pairs)):
+        i = k
+        kw = dict(base=pair.base, gpu=g_, link=link, n=f.gpus, context=f.context, gamma=f.gamma)
+        slug = f"{pair.base}-{pair.draft}".replace(".", "_") + (f"_{rt}" if rt else "")
+        step(f"{pair.base} vanilla {rt}", 3 * i, n_runs)
         v = {**run_decoder("vanilla", draft=None, trace_to=out / f"trace_{slug}_vanilla.json", **kw), "draft_tp": 0}
         step(f"{pair.base} speculative", 3 * i + 1, n_runs)
         s = best("speculative", out / f"trace_{slug}_spec.json", draft=pair.draft,
@@ -176,17 +188,18 @@ def run(path: str | Path, out: str | Path | None = None,
         e = best("easyspec", out / f"trace_{slug}_easyspec.json", draft=pair.draft,
                  tokens_per_iter=acc["tokens_parallel"], group=f.group, exact_ends=f.exact_ends, **kw)
         for r, alpha in ((v, None), (s, acc["alpha_exact"]), (e, acc["alpha_parallel"])):
-            rows.append({"base": pair.base, "draft": pair.draft, **r, "alpha": alpha,
+            rows.append({"runtime": rt or "file", "base": pair.base, "draft": pair.draft, **r, "alpha": alpha,
                          "speedup_vs_vanilla": v["time_per_token_s"] / r["time_per_token_s"]})
     step("done", n_runs, n_runs)
     runs = pd.DataFrame(rows)
-    sim_fig = {
-        "peak_speedup_vs_vanilla": float(runs[runs.decoder == "easyspec"].speedup_vs_vanilla.max()),
-        "drafting_speedup": float(np.max([
-            runs[(runs.base == p.base) & (runs.decoder == "speculative")].drafting_s.item()
-            / runs[(runs.base == p.base) & (runs.decoder == "easyspec")].drafting_s.item() for p in f.pairs])),
-        "acceptance_drop": 1 - acc["alpha_parallel"] / acc["alpha_exact"],
-    }
+    sim_fig = {"acceptance_drop": 1 - acc["alpha_parallel"] / acc["alpha_exact"]}
+    for rt, _ in runtimes:
+        r = runs[runs.runtime == (rt or "file")]
+        suffix = f"_{rt}" if rt else ""
+        sim_fig[f"peak_speedup_vs_vanilla{suffix}"] = float(r[r.decoder == "easyspec"].speedup_vs_vanilla.max())
+        sim_fig[f"drafting_speedup{suffix}"] = float(np.max([
+            r[(r.base == p.base) & (r.decoder == "speculative")].drafting_s.item()
+            / r[(r.base == p.base) & (r.decoder == "easyspec")].drafting_s.item() for p in f.pairs]))
     metrics = paper_vs_sim({"metric": m.metric, "paper": m.paper, "simulated": sim_fig.get(m.metric, np.nan),
                             "source": m.source} for m in f.paper)
     metrics.attrs["acceptance"] = acc

@@ -18,6 +18,7 @@ def small(tmp_path_factory):
     d = tmp_path_factory.mktemp("easyspec")
     cfg = yaml.safe_load((ROOT / "configs" / "easyspec" / "reproduce.yaml").read_text())
     cfg["gpu"] = str(ROOT / "configs" / "targets" / "gpu_h100_sxm.yaml")
+    cfg["eager_gpu"] = str(ROOT / "configs" / "targets" / "gpu_h100_sxm_eager.yaml")
     if cfg["acceptance"].get("measured"):
         cfg["acceptance"]["measured"] = str(ROOT / "configs" / "easyspec" / cfg["acceptance"]["measured"])
     cfg.update(pairs=[{"base": "Llama-2-13B", "draft": "Llama-2-7B"}], gpus=2, context=64,
@@ -31,10 +32,15 @@ def small(tmp_path_factory):
 @pytest.mark.slow
 def test_outputs(small):
     runs = pd.read_csv(small / "runs.csv")
-    assert list(runs.decoder) == ["vanilla", "speculative", "easyspec"]
-    assert runs.loc[runs.decoder == "vanilla", "speedup_vs_vanilla"].item() == 1.0
+    assert list(runs.decoder) == ["vanilla", "speculative", "easyspec"] * 2
+    assert list(runs.runtime) == ["file"] * 3 + ["eager"] * 3
+    assert (runs.loc[runs.decoder == "vanilla", "speedup_vs_vanilla"] == 1.0).all()
+    # the eager runtime's host makes every decoder slower than the file's
+    t = runs.set_index(["runtime", "decoder"]).time_per_token_s
+    assert (t["eager"] > t["file"]).all()
     m = pd.read_csv(small / "paper_vs_sim.csv")
-    assert set(m.metric) == {"peak_speedup_vs_vanilla", "drafting_speedup", "acceptance_drop"}
+    assert set(m.metric) == {"peak_speedup_vs_vanilla", "drafting_speedup", "acceptance_drop",
+                             "peak_speedup_vs_vanilla_eager", "drafting_speedup_eager"}
     assert m.simulated.notna().all()
     sweep = pd.read_csv(small / "sweep.csv")
     assert len(sweep) == 8
@@ -71,7 +77,8 @@ def test_each_speculative_decoder_takes_its_best_draft_tp(small):
     from sim.targets import build
     from sim.targets.parts import Link
 
-    runs = pd.read_csv(small / "runs.csv").set_index("decoder")
+    runs = pd.read_csv(small / "runs.csv")
+    runs = runs[runs.runtime == "file"].set_index("decoder")
     cfg = yaml.safe_load((ROOT / "configs" / "easyspec" / "reproduce.yaml").read_text())
     gpu, _, _ = build(Hardware(file=str(ROOT / "configs" / "targets" / "gpu_h100_sxm.yaml")), ROOT / "x.yaml")
     link = Link(cfg["link"]["bytes_per_s"], cfg["link"]["latency_s"])

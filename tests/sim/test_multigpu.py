@@ -111,3 +111,26 @@ def test_decoders_end_to_end_on_two_h100s(tmp_path):
     assert {x["args"]["name"] for x in ev if x["name"] == "thread_name"} == {"GPU 0", "GPU 1"}
     with pytest.raises(Exception, match="needs a draft"):
         run_decoder("speculative", draft=None, **kw)
+
+
+def test_an_eager_hosts_dispatch_is_in_each_part_of_a_step():
+    """With a runtime's host (gpu_h100_sxm_eager.yaml), each part of a step takes what the host's
+    dispatch and the GPU take together: at least the host's ops x dispatch, at least the same GPU's
+    kernels without a host."""
+    from sim.config import CONFIGS_DIR, Hardware
+    from sim.multigpu import step_times
+    from sim.targets import build
+    from workloads import trace
+
+    eager, _, _ = build(Hardware(file="targets/gpu_h100_sxm_eager.yaml"), CONFIGS_DIR / "x.yaml")
+    bare, _, _ = build(Hardware(file="targets/gpu_h100_sxm_eager.yaml", params={"host": None}), CONFIGS_DIR / "x.yaml")
+    assert eager.host.modelled and not bare.host.modelled
+    e = step_times("Llama-2-7B", "decode", 1, 64, 1, eager, LINK)
+    d = step_times("Llama-2-7B", "decode", 1, 64, 1, bare, LINK)
+    df = trace("Llama-2-7B", "decode", 1, 1, 64)
+    one = df[df.layer == 1]
+    per_op = eager.params.host.dispatch_s["default"]
+    assert e.layer_attn + e.layer_mlp >= len(one) * per_op * (1 - 1e-9)
+    assert e.layer_attn >= d.layer_attn and e.layer_mlp >= d.layer_mlp and e.other >= d.other
+    # at batch 1 a 7B layer's kernels are shorter than their dispatch: the host sets the pace
+    assert e.layer_attn + e.layer_mlp > 1.5 * (d.layer_attn + d.layer_mlp)
