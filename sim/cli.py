@@ -284,8 +284,9 @@ def _cmd_sweep(args) -> int:
         counts = run_sweep(sw, workers=workers, scheduler=args.scheduler, batch_size=batch,
                            progress=lambda done, total: bar.update(task, completed=done, total=total))
     report = write_sweep_report(sw.out)
+    infeasible = f", {counts['infeasible']} infeasible" if counts.get("infeasible") else ""
     console.print(f"{sw.name}: {counts['points']} points ({counts['already']} already stored, {counts['ok']} ran, "
-                  f"{counts['error']} failed) in {counts['wall_s']:.1f} s; report: {report}")
+                  f"{counts['error']} failed{infeasible}) in {counts['wall_s']:.1f} s; report: {report}")
     return 0
 
 

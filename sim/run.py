@@ -21,6 +21,7 @@ critical path), ``time_s``, ``bound`` (compute | memory | none), ``energy_pj_<co
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from models.errors import SimError
-from sim import targets
+from sim import memory, targets
 from sim.engine.schedule import DecodeOps, Generation, schedule, schedule_decode
 from sim.config import Config, load_yaml, located
 from sim.energy import EnergyTable
@@ -87,10 +88,14 @@ class Prepared:
     hardware: dict
 
 
-def prepare(raw: dict, config_path: Path, lines: dict | None = None, fidelity: str | None = None) -> Prepared:
+def prepare(raw: dict, config_path: Path, lines: dict | None = None, fidelity: str | None = None,
+            check_memory: bool = True) -> Prepared:
     """Validate a config mapping (as read from ``config_path``) down to the target and the model.
 
-    Every problem is a SimError naming the file, the key and (where known) its line.
+    Every problem is a SimError naming the file, the key and (where known) its line.  With
+    ``check_memory`` a workload that cannot fit the device (weights and KV cache against its
+    memory, :mod:`sim.memory`) is refused here, before any tracing (:class:`sim.memory.Infeasible`);
+    a sweep validates its points without it and stores such a point as infeasible when it runs.
     """
     from pydantic import ValidationError
 
@@ -111,8 +116,8 @@ def prepare(raw: dict, config_path: Path, lines: dict | None = None, fidelity: s
         """Run a check; its SimError names the config file, the key and its line."""
         try:
             return fn(*a)
-        except SimError as e:
-            raise SimError(f"{located(config_path, key, lines)}: {e}") from None
+        except SimError as e:  # the same kind of error (an Infeasible stays one), located
+            raise type(e)(f"{located(config_path, key, lines)}: {e}") from None
 
     spec = at("workload.model", zoo.get, w.model)
     if spec.kind != "decoder" and w.decode_tokens:
@@ -132,6 +137,12 @@ def prepare(raw: dict, config_path: Path, lines: dict | None = None, fidelity: s
     # an unsupported precision fails here, before any work
     at("workload.weight_bits" if w.weight_bits else "workload", target.peak_macs_per_cycle, w.wbits, w.abits)
     at("workload.kv_bits" if w.kv_bits else "workload", target.peak_macs_per_cycle, w.kvbits, w.abits)
+    # what must be resident, before any tracing: weights and KV cache against the device's memory
+    # (activations counted from the trace later), and sizes no device holds
+    if check_memory:
+        est = memory.need(spec, w)
+        at("workload", memory.check_size, est)
+        at("workload", memory.check, dataclasses.replace(est, activations=0), target, w)
     return Prepared(cfg, raw, spec, target, energy, hw)
 
 
@@ -189,6 +200,9 @@ def execute(prep: Prepared, progress=None, every_step: bool = False) -> Result:
     # ---- prefill ----
     step("tracing prefill")
     pre_trace, pre_arrays = _prefill_arrays(spec, w)
+    # the traced activations (and adapters) join the weights and the KV cache
+    need = memory.need(spec, w, pre_trace)
+    memory.check(need, target, w)
     step("costing prefill")
     pre_costs = target.cost(pre_arrays, w.precision)
     step("scheduling prefill")
@@ -238,6 +252,7 @@ def execute(prep: Prepared, progress=None, every_step: bool = False) -> Result:
     if host_info is not None:
         summary["host"] = host_info
         summary["host"]["idle_static_j"] = summary.pop("_idle_static_j")
+    summary["memory"] = {**need.as_dict(), "capacity": target.memory.capacity_bytes}
     step("done")
     stages = [("wall_s", time.perf_counter() - t0)]
     return Result(cfg, raw, hw, target, energy, ops, summary, stages, decode_info)

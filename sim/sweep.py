@@ -236,8 +236,8 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
 def _prepare_cached(prepare, cfg: dict, base_path: Path, cache: dict):
     """prepare() for validation, without re-reading the same target and energy files per point."""
     k = json.dumps(cfg, sort_keys=True, default=str)
-    if k not in cache:
-        cache[k] = prepare(cfg, base_path)
+    if k not in cache:  # memory is checked when the point runs: one that does not fit is a result
+        cache[k] = prepare(cfg, base_path, check_memory=False)
     return cache[k]
 
 
@@ -353,6 +353,7 @@ def run_batch(items: list[tuple[str, dict, str]]) -> list[tuple[str, str, str, s
 
     A point that fails is returned with its error; the batch goes on.
     """
+    from sim.memory import Infeasible
     from sim.run import execute, prepare
 
     _tune_malloc()
@@ -365,6 +366,8 @@ def run_batch(items: list[tuple[str, dict, str]]) -> list[tuple[str, str, str, s
             s.pop("config", None)
             out.append((key, "ok", "", json.dumps(_metrics(r.summary), sort_keys=True),
                         json.dumps(s, sort_keys=True, default=str)))
+        except Infeasible as e:  # a design that cannot hold the workload: a result, with its reason
+            out.append((key, "infeasible", str(e), "", ""))
         except Exception as e:  # recorded, not raised: one bad point must not stop a sweep
             out.append((key, "error", f"{type(e).__name__}: {e}", "", ""))
     return out
@@ -536,7 +539,8 @@ def run_sweep(sweep: Sweep, workers: int | None = None, scheduler: str | None = 
     bs = batch_size or sweep.spec.batch_size or max(1, min(256, math.ceil(len(todo) / max(1, slots * 4))))
     batches = [[(p.key, p.config, str(sweep.base_path)) for p in todo[i:i + bs]] for i in range(0, len(todo), bs)]
     by_key = {p.key: p for p in sweep.points}
-    counts = {"points": len(sweep.points), "already": len(sweep.points) - len(todo), "ok": 0, "error": 0}
+    counts = {"points": len(sweep.points), "already": len(sweep.points) - len(todo), "ok": 0, "error": 0,
+              "infeasible": 0}
     if progress:
         progress(0, len(todo))
     t0 = time.perf_counter()
@@ -550,7 +554,7 @@ def run_sweep(sweep: Sweep, workers: int | None = None, scheduler: str | None = 
             counts[status] += 1
         store.add(rows)
         if progress:
-            progress(counts["ok"] + counts["error"], len(todo))
+            progress(counts["ok"] + counts["error"] + counts["infeasible"], len(todo))
         if on_result:
             on_result(results)
 

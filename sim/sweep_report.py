@@ -357,7 +357,9 @@ def write_sweep_report(out: str | Path) -> Path:
     groups = _param_groups(df, params, [keys for keys in axes if len(keys) > 1]) if params else []
     name = out.name
     parts = [CSS, f"<h1>Sweep {html.escape(name)}</h1>",
-             f"<p>{len(df)} points: {int((df.status == 'ok').sum())} ok, {int((df.status != 'ok').sum())} failed.</p>"]
+             f"<p>{len(df)} points: {int((df.status == 'ok').sum())} ok, "
+             f"{int((df.status == 'infeasible').sum())} infeasible (the workload does not fit: the reason is "
+             f"listed), {int((df.status == 'error').sum())} failed.</p>"]
 
     if len(ok):
         x, y = ok.latency_s.to_numpy(float), ok.energy_j.to_numpy(float)
@@ -385,12 +387,14 @@ def write_sweep_report(out: str | Path) -> Path:
             parts.append(f'<img alt="sensitivity" src="data:image/png;base64,{_png(fig)}">')
 
         parts.append("<h2>Best design per objective</h2>" + best_design_table(ok, params, groups))
-    failed = df[df.status != "ok"]
-    if len(failed):
-        headers = [("point", "index of the point in the sweep")] + _param_headers(groups, short) + [("error", "")]
-        rows = [[(str(int(r["idx"])), "num")] + [(_group_value(r, g), "num") for g in groups] + [(r["error"], "text")]
-                for _, r in failed.iterrows()]
-        parts.append("<h2>Failed points</h2>" + _table(headers, rows))
+    for status, title, col in (("infeasible", "Infeasible points (the workload does not fit)", "reason"),
+                               ("error", "Failed points", "error")):
+        failed = df[df.status == status]
+        if len(failed):
+            headers = [("point", "index of the point in the sweep")] + _param_headers(groups, short) + [(col, "")]
+            rows = [[(str(int(r["idx"])), "num")] + [(_group_value(r, g), "num") for g in groups]
+                    + [(r["error"], "text")] for _, r in failed.iterrows()]
+            parts.append(f"<h2>{title}</h2>" + _table(headers, rows))
     parts.append("<p>Data: points.csv, points.parquet, sweep.sqlite.</p>")
     page = html_page("sweep report", parts, max_width=1100)
     (out / "report.html").write_text(page)

@@ -1,0 +1,121 @@
+"""Does a run fit?  What must live in a device's memory, against what the target has.
+
+Before any tracing (:func:`need`, from the model's published shape): the weights at their storage
+precision (the published parameter count), the KV cache of ``batch x (prompt + decode tokens)``
+positions at the cache's precision, and an estimate of the prefill's largest activations.  After
+the prefill is traced (:func:`need` with ``trace``): the activations are the traced ones (the
+largest op's inputs and outputs that are neither weights nor cache, at the activations'
+precision), and LoRA adapters are counted from the trace's weights beyond the base model's.
+
+:func:`check` raises :class:`Infeasible` (a :class:`SimError`: one line, exit status 2) when the
+need exceeds the target's memory (``Target.memory.capacity_bytes``; a target that does not model
+its capacity is not checked), saying what would fit: a shorter context, more devices, narrower
+weights.  Sizes no device could hold (past :data:`ABSURD_BYTES`) are refused on every target,
+before tracing: a trace of them would only crash inside torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from models.errors import SimError
+
+#: more than any device holds (1 EiB): refused before tracing on every target
+ABSURD_BYTES = 1 << 60
+GB = 1e9
+
+
+class Infeasible(SimError):
+    """A run that cannot fit the target's memory (a sweep stores the point as infeasible)."""
+
+
+@dataclass(frozen=True)
+class MemoryNeed:
+    """Bytes that must be resident in device memory for a run."""
+
+    weights: int
+    kv_cache: int
+    activations: int
+    lora: int = 0
+    kv_per_token: int = 0  # KV bytes per position of one sequence (for "what would fit")
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv_cache + self.activations + self.lora
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "total": self.total}
+
+
+def _kv_per_token(spec, kv_bits: float) -> int:
+    if spec.kind != "decoder" or not spec.config_class:  # encoders; recurrent (project-native) models
+        return 0
+    return int(spec.layers * 2 * spec.kv_heads * spec.head_dim * kv_bits / 8)
+
+
+def need(spec, w, trace=None) -> MemoryNeed:
+    """What a run of workload ``w`` on model ``spec`` must hold (see the module docstring); with the
+    prefill's ``trace`` the activations and adapters are the traced ones."""
+    p = w.precision
+    weights = int(spec.published_params * p.weight_storage_bits / 8)
+    tokens = int(w.prompt) + int(w.decode_tokens or 0)
+    per_token = _kv_per_token(spec, p.kv_bits)
+    kv = per_token * int(w.batch) * tokens
+    act_bytes = p.act_bits / 8
+    lora = 0
+    if trace is None:
+        cfg = spec.config
+        if spec.config_class and "hidden_size" in cfg:
+            hidden = int(cfg["hidden_size"])
+            wide = max(int(cfg.get("intermediate_size") or cfg.get("ffn_dim") or 4 * hidden), hidden)
+            rows = int(w.batch) * int(w.prompt)
+            scores = int(w.batch) * int(cfg.get("num_attention_heads", 1)) * int(w.prompt) ** 2
+            acts = int((rows * (2 * wide + 2 * hidden) + scores) * act_bytes)
+        else:  # project-native models: their trace says
+            acts = 0
+    else:
+        storage = trace["dtype"].map({"fp32": 4, "fp16": 2, "bf16": 2}).fillna(2)
+        own = (trace.bytes_read - trace.weight_bytes - trace.kv_bytes_read + trace.bytes_written).clip(lower=0)
+        acts = int((own * act_bytes / storage).max()) if len(trace) else 0
+        if w.lora is not None:  # the adapters' weights: the traced weights beyond the published model's
+            traced = int((trace.weight_bytes / storage).sum() * p.weight_storage_bits / 8)
+            lora = max(0, traced - weights) if spec.published_params else 0
+    return MemoryNeed(weights=weights, kv_cache=kv, activations=acts, lora=lora, kv_per_token=per_token)
+
+
+def check_size(n: MemoryNeed) -> None:
+    """Raise :class:`Infeasible` for sizes no device could hold (past :data:`ABSURD_BYTES`)."""
+    if n.total > ABSURD_BYTES:
+        raise Infeasible(f"needs {n.total / GB:.3g} GB of device memory (weights {n.weights / GB:.3g} GB, "
+                         f"KV cache {n.kv_cache / GB:.3g} GB, activations {n.activations / GB:.3g} GB): no device "
+                         "holds that; use a smaller batch, prompt or decode_tokens")
+
+
+def check(n: MemoryNeed, target, w, name: str = "") -> None:
+    """Raise :class:`Infeasible` unless ``n`` fits the target's memory (see the module docstring)."""
+    check_size(n)
+    cap = target.memory.capacity_bytes
+    if not cap or n.total <= cap:
+        return
+    fits = []
+    room = cap - n.weights - n.activations - n.lora
+    if n.kv_per_token and room > 0:
+        tokens = room // (n.kv_per_token * max(1, int(w.batch)))
+        if tokens >= 1:
+            fits.append(f"at most {tokens:,} tokens of prompt + decode at batch {int(w.batch)}")
+        per_seq = n.kv_per_token * (int(w.prompt) + int(w.decode_tokens or 0))
+        if per_seq and room // per_seq >= 1 and room // per_seq < int(w.batch):
+            fits.append(f"batch {room // per_seq} at this length")
+    devices = -(-n.total // cap)
+    fits.append(f"{devices} devices sharing it (tensor parallelism; not in sim run yet)")
+    wb = w.precision.weight_storage_bits
+    for bits in (8, 4):
+        if bits < wb and n.total - n.weights + n.weights * bits / wb <= cap:
+            fits.append(f"weights at {bits} bits (workload.weight_bits: {bits})")
+            break
+    where = f"{name}: " if name else ""
+    raise Infeasible(
+        f"{where}does not fit: needs {n.total / GB:.1f} GB (weights {n.weights / GB:.1f}, KV cache "
+        f"{n.kv_cache / GB:.1f}" + (f", activations {n.activations / GB:.2f}" if n.activations else "")
+        + (f", LoRA {n.lora / GB:.2f}" if n.lora else "")
+        + f" GB) against {cap / GB:.1f} GB of device memory; would fit: " + "; ".join(fits))
