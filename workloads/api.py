@@ -430,6 +430,29 @@ class DecodeTemplate:
         return df
 
 
+def trace_module(module, *example_inputs, **example_kwargs) -> pd.DataFrame:
+    """The aten-level trace of any ``nn.Module`` run once on ``example_inputs`` (tensors, on the meta
+    device for shapes only, or real ones), as the zoo's traces are: one row per op with its kind,
+    role, shapes, flops and bytes; ``weight_bytes`` are the module's parameters an op reads.  Cost
+    it with any target: ``target.cost(OpArrays.from_frame(df), Precision(16, 16))``."""
+    import torch
+
+    from workloads.tracer import tracing
+
+    if not isinstance(module, torch.nn.Module):
+        raise SimError(f"trace_module: expected an nn.Module, got {type(module).__name__}")
+    if not example_inputs and not example_kwargs:
+        raise SimError("trace_module: give example inputs (tensors of the shapes the module runs on)")
+    module.eval()
+    with tracing(module, context=0, kv_cache=False) as tr:
+        module(*example_inputs, **example_kwargs)
+    df = tr.dataframe()
+    if df.empty:
+        raise SimError(f"trace_module: {type(module).__name__} ran no traceable op on these inputs")
+    df.attrs = dict(model=type(module).__name__, phase="prefill", batch=0, seq=0, context=0, dtype="")
+    return df
+
+
 def decode_template(model: str, batch=1, seq=1, dtype: str = "fp16", use_cache: bool = True,
                     lora=None) -> DecodeTemplate:
     """A :class:`DecodeTemplate` for ``model`` (two cached traces, at contexts 16 and 48), with

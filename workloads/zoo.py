@@ -19,6 +19,7 @@ import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from models.errors import SimError
@@ -117,11 +118,27 @@ def register(spec: ModelSpec) -> ModelSpec:
     return spec
 
 
+_USER: dict[str, tuple[int, ModelSpec]] = {}
+
+
 def get(name: str) -> ModelSpec:
-    """The zoo entry for ``name``; an unknown name is a :class:`SimError` naming close matches."""
+    """The zoo entry for ``name``, or the user's own model when ``name`` is a path to a Hugging Face
+    config.json (or a folder holding one; :mod:`workloads.userconfig`); an unknown name is a
+    :class:`SimError` naming close matches."""
     spec = _REGISTRY.get(_norm(str(name)))
     if spec is not None:
         return spec
+    from workloads import userconfig
+
+    if userconfig.is_config_path(name):
+        p = Path(str(name)).expanduser()
+        f = p / "config.json" if p.is_dir() else p
+        key = str(f.resolve()) if f.exists() else str(f)
+        stamp = f.stat().st_mtime_ns if f.exists() else -1
+        hit = _USER.get(key)
+        if hit is None or hit[0] != stamp:  # read again when the file changed
+            hit = _USER[key] = (stamp, userconfig.spec_from_config(key if f.exists() else name))
+        return hit[1]
     names = [s.name for s in _REGISTRY.values()]
     by_norm = {_norm(n): n for n in names}
     close = difflib.get_close_matches(_norm(str(name)), list(by_norm), n=3, cutoff=0.5)

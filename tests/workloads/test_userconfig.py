@@ -1,0 +1,94 @@
+"""Your own model (issue 22, item 4): a Hugging Face config.json as workload.model, traced, checked
+and refused as the zoo's models are; and any nn.Module traced from example inputs."""
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from models.errors import SimError
+from sim.cli import main
+from sim.run import execute, prepare
+from sim.targets.base import OpArrays
+from sim.targets.parts import Precision
+from workloads import api, zoo
+
+SMALL = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 512, "intermediate_size": 1376,
+         "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 4, "vocab_size": 8000,
+         "max_position_embeddings": 2048, "torch_dtype": "bfloat16", "transformers_version": "4.44.0"}
+
+
+def _write(tmp_path, data, name="config.json"):
+    p = tmp_path / name
+    p.write_text(json.dumps(data))
+    return p
+
+
+def test_a_config_json_is_a_zoo_entry(tmp_path):
+    p = _write(tmp_path, SMALL)
+    spec = zoo.get(str(p))
+    assert spec.kind == "decoder" and spec.model_class == "LlamaForCausalLM" and spec.config_class == "LlamaConfig"
+    assert (spec.layers, spec.hidden, spec.kv_heads, spec.head_dim) == (4, 512, 4, 64)
+    # parameters counted on the meta device: embeddings, head, and per layer q, k, v, o, MLP, norms
+    d, f, kv = 512, 1376, 4 * 64
+    per_layer = d * d * 2 + d * kv * 2 + 3 * d * f + 2 * d
+    assert spec.published_params == 8000 * d * 2 + 4 * per_layer + d
+    assert spec.uniform_layers and zoo.get(str(tmp_path)) is zoo.get(str(p))  # a folder works too
+    df = api.trace(str(p), "prefill", 1, 16)
+    assert (df.kind == "gemm").sum() >= 4 * 7 and df.layer.max() == 3
+
+
+def test_a_user_model_runs_and_is_checked_like_the_zoo(tmp_path):
+    p = _write(tmp_path, SMALL)
+    cfg = {"workload": {"model": str(p), "batch": 2, "prompt": 64, "decode_tokens": 4, "dtype": "fp16"},
+           "hardware": {"file": "targets/gpu_h100_sxm.yaml"}, "run": {"fidelity": "analytic"}}
+    from sim.config import CONFIGS_DIR
+
+    r = execute(prepare(cfg, CONFIGS_DIR / "x.yaml"))
+    assert r.summary["model"] == str(p) and r.summary["decode"]["tokens"] == 8
+    assert r.summary["memory"]["weights"] == zoo.get(str(p)).published_params * 2
+    # the zoo's checks: a context past its positions, and memory that does not fit
+    cfg["workload"]["prompt"] = 4096
+    with pytest.raises(SimError, match="exceeds the 2048 positions"):
+        prepare(cfg, CONFIGS_DIR / "x.yaml")
+    huge = _write(tmp_path, {**SMALL, "hidden_size": 16384, "intermediate_size": 53248, "num_hidden_layers": 96,
+                             "num_attention_heads": 128, "num_key_value_heads": 8}, "huge.json")
+    cfg["workload"].update(model=str(huge), prompt=64)
+    with pytest.raises(SimError, match="does not fit"):
+        prepare(cfg, CONFIGS_DIR / "x.yaml")
+
+
+@pytest.mark.parametrize("data,needle", [
+    ({"hidden_size": 4}, "needs model_type"),
+    ({"model_type": "no-such-arch"}, "not an architecture transformers"),
+    ({**SMALL, "num_attention_heads": 7}, "cannot build"),
+])
+def test_bad_configs_are_one_line_errors(tmp_path, capsys, data, needle):
+    p = _write(tmp_path, data)
+    run = tmp_path / "r.yaml"
+    run.write_text(yaml.safe_dump({"workload": {"model": str(p), "prompt": 16, "decode_tokens": 2},
+                                   "hardware": {"file": "targets/gpu_h100_sxm.yaml"}}))
+    assert main(["run", str(run), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err
+    with pytest.raises(SimError, match="no such config.json"):
+        zoo.get(str(tmp_path / "missing.json"))
+
+
+def test_any_module_traces_from_example_inputs():
+    m = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 32)).half().to("meta")
+    df = api.trace_module(m, torch.zeros(8, 64, dtype=torch.float16, device="meta"))
+    g = df[df.kind == "gemm"]
+    assert list(zip(g.gemm_m, g.gemm_n, g.gemm_k)) == [(8, 256, 64), (8, 32, 256)]
+    assert list(g.weight_bytes) == [(64 * 256 + 256) * 2, (256 * 32 + 32) * 2]
+    from sim.config import CONFIGS_DIR, Hardware
+    from sim.targets import build
+
+    t, _, _ = build(Hardware(file="targets/gpu_h100_sxm.yaml"), CONFIGS_DIR / "x.yaml")
+    c = t.cost(OpArrays.from_frame(df), Precision(16, 16))
+    assert (c.compute_cycles[(df.kind == "gemm").to_numpy()] > 0).all()
+    with pytest.raises(SimError, match="expected an nn.Module"):
+        api.trace_module(lambda x: x, torch.zeros(1))
+    with pytest.raises(SimError, match="give example inputs"):
+        api.trace_module(m)
