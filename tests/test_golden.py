@@ -42,3 +42,30 @@ def test_compare_catches_a_moved_number(tmp_path):
     live = tmp_path / "live.csv"
     df.to_csv(live, index=False)
     assert golden.compare("lamarr", "paper_vs_sim.csv", live, golden.GOLDEN / "lamarr" / "paper_vs_sim.csv") == []
+
+
+def test_regenerating_keeps_a_file_that_moved_only_live(tmp_path, monkeypatch):
+    """`make golden` leaves a golden file alone when the fresh output differs only in what is timed
+    live (Lamarr's speed ratio), and rewrites it when a model number moved."""
+    import shutil
+
+    import pandas as pd
+
+    dest = tmp_path / "golden"
+    for system in ("lamarr", "bitmod"):
+        shutil.copytree(golden.GOLDEN / system, dest / system)
+    before = {s: (dest / s / "paper_vs_sim.csv").read_text() for s in ("lamarr", "bitmod")}
+
+    def fake_produce(system, out):
+        df = pd.read_csv(golden.GOLDEN / system / "paper_vs_sim.csv")
+        live = df.metric.isin(golden.LIVE.get(system, set()))
+        df.loc[live, "simulated"] *= 3.0  # the machine's mood
+        df.loc[~live, "simulated"] *= 1.5  # a model number moved
+        df.to_csv(out / "paper_vs_sim.csv", index=False)
+        return {"paper_vs_sim.csv": out / "paper_vs_sim.csv"}
+
+    monkeypatch.setattr(golden, "GOLDEN", dest)
+    monkeypatch.setattr(golden, "produce", fake_produce)
+    golden.regenerate(["lamarr", "bitmod"])
+    assert (dest / "lamarr" / "paper_vs_sim.csv").read_text() == before["lamarr"]
+    assert (dest / "bitmod" / "paper_vs_sim.csv").read_text() != before["bitmod"]
