@@ -117,11 +117,20 @@ class Run(_Strict):
     fidelity: Literal["simpy", "analytic"] = "simpy"
 
 
+class Parallel(_Strict):
+    """How many devices share the model.  ``tp``: Megatron-style tensor parallelism (column-parallel
+    q/k/v/gate/up/head, row-parallel o/down, attention by heads; an all-reduce after each row-parallel
+    projection, an all-gather of the logits).  Pipeline, expert and data parallelism are not built."""
+
+    tp: int = Field(1, ge=1, le=1024)
+
+
 class Config(_Strict):
     study: Literal["run"] = "run"  # the plain run (sim/studies/: other kinds have their own schemas)
     name: str | None = None
     workload: Workload
     hardware: Hardware
+    parallel: Parallel = Field(default_factory=Parallel)
     run: Run = Field(default_factory=Run)
 
 

@@ -53,13 +53,17 @@ def _kv_per_token(spec, kv_bits: float) -> int:
     return int(spec.layers * 2 * spec.kv_heads * spec.head_dim * kv_bits / 8)
 
 
-def need(spec, w, trace=None) -> MemoryNeed:
+def need(spec, w, trace=None, tp: int = 1) -> MemoryNeed:
     """What a run of workload ``w`` on model ``spec`` must hold (see the module docstring); with the
-    prefill's ``trace`` the activations and adapters are the traced ones."""
+    prefill's ``trace`` the activations and adapters are the traced ones.  With ``tp`` > 1, one
+    device's share under tensor parallelism: the weights split ``tp`` ways, the KV cache by KV
+    heads (replicated where there are fewer KV heads than devices), ``trace`` already sharded."""
     p = w.precision
-    weights = int(spec.published_params * p.weight_storage_bits / 8)
+    weights = int(spec.published_params * p.weight_storage_bits / 8) // tp
     tokens = int(w.prompt) + int(w.decode_tokens or 0)
     per_token = _kv_per_token(spec, p.kv_bits)
+    if tp > 1 and per_token:
+        per_token //= min(tp, spec.kv_heads)
     kv = per_token * int(w.batch) * tokens
     act_bytes = p.act_bits / 8
     lora = 0
@@ -91,8 +95,9 @@ def check_size(n: MemoryNeed) -> None:
                          "holds that; use a smaller batch, prompt or decode_tokens")
 
 
-def check(n: MemoryNeed, target, w, name: str = "") -> None:
-    """Raise :class:`Infeasible` unless ``n`` fits the target's memory (see the module docstring)."""
+def check(n: MemoryNeed, target, w, name: str = "", tp: int = 1) -> None:
+    """Raise :class:`Infeasible` unless ``n`` (one device's need, of ``tp`` sharing the model) fits
+    the target's memory (see the module docstring)."""
     check_size(n)
     cap = target.memory.capacity_bytes
     if not cap or n.total <= cap:
@@ -106,8 +111,9 @@ def check(n: MemoryNeed, target, w, name: str = "") -> None:
         per_seq = n.kv_per_token * (int(w.prompt) + int(w.decode_tokens or 0))
         if per_seq and room // per_seq >= 1 and room // per_seq < int(w.batch):
             fits.append(f"batch {room // per_seq} at this length")
-    devices = -(-n.total // cap)
-    fits.append(f"{devices} devices sharing it (tensor parallelism; not in sim run yet)")
+    devices = -(-n.total * tp // cap)
+    fits.append(f"{devices} devices sharing it (parallel.tp)" if devices > tp else "")
+    fits = [f for f in fits if f]
     wb = w.precision.weight_storage_bits
     for bits in (8, 4):
         if bits < wb and n.total - n.weights + n.weights * bits / wb <= cap:
@@ -118,4 +124,5 @@ def check(n: MemoryNeed, target, w, name: str = "") -> None:
         f"{where}does not fit: needs {n.total / GB:.1f} GB (weights {n.weights / GB:.1f}, KV cache "
         f"{n.kv_cache / GB:.1f}" + (f", activations {n.activations / GB:.2f}" if n.activations else "")
         + (f", LoRA {n.lora / GB:.2f}" if n.lora else "")
-        + f" GB) against {cap / GB:.1f} GB of device memory; would fit: " + "; ".join(fits))
+        + f" GB{' per device' if tp > 1 else ''}) against {cap / GB:.1f} GB of device memory; would fit: "
+        + "; ".join(fits))

@@ -139,10 +139,13 @@ def prepare(raw: dict, config_path: Path, lines: dict | None = None, fidelity: s
     at("workload.kv_bits" if w.kv_bits else "workload", target.peak_macs_per_cycle, w.kvbits, w.abits)
     # what must be resident, before any tracing: weights and KV cache against the device's memory
     # (activations counted from the trace later), and sizes no device holds
+    tp = cfg.parallel.tp
+    if tp > 1:
+        at("parallel.tp", _check_tp, spec, target, tp)
     if check_memory:
-        est = memory.need(spec, w)
+        est = memory.need(spec, w, tp=tp)
         at("workload", memory.check_size, est)
-        at("workload", memory.check, dataclasses.replace(est, activations=0), target, w)
+        at("workload", memory.check, dataclasses.replace(est, activations=0), target, w, "", tp)
     return Prepared(cfg, raw, spec, target, energy, hw)
 
 
@@ -173,16 +176,64 @@ def lora_spec(w):
     return None if w.lora is None else wl.LoraSpec.of(w.lora.model_dump())
 
 
-def _prefill_arrays(spec, w) -> tuple[pd.DataFrame, OpArrays]:
+def _prefill_arrays(spec, w, tp: int = 1) -> tuple[pd.DataFrame, OpArrays]:
     from workloads import api as wl
 
     lora = lora_spec(w)
 
     def make():
         df = wl.trace(spec.name, "prefill", w.batch, w.prompt, 0, w.dtype, lora=lora)
+        if tp > 1:
+            from sim.multigpu import shard
+
+            df = shard(df, tp, spec.kv_heads)
         return df, OpArrays.from_frame(df)
 
-    return _memo(("prefill", spec.fingerprint(), w.batch, w.prompt, w.dtype, lora), make)
+    return _memo(("prefill", spec.fingerprint(), w.batch, w.prompt, w.dtype, lora, tp), make)
+
+
+def _check_tp(spec, target, tp: int) -> None:
+    """Tensor parallelism needs a multi-GPU link and a model whose heads split evenly over the devices."""
+    link = getattr(target, "link", None)
+    if link is None:
+        raise SimError(f"tensor parallelism over {tp} devices needs a GPU target with a GPU-to-GPU link "
+                       f"(link_bytes_per_s); {target.name} has none")
+    if not spec.config_class or "num_attention_heads" not in spec.config:
+        raise SimError(f"{spec.name} is not a transformers model with attention heads to shard")
+    kv = spec.kv_heads
+    if spec.heads % tp or (kv % tp and tp % kv):
+        raise SimError(f"tp {tp} must divide {spec.name}'s {spec.heads} attention heads and its {kv} KV heads "
+                       "(or be a multiple of them)")
+
+
+def _shard_template(tpl, tp: int, kv_heads: int):
+    """One device's decode template: the two traces it was made from, sharded (heads split evenly,
+    so every column stays affine in the context)."""
+    from sim.multigpu import shard
+    from workloads.api import DecodeTemplate
+
+    ctx_b = tpl.ctx_a + 32
+    a, b = tpl.at(tpl.ctx_a), tpl.at(ctx_b)
+    a.attrs, b.attrs = {**tpl.base.attrs, "context": tpl.ctx_a}, {**tpl.base.attrs, "context": ctx_b}
+    sa, sb = shard(a, tp, kv_heads), shard(b, tp, kv_heads)
+    sa.attrs, sb.attrs = a.attrs, b.attrs
+    return DecodeTemplate.from_traces(sa, sb, tpl.max_context)
+
+
+def _collectives(spec, w, target, tp: int) -> dict:
+    """Seconds of a step's collectives under Megatron tensor parallelism: per layer an all-reduce of
+    the hidden state after the attention's row-parallel projection and one after the MLP's, and an
+    all-gather of the column-parallel head's logits (the last position's)."""
+    link = target.link
+    act = w.precision.act_bits / 8
+
+    def step_s(tokens: int) -> float:
+        hidden = w.batch * tokens * spec.hidden * act
+        return (2 * spec.layers * link.all_reduce(hidden, tp)
+                + (link.all_gather(w.batch * spec.vocab * act, tp) if spec.kind == "decoder" else 0.0))
+
+    return {"prefill_s": step_s(w.prompt), "decode_step_s": step_s(1) if w.decode_tokens else 0.0,
+            "link": link.source}
 
 
 def execute(prep: Prepared, progress=None, every_step: bool = False) -> Result:
@@ -197,12 +248,13 @@ def execute(prep: Prepared, progress=None, every_step: bool = False) -> Result:
     step = progress or (lambda msg: None)
     t0 = time.perf_counter()
 
+    tp = cfg.parallel.tp
     # ---- prefill ----
     step("tracing prefill")
-    pre_trace, pre_arrays = _prefill_arrays(spec, w)
-    # the traced activations (and adapters) join the weights and the KV cache
-    need = memory.need(spec, w, pre_trace)
-    memory.check(need, target, w)
+    pre_trace, pre_arrays = _prefill_arrays(spec, w, tp)
+    # the traced activations (and adapters) join the weights and the KV cache, per device
+    need = memory.need(spec, w, pre_trace, tp=tp)
+    memory.check(need, target, w, tp=tp)
     step("costing prefill")
     pre_costs = target.cost(pre_arrays, w.precision)
     step("scheduling prefill")
@@ -218,9 +270,12 @@ def execute(prep: Prepared, progress=None, every_step: bool = False) -> Result:
         step("tracing decode")
         lora = lora_spec(w)
         tpl = wl.decode_template(spec.name, w.batch, 1, w.dtype, lora=lora)
+        if tp > 1:  # one device's share of every decode step (the template sharded at both contexts)
+            tpl = _memo(("decode_tpl_tp", spec.fingerprint(), w.batch, w.dtype, lora, tp),
+                        lambda: _shard_template(tpl, tp, spec.kv_heads))
         n_steps = w.decode_tokens
         contexts = w.prompt + np.arange(n_steps, dtype=np.int64)
-        dec_ops = _memo(("decode_ops", spec.fingerprint(), w.batch, w.dtype, lora), lambda: DecodeOps.of(tpl))
+        dec_ops = _memo(("decode_ops", spec.fingerprint(), w.batch, w.dtype, lora, tp), lambda: DecodeOps.of(tpl))
         step(f"costing {n_steps} decode steps")
         gen = Generation(tpl, dec_ops, contexts, target, w.precision)
         step(f"costing and scheduling {n_steps} decode steps")
@@ -229,13 +284,19 @@ def execute(prep: Prepared, progress=None, every_step: bool = False) -> Result:
         step_cycles = [int(x) for x in ds.step_cycles]
         dec_cycles = int(sum(step_cycles))
         decode_info = {"steps": n_steps, "sampled_steps": ds.sampled, "checked_error": ds.checked_error}
-        last = _memo(("decode_frame", spec.fingerprint(), w.batch, w.dtype, int(contexts[-1]), lora),
+        last = _memo(("decode_frame", spec.fingerprint(), w.batch, w.dtype, int(contexts[-1]), lora, tp),
                      lambda: tpl.at(int(contexts[-1])))
         dec = _cost_frame(last, ds.sums, ds.op_cycles, freq, energy, "decode")
         dec["flops"] = tpl.totals(int(contexts[0]), n_steps, ["flops"])["flops"]  # summed like macs
         frames.append(dec)
 
     pre_cycles = pre_sched.cycles
+    par = None
+    if tp > 1:  # the collectives between the devices' shares, serialized with their kernels
+        par = _collectives(spec, w, target, tp)
+        pre_cycles += int(np.ceil(par["prefill_s"] * freq))
+        step_cycles = [c + int(np.ceil(par["decode_step_s"] * freq)) for c in step_cycles]
+        dec_cycles = int(sum(step_cycles))
     host_info = None
     if target.host.modelled:  # the runtime's host as its own stream beside the device
         host_info, pre_cycles, step_cycles = _host_stream(
@@ -243,6 +304,9 @@ def execute(prep: Prepared, progress=None, every_step: bool = False) -> Result:
             ds.op_cycles if w.decode_tokens else None, step_cycles)
         dec_cycles = int(sum(step_cycles))
     ops = pd.concat(frames, ignore_index=True)
+    if tp > 1:  # every device runs its share: the system's energy is tp times one device's
+        for c in [c for c in ops.columns if c.startswith("energy_pj")]:
+            ops[c] = ops[c] * tp
     idle_s = None
     if host_info is not None:  # the device waits for the host: no op runs, its static power still draws
         idle_s = {"prefill": host_info["prefill"]["device_idle_s"]}
@@ -252,7 +316,9 @@ def execute(prep: Prepared, progress=None, every_step: bool = False) -> Result:
     if host_info is not None:
         summary["host"] = host_info
         summary["host"]["idle_static_j"] = summary.pop("_idle_static_j")
-    summary["memory"] = {**need.as_dict(), "capacity": target.memory.capacity_bytes}
+    summary["memory"] = {**need.as_dict(), "capacity": target.memory.capacity_bytes, "per_device": tp > 1}
+    if par is not None:
+        summary["parallel"] = {"tp": tp, **par}
     step("done")
     stages = [("wall_s", time.perf_counter() - t0)]
     return Result(cfg, raw, hw, target, energy, ops, summary, stages, decode_info)

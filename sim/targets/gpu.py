@@ -63,7 +63,7 @@ from models.errors import SimError
 from sim.targets import register
 from sim.targets.base import Costs, OpArrays, Target
 from sim.targets.base import cdiv as _cdiv
-from sim.targets.parts import Host, HostParams, Memory, Precision, param_source
+from sim.targets.parts import Host, HostParams, Link, Memory, Precision, param_source
 
 MMA_DTYPES = ("fp16", "bf16", "tf32", "fp8", "int8", "int4", "b1")
 
@@ -100,6 +100,9 @@ class GPUParams(BaseModel):
     node_nm: int = Field(gt=0)
     host: HostParams | None = Field(None, description="the runtime's host (dispatch per op, module calls, the "
                                     "generate loop) as its own stream; none: only kernel_overhead_s per kernel")
+    link_bytes_per_s: float | None = Field(None, gt=0, description="GPU-to-GPU bandwidth per direction (NVLink), "
+                                           "for tensor-parallel collectives; none: no multi-GPU runs")
+    collective_latency_s: float = Field(0.0, ge=0, description="each collective's fixed cost (a small all-reduce)")
 
     @field_validator("tensor_tflops")
     @classmethod
@@ -329,6 +332,16 @@ class GPU(Target):
         return Memory(bytes_per_s=p.hbm_bytes_per_s, capacity_bytes=p.hbm_bytes, efficiency=p.hbm_efficiency,
                       latency_s=p.mem_latency_s,
                       source=param_source(self, "hbm_bytes", "hbm_bytes_per_s", "hbm_efficiency", "mem_latency_s"))
+
+    @property
+    def link(self) -> Link | None:
+        """The GPU-to-GPU link of tensor-parallel collectives (``link_bytes_per_s`` per direction, each
+        collective ``collective_latency_s``), or None where the file gives none."""
+        p = self.params
+        if p.link_bytes_per_s is None:
+            return None
+        return Link(p.link_bytes_per_s, p.collective_latency_s,
+                    source=param_source(self, "link_bytes_per_s", "collective_latency_s"))
 
     def dram_bytes_per_cycle(self) -> float:
         return self.memory.bytes_per_cycle(self.freq_hz)
