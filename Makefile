@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/run_speed.py
 	$(VENV)/bin/python benchmarks/sweep_speed.py
 	$(VENV)/bin/python benchmarks/long_decode.py
+	$(VENV)/bin/python benchmarks/tp_175b.py
 
 clean:
 	rm -rf $(VENV) results/quickstart
