@@ -225,11 +225,22 @@ def _trace_uncached(spec: zoo.ModelSpec, phase: str, batch: int, seq: int, conte
         add_lora(model, lora.rank, lora.targets, lora.scaling)
     ids = torch.zeros((batch, seq), dtype=torch.long, device="meta")
     mask = torch.ones((batch, seq), dtype=torch.long, device="meta")  # inputs are made outside the trace
-    with tracing(model, context=context, kv_cache=spec.kind == "decoder") as tr:
-        if spec.kind == "encoder":
-            run_encoder(model, ids, mask)
-        else:
-            run_decoder(model, ids, phase)
+    from workloads.userconfig import is_user
+
+    try:
+        with tracing(model, context=context, kv_cache=spec.kind == "decoder") as tr:
+            if spec.kind == "encoder":
+                run_encoder(model, ids, mask)
+            else:
+                run_decoder(model, ids, phase)
+    except SimError:
+        raise
+    except Exception as e:  # a user's architecture the meta-device trace cannot run: one line, not a crash
+        if not is_user(spec):
+            raise
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise SimError(f"{spec.name}: transformers' {spec.model_class} does not trace on the meta device here "
+                       f"({type(e).__name__}: {first}); mixture-of-experts routing is not modelled yet") from None
     df = tr.dataframe()
     return _replicate_layers(df, spec.layers) if cut else df
 

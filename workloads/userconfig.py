@@ -18,9 +18,16 @@ from pathlib import Path
 
 from models.errors import SimError
 
+#: the parameter-count source of every user model (how :func:`is_user` knows one)
+USER_SOURCE = "counted on the meta device from the user's config.json"
 #: keys of a config.json that describe the file, not the architecture
 _META_KEYS = {"architectures", "transformers_version", "torch_dtype", "dtype", "_name_or_path", "auto_map",
               "model_type", "_commit_hash", "quantization_config"}
+
+
+def is_user(spec) -> bool:
+    """Whether a zoo entry was made from a user's config.json (not one of the zoo's checked models)."""
+    return spec.params_source == USER_SOURCE
 
 
 def is_config_path(name) -> bool:
@@ -90,5 +97,5 @@ def spec_from_config(name) -> "ModelSpec":  # noqa: F821 (zoo imports this modul
             config[key] = getattr(cfg, key)
     return ModelSpec(name=str(p), family=model_type, kind=kind, config=config, config_class=config_cls.__name__,
                      model_class=arch, published_params=int(params),
-                     params_source="counted on the meta device from the user's config.json",
+                     params_source=USER_SOURCE,
                      nominal="", source=str(p), uniform_layers=uniform)

@@ -76,6 +76,21 @@ def test_bad_configs_are_one_line_errors(tmp_path, capsys, data, needle):
         zoo.get(str(tmp_path / "missing.json"))
 
 
+def test_a_user_architecture_that_does_not_trace_is_a_one_line_error(tmp_path, capsys):
+    """A mixture-of-experts config (Mixtral's shape, scaled down) builds, but its expert dispatch does
+    not run on the meta device: a one-line error naming why, not a traceback."""
+    moe = {"architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "hidden_size": 256,
+           "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+           "num_local_experts": 4, "num_experts_per_tok": 2, "vocab_size": 1000, "max_position_embeddings": 512}
+    p = _write(tmp_path, moe)
+    run = tmp_path / "r.yaml"
+    run.write_text(yaml.safe_dump({"workload": {"model": str(p), "prompt": 16, "decode_tokens": 2},
+                                   "hardware": {"file": "targets/gpu_h100_sxm.yaml"}}))
+    assert main(["run", str(run), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "does not trace on the meta device" in err
+
+
 def test_any_module_traces_from_example_inputs():
     m = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.GELU(), torch.nn.Linear(256, 32)).half().to("meta")
     df = api.trace_module(m, torch.zeros(8, 64, dtype=torch.float16, device="meta"))
