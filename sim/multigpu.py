@@ -41,8 +41,8 @@ from models.errors import SimError
 from sim.engine.graph import TaskGraph
 from sim.targets.parts import Link, Precision
 
-COLUMN = {"q_proj", "k_proj", "v_proj", "qkv_proj", "mlp_gate", "mlp_up", "mlp_gate_up", "lm_head"}
-ROW = {"o_proj", "mlp_down"}
+COLUMN = {"q_proj", "k_proj", "v_proj", "qkv_proj", "mlp_gate", "mlp_up", "mlp_gate_up", "lm_head", "expert_gate_up"}
+ROW = {"o_proj", "mlp_down", "expert_down"}  # a mixture of experts' experts split as an MLP is (the router is replicated)
 ATTN = {"attn_score", "attn_context", "attn_softmax", "attn_mask", "kv_write"}
 
 

@@ -240,7 +240,7 @@ def _trace_uncached(spec: zoo.ModelSpec, phase: str, batch: int, seq: int, conte
             raise
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise SimError(f"{spec.name}: transformers' {spec.model_class} does not trace on the meta device here "
-                       f"({type(e).__name__}: {first}); mixture-of-experts routing is not modelled yet") from None
+                       f"({type(e).__name__}: {first})") from None
     df = tr.dataframe()
     return _replicate_layers(df, spec.layers) if cut else df
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from models.errors import SimError
-from workloads.tracer import _scope, register_attention
+from workloads.tracer import _scope, register_attention, register_experts
 from workloads.zoo import ModelSpec
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -31,9 +31,16 @@ def build(spec: ModelSpec, dtype: str = "fp16", device: str = "meta") -> torch.n
     attn = register_attention()
     config = getattr(transformers, spec.config_class)(**spec.config)
     config._attn_implementation = attn
+    if device == "meta" and _is_moe(config):  # experts on the suite's routing policy (static shapes)
+        config._experts_implementation = register_experts()
     with torch.device(device):
         model = getattr(transformers, spec.model_class)(config)
     return model.to(td).eval()
+
+
+def _is_moe(config) -> bool:
+    """Whether a transformers config describes a mixture-of-experts model."""
+    return any(getattr(config, k, None) for k in ("num_local_experts", "num_experts", "n_routed_experts"))
 
 
 def load_real(spec: ModelSpec, dtype: str = "fp32") -> torch.nn.Module:

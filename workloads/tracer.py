@@ -153,6 +153,54 @@ def register_attention() -> str:
     return "mlhw"
 
 
+def expert_loads(tokens: int, top_k: int, experts: int) -> list[int]:
+    """Tokens per expert under the uniform routing policy: the ``tokens x top_k`` assignments spread
+    as evenly as the experts allow (meta tensors carry no router values, so the policy is stated,
+    not observed).  Fewer assignments than experts leave the rest idle: a batch-1 decode step runs
+    ``top_k`` experts of one token each and reads only their weights."""
+    s = int(tokens) * int(top_k)
+    active = min(int(experts), s)
+    if active <= 0:
+        return [0] * int(experts)
+    base, extra = divmod(s, active)
+    return [base + (1 if e < extra else 0) for e in range(active)] + [0] * (int(experts) - active)
+
+
+def mlhw_experts(self, hidden_states, top_k_index, top_k_weights):
+    """A mixture-of-experts layer's experts as the suite traces them (transformers' experts
+    interface): each active expert's gate/up and down projections on its share of the tokens
+    (:func:`expert_loads`), weighted and summed back per token.  Static shapes, so it runs on the
+    meta device; the expert weights are views of the layer's 3D parameters, traced as weights."""
+    import torch.nn.functional as F  # noqa: N812
+
+    tokens, hidden = hidden_states.shape[0], hidden_states.shape[-1]
+    k = top_k_index.shape[-1]
+    out = hidden_states.new_zeros(tokens, hidden)
+    for e, n in enumerate(expert_loads(tokens, k, self.num_experts)):
+        if n == 0:
+            continue
+        x = hidden_states[:n]  # the expert's tokens (which ones is the router's business)
+        w_up = self.gate_up_proj[e] if self.has_gate else self.up_proj[e]
+        with _scope("expert_gate_up"):
+            h = F.linear(x, w_up.t() if getattr(self, "is_transposed", False) else w_up)
+        with _scope("expert_act"):
+            h = self._apply_gate(h) if self.has_gate else self.act_fn(h)
+        w_down = self.down_proj[e]
+        with _scope("expert_down"):
+            y = F.linear(h, w_down.t() if getattr(self, "is_transposed", False) else w_down)
+        with _scope("expert_combine"):
+            out[:n] += y * top_k_weights[:n, :1]
+    return out
+
+
+def register_experts() -> str:
+    """Register :func:`mlhw_experts` with transformers' experts interface (idempotent); its name."""
+    from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
+
+    ALL_EXPERTS_FUNCTIONS.register("mlhw", mlhw_experts)
+    return "mlhw"
+
+
 # ---------------------------------------------------------------------------------------------
 # Op classification and cost
 # ---------------------------------------------------------------------------------------------
@@ -278,6 +326,7 @@ _LEAF_ROLES = {
     "embed_tokens": "embedding", "word_embeddings": "embedding", "embed_positions": "pos_embedding",
     "position_embeddings": "pos_embedding", "token_type_embeddings": "pos_embedding",
     "lm_head": "lm_head", "embeddings": "embedding", "i_proj": "mix_candidate", "f_proj": "mix_forget",
+    "gate": "moe_router",  # a mixture-of-experts block's router (Mixtral's and Qwen3-MoE's mlp.gate)
     "g_proj": "mix_gate", "rotary_emb": "rotary", "act_fn": "activation", "activation_fn": "activation",
     "intermediate_act_fn": "activation", "act": "activation", "pooler": "pooler",
     "lora_A": "lora", "lora_B": "lora",  # LoRA adapters run beside a projection (workloads.build.LoraLinear)

@@ -282,6 +282,31 @@ for _spec in [
         nominal="70B", source=_COPY.format(repo="meta-llama/Meta-Llama-3-70B"),
     ),
     ModelSpec(
+        "Mixtral-8x7B", "mixtral", "decoder",
+        _llama(4096, 14336, 32, 32, 8, 32000, 32768, 1_000_000.0, num_local_experts=8, num_experts_per_tok=2,
+               sliding_window=None),
+        "MixtralConfig", "MixtralForCausalLM",
+        published_params=46_700_000_000,
+        params_source="Hugging Face page mistralai/Mixtral-8x7B-v0.1 ('46.7B params'); Mixtral paper "
+        "(arXiv 2401.04088): 47B total, 13B active per token",
+        nominal="8x7B", source=_HF.format(repo="mistralai/Mixtral-8x7B-v0.1") + "; Mixtral paper Table 1",
+        notes="mixture of experts: 8 experts, 2 per token; traced with the uniform routing policy "
+        "(workloads.tracer.expert_loads)",
+    ),
+    ModelSpec(
+        "Qwen3-30B-A3B", "qwen3_moe", "decoder",
+        _llama(2048, 6144, 48, 32, 4, 151936, 40960, 1_000_000.0, rms_norm_eps=1e-6, head_dim=128,
+               moe_intermediate_size=768, num_experts=128, num_experts_per_tok=8, decoder_sparse_step=1,
+               mlp_only_layers=[], norm_topk_prob=True),
+        "Qwen3MoeConfig", "Qwen3MoeForCausalLM",
+        published_params=30_500_000_000,
+        params_source="Qwen3-30B-A3B model card: 30.5B parameters in total, 3.3B activated",
+        nominal="30B-A3B", source=_HF.format(repo="Qwen/Qwen3-30B-A3B") + "; Qwen3 technical report "
+        "(arXiv 2505.09388) Table 2",
+        notes="fine-grained mixture of experts: 128 experts of width 768, 8 per token; traced with the "
+        "uniform routing policy (workloads.tracer.expert_loads)",
+    ),
+    ModelSpec(
         "Qwen2-7B", "qwen2", "decoder",
         _llama(3584, 18944, 28, 28, 4, 152064, 131072, 1_000_000.0, rms_norm_eps=1e-6, use_sliding_window=False),
         "Qwen2Config", "Qwen2ForCausalLM",

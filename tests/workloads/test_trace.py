@@ -11,7 +11,8 @@ from workloads import api
 def closed_form_flops(spec: zoo.ModelSpec, phase: str, b: int, s: int, ctx: int) -> int:
     """2 x (matmul parameters) x tokens + attention, from the hyperparameters.
 
-    Matmul parameters per layer: the attention projections and the MLP (gated: 3 matrices, else 2).
+    Matmul parameters per layer: the attention projections and the MLP (gated: 3 matrices, else 2);
+    a mixture of experts: the router, and each token through its top-k gated experts.
     The LM head runs on every new token in decode and on the last position only in prefill (what
     generation needs).  Attention: Q K^T and P V, 2 x B x heads x S x (context + S) x head_dim each,
     per layer (unmasked: the causal half is computed, as dense kernels do).
@@ -19,9 +20,15 @@ def closed_form_flops(spec: zoo.ModelSpec, phase: str, b: int, s: int, ctx: int)
     c, d, hd, h, kv = spec.config, spec.hidden, spec.head_dim, spec.heads, spec.kv_heads
     ff = c.get("intermediate_size") or c["ffn_dim"]
     gated = spec.family in ("llama", "qwen2", "phi3")
-    per_layer = d * h * hd + 2 * d * kv * hd + h * hd * d + (3 if gated else 2) * d * ff
     tokens = b * s
-    flops = 2 * per_layer * spec.layers * tokens
+    experts = c.get("num_local_experts") or c.get("num_experts")
+    if experts:  # a mixture of experts: the router, and every token through top-k gated experts
+        per_layer = d * h * hd + 2 * d * kv * hd + h * hd * d + d * experts
+        ff = c.get("moe_intermediate_size") or ff
+        flops = 2 * per_layer * spec.layers * tokens + 2 * 3 * d * ff * tokens * c["num_experts_per_tok"] * spec.layers
+    else:
+        per_layer = d * h * hd + 2 * d * kv * hd + h * hd * d + (3 if gated else 2) * d * ff
+        flops = 2 * per_layer * spec.layers * tokens
     if spec.kind == "decoder":
         head_tokens = b if phase == "prefill" else tokens
         flops += 2 * d * spec.vocab * head_tokens

@@ -76,19 +76,28 @@ def test_bad_configs_are_one_line_errors(tmp_path, capsys, data, needle):
         zoo.get(str(tmp_path / "missing.json"))
 
 
-def test_a_user_architecture_that_does_not_trace_is_a_one_line_error(tmp_path, capsys):
-    """A mixture-of-experts config (Mixtral's shape, scaled down) builds, but its expert dispatch does
-    not run on the meta device: a one-line error naming why, not a traceback."""
+def test_a_user_moe_config_traces_and_one_that_cannot_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    """A mixture-of-experts config (Mixtral's shape, scaled down) traces with the routing policy; an
+    architecture whose forward fails on the meta device is a one-line error naming why, not a
+    traceback."""
     moe = {"architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "hidden_size": 256,
            "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
            "num_local_experts": 4, "num_experts_per_tok": 2, "vocab_size": 1000, "max_position_embeddings": 512}
     p = _write(tmp_path, moe)
+    df = api.trace(str(p), "decode", 1, 1, 16)
+    assert ((df.role == "expert_gate_up") & (df.kind == "gemm")).sum() == 2 * 2  # 2 layers x top-2 experts
+    import workloads.build as build
+
+    def broken(*a, **k):
+        raise RuntimeError("a data-dependent shape")
+
+    monkeypatch.setattr(build, "run_decoder", broken)
     run = tmp_path / "r.yaml"
-    run.write_text(yaml.safe_dump({"workload": {"model": str(p), "prompt": 16, "decode_tokens": 2},
+    run.write_text(yaml.safe_dump({"workload": {"model": str(p), "prompt": 24, "decode_tokens": 2},
                                    "hardware": {"file": "targets/gpu_h100_sxm.yaml"}}))
     assert main(["run", str(run), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "does not trace on the meta device" in err
+    assert len(err.splitlines()) == 1 and "does not trace on the meta device" in err and "data-dependent" in err
 
 
 def test_any_module_traces_from_example_inputs():

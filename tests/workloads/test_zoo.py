@@ -9,7 +9,8 @@ from workloads.build import build
 DECODERS = [s.name for s in zoo.specs() if s.kind == "decoder"]
 
 EXPECTED_ZOO = {"OPT-1.3B", "OPT-6.7B", "Phi-2", "Phi-3-mini", "Yi-6B", "Llama-2-7B", "Llama-2-13B",
-                "Llama-2-70B", "Llama-3-8B", "Llama-3-70B", "Qwen2-7B", "Qwen2-72B", "all-MiniLM-L6-v2"}
+                "Llama-2-70B", "Llama-3-8B", "Llama-3-70B", "Qwen2-7B", "Qwen2-72B", "all-MiniLM-L6-v2",
+                "Mixtral-8x7B", "Qwen3-30B-A3B"}
 
 
 def closed_form_params(s: zoo.ModelSpec) -> int:
@@ -34,6 +35,14 @@ def closed_form_params(s: zoo.ModelSpec) -> int:
         mlp = d * ff + ff + ff * d + d + 2 * d
         emb = (V + c["max_position_embeddings"] + c["type_vocab_size"]) * d + 2 * d
         return emb + L * (attn + mlp) + d * d + d  # + pooler
+    if s.family in ("mixtral", "qwen3_moe"):  # mixtures of experts: gated experts, a router, untied head
+        experts = c.get("num_local_experts") or c["num_experts"]
+        ff = c.get("moe_intermediate_size") or c["intermediate_size"]
+        attn = d * h * hd + 2 * d * kv * hd + h * hd * d
+        if s.family == "qwen3_moe":
+            attn += 2 * hd  # q_norm, k_norm over the head dimension
+        moe = experts * 3 * d * ff + d * experts
+        return V * d + L * (attn + moe + 2 * d) + d + d * V
     # llama, qwen2, phi3: gated MLP, RMSNorm, untied lm_head
     ff = c["intermediate_size"]
     attn = d * h * hd + 2 * d * kv * hd + h * hd * d
