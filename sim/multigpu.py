@@ -160,18 +160,24 @@ def expected_tokens(alpha: float, gamma: int) -> float:
     return (1 - alpha ** (gamma + 1)) / (1 - alpha)
 
 
+def _tp_layer(tl: Timeline, prefix: str, i: int, st: StepTimes, gpus: tuple[int, ...], after: str) -> str:
+    """Add layer ``i`` of a TP forward step (attention, MLP, each followed by its all-reduce on more
+    than one GPU) to the timeline; returns its last task."""
+    last = tl.add(f"{prefix} L{i} attn", gpus, st.layer_attn, (after,))
+    if len(gpus) > 1:
+        last = tl.add(f"{prefix} L{i} allreduce1", gpus, st.layer_allreduce / 2, (last,), "comm")
+    last = tl.add(f"{prefix} L{i} mlp", gpus, st.layer_mlp, (last,))
+    if len(gpus) > 1:
+        last = tl.add(f"{prefix} L{i} allreduce2", gpus, st.layer_allreduce / 2, (last,), "comm")
+    return last
+
+
 def _model_step(tl: Timeline, prefix: str, st: StepTimes, gpus: tuple[int, ...], link: Link, after: str,
                 layered: int | None = None) -> str:
     """Add one TP forward step (layer by layer) to the timeline; returns its last task."""
     last = after
-    n = len(gpus)
     for i in range(st.layers if layered is None else layered):
-        last = tl.add(f"{prefix} L{i} attn", gpus, st.layer_attn, (last,))
-        if n > 1:
-            last = tl.add(f"{prefix} L{i} allreduce1", gpus, st.layer_allreduce / 2, (last,), "comm")
-        last = tl.add(f"{prefix} L{i} mlp", gpus, st.layer_mlp, (last,))
-        if n > 1:
-            last = tl.add(f"{prefix} L{i} allreduce2", gpus, st.layer_allreduce / 2, (last,), "comm")
+        last = _tp_layer(tl, prefix, i, st, gpus, last)
     return tl.add(f"{prefix} head", gpus, st.other, (last,))
 
 
@@ -190,6 +196,8 @@ def speculative_iteration(draft: StepTimes, verify: StepTimes, gamma: int, n: in
     drafts the first token), and the other gamma - 1 steps are layer-parallel (the layers grouped
     as :func:`models.easyspec.layer_groups` does: with ``exact_ends`` the first and the last layer
     run exactly on the draft's TP group)."""
+    from models.easyspec import layer_groups
+
     tl = Timeline()
     dg = tuple(range(draft_tp))
     last = ""
@@ -201,18 +209,10 @@ def speculative_iteration(draft: StepTimes, verify: StepTimes, gamma: int, n: in
         if s == 0:
             last = _model_step(tl, "draft0 calibrate", calibrate or draft, dg, link, last)
             continue
-        from models.easyspec import layer_groups
-
         for members in layer_groups(draft.layers, group, exact_ends):
             g0 = members[0]
             if len(members) == 1:  # an exact layer (the first and the last with exact_ends)
-                i = g0
-                last = tl.add(f"draft{s} L{i} attn", dg, draft.layer_attn, (last,))
-                if draft_tp > 1:
-                    last = tl.add(f"draft{s} L{i} allreduce1", dg, draft.layer_allreduce / 2, (last,), "comm")
-                last = tl.add(f"draft{s} L{i} mlp", dg, draft.layer_mlp, (last,))
-                if draft_tp > 1:
-                    last = tl.add(f"draft{s} L{i} allreduce2", dg, draft.layer_allreduce / 2, (last,), "comm")
+                last = _tp_layer(tl, f"draft{s}", g0, draft, dg, last)
                 continue
             attn = [tl.add(f"draft{s} L{i} attn", ((i - g0) % n,), draft_parallel.layer_attn, (last,))
                     for i in members]

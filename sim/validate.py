@@ -383,13 +383,7 @@ def run(device: str, shapes: str = "default", out: str | Path | None = None, dty
     info["measure_wall_s"] = round(time.perf_counter() - t0, 1)
     meas.to_csv(outdir / "measured.csv", index=False)
     (outdir / "machine.json").write_text(json.dumps(info, indent=2) + "\n")
-    pred = predict(meas, device, target)
-    pred.to_csv(outdir / "predictions.csv", index=False)
-    summary = summarize(pred, info)
-    (outdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot(pred, summary, outdir / "validation.png")
-    summary["out"] = str(outdir)
-    return summary
+    return _predict_and_write(meas, target, info, outdir)
 
 
 def repredict(folder: str | Path, out: str | Path | None = None) -> dict:
@@ -416,6 +410,12 @@ def repredict(folder: str | Path, out: str | Path | None = None) -> dict:
         target = gpu_target_for(info["name"])
     outdir = Path(out) if out else folder
     outdir.mkdir(parents=True, exist_ok=True)
+    return _predict_and_write(meas, target, info, outdir)
+
+
+def _predict_and_write(meas: pd.DataFrame, target, info: dict, outdir: Path) -> dict:
+    """Predict a measured set (of ``info``'s device) on ``target``; write predictions.csv,
+    summary.json and validation.png to ``outdir``; return the summary (with ``out``)."""
     pred = predict(meas, info["device"], target)
     pred.to_csv(outdir / "predictions.csv", index=False)
     summary = summarize(pred, info)

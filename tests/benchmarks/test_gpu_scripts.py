@@ -16,14 +16,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _script(name: str, out: Path) -> list[dict]:
-    """Run benchmarks/<name>.py --device cpu --quick on one thread (to keep the machine quiet); its CSV rows."""
+    """Run benchmarks/<name>.py --device cpu --quick on one thread (to keep the machine quiet); its CSV
+    rows, whose header is the script's COLUMNS."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--device", "cpu", "--quick",
                         "--out", str(out)], check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert f"wrote {out}" in p.stdout
     with out.open(newline="") as fh:
-        return list(csv.DictReader(fh))
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+    assert reader.fieldnames == _module(name).COLUMNS
+    return rows
 
 
 def _module(name: str):
@@ -42,10 +46,7 @@ def _seconds(x: str) -> float:
 @pytest.mark.slow
 def test_attention_quick_run_on_cpu(tmp_path):
     ga = _module("gpu_attention")
-    out = tmp_path / "attention.csv"
-    rows = _script("gpu_attention", out)
-    with out.open() as fh:
-        assert next(csv.reader(fh)) == ga.COLUMNS
+    rows = _script("gpu_attention", tmp_path / "attention.csv")
     shapes = {("prefill", s, s) for s in ga.QUICK_PREFILL} | {("decode", 1, L) for L in ga.QUICK_DECODE}
     got = {}
     for r in rows:
@@ -73,10 +74,7 @@ def test_attention_quick_run_on_cpu(tmp_path):
 @pytest.mark.slow
 def test_dispatch_quick_run_on_cpu(tmp_path):
     gd = _module("gpu_dispatch")
-    out = tmp_path / "dispatch.csv"
-    rows = _script("gpu_dispatch", out)
-    with out.open() as fh:
-        assert next(csv.reader(fh)) == gd.COLUMNS
+    rows = _script("gpu_dispatch", tmp_path / "dispatch.csv")
     by = {r["what"]: r for r in rows}
     assert len(by) == len(rows) == 19
     kinds = {r["op_kind"] for r in rows}
