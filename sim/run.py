@@ -291,27 +291,28 @@ def execute(prep: Prepared, progress=None, every_step: bool = False) -> Result:
         frames.append(dec)
 
     pre_cycles = pre_sched.cycles
-    par = None
-    if tp > 1:  # the collectives between the devices' shares, serialized with their kernels
-        par = _collectives(spec, w, target, tp)
-        pre_cycles += int(np.ceil(par["prefill_s"] * freq))
-        step_cycles = [c + int(np.ceil(par["decode_step_s"] * freq)) for c in step_cycles]
-        dec_cycles = int(sum(step_cycles))
     host_info = None
     if target.host.modelled:  # the runtime's host as its own stream beside the device
         host_info, pre_cycles, step_cycles = _host_stream(
             target, pre_trace, pre_sched.op_cycles, tpl if w.decode_tokens else None,
             ds.op_cycles if w.decode_tokens else None, step_cycles)
         dec_cycles = int(sum(step_cycles))
+    par = None
+    if tp > 1:  # the collectives between the devices' shares, serialized with their kernels (after the
+        # host stream, which prices a step from its ops alone)
+        par = _collectives(spec, w, target, tp)
+        pre_cycles += int(np.ceil(par["prefill_s"] * freq))
+        step_cycles = [c + int(np.ceil(par["decode_step_s"] * freq)) for c in step_cycles]
+        dec_cycles = int(sum(step_cycles))
     ops = pd.concat(frames, ignore_index=True)
     if tp > 1:  # every device runs its share: the system's energy is tp times one device's
         for c in [c for c in ops.columns if c.startswith("energy_pj")]:
             ops[c] = ops[c] * tp
     idle_s = None
-    if host_info is not None:  # the device waits for the host: no op runs, its static power still draws
-        idle_s = {"prefill": host_info["prefill"]["device_idle_s"]}
+    if host_info is not None:  # the devices wait for their hosts: no op runs, their static power still draws
+        idle_s = {"prefill": host_info["prefill"]["device_idle_s"] * tp}
         if "decode_step" in host_info:
-            idle_s["decode"] = host_info["decode_step"]["device_idle_s"] * max(1, len(step_cycles))
+            idle_s["decode"] = host_info["decode_step"]["device_idle_s"] * max(1, len(step_cycles)) * tp
     summary = _summary(cfg, spec, target, energy, ops, pre_cycles, dec_cycles, step_cycles, events, hw, raw, idle_s)
     if host_info is not None:
         summary["host"] = host_info

@@ -89,3 +89,18 @@ def test_decode_rates_against_gpt_fast():
             assert abs(phys) <= 0.10 and abs(cond) <= 0.05, (model, tp, phys, cond)
         else:
             assert 0 < cond <= 0.20, (model, tp, cond)  # one GPU, batch 1: the bound the model misses most
+
+
+def test_an_eager_hosts_tp_run_keeps_its_collectives():
+    """With a runtime's host and tensor parallelism both, the step is the host stream's plus the
+    collectives (the host stream prices a step from its ops; the collectives come on top), and the
+    idle static energy is every device's."""
+    eager = "targets/gpu_h100_sxm_eager.yaml"
+    r = _run(tp=2, gpu=eager, prompt=64, decode_tokens=4)
+    s = r.summary
+    par, host = s["parallel"], s["host"]
+    pre = host["prefill"]
+    assert par["prefill_s"] > 0 and pre["device_idle_s"] > 0
+    assert s["prefill"]["latency_s"] == pytest.approx(pre["device_s"] + pre["device_idle_s"] + par["prefill_s"],
+                                                      rel=1e-6, abs=2e-9)
+    assert host["idle_static_j"]["prefill"] == pytest.approx(r.energy.static_w * pre["device_idle_s"] * 2, rel=1e-9)
