@@ -175,8 +175,7 @@ def run(path: str | Path, out: str | Path | None = None,
             raise SimError(f"eager_gpu: {f.eager_gpu} has no host (params.host): it is not an eager runtime")
         runtimes.append(("eager", eager))
     n_runs *= len(runtimes)
-    for k, ((rt, g_), pair) in enumerate(itertools.product(runtimes, f.pairs)):
-        i = k
+    for i, ((rt, g_), pair) in enumerate(itertools.product(runtimes, f.pairs)):
         kw = dict(base=pair.base, gpu=g_, link=link, n=f.gpus, context=f.context, gamma=f.gamma)
         slug = f"{pair.base}-{pair.draft}".replace(".", "_") + (f"_{rt}" if rt else "")
         step(f"{pair.base} vanilla {rt}", 3 * i, n_runs)

@@ -370,9 +370,11 @@ def _stream_row(m: int, dtype: str, b_bytes: float, typical) -> tuple[int, float
     through them (a negative intercept, noise, is dropped: bytes/s alone then, through the origin)."""
     el = DTYPE_BYTES[dtype]
     kb = np.array(STREAM_K, dtype=np.float64) * el
-    per_row = np.array([typical(gemm_runner(m, n, k, 1, dtype)) / n
-                        for k in STREAM_K for n in [max(64, int(b_bytes / (k * el)) // 64 * 64)]])
-    return (m, *stream_line(kb, per_row))
+    per_row = []
+    for k in STREAM_K:
+        n = max(64, int(b_bytes / (k * el)) // 64 * 64)
+        per_row.append(typical(gemm_runner(m, n, k, 1, dtype)) / n)
+    return (m, *stream_line(kb, np.array(per_row)))
 
 
 def stream_line(row_bytes: np.ndarray, per_row_s: np.ndarray) -> tuple[float, float]:
