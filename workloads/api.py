@@ -206,7 +206,8 @@ def _replicate_layers(df: pd.DataFrame, n_layers: int) -> pd.DataFrame:
 
 
 def _trace_uncached(spec: zoo.ModelSpec, phase: str, batch: int, seq: int, context: int, dtype: str,
-                    replicate: bool = True, lora: LoraSpec | None = None) -> pd.DataFrame:
+                    replicate: bool = True, lora: LoraSpec | None = None,
+                    routing_skew: float = 0.0) -> pd.DataFrame:
     """Trace on the meta device.  Models whose layers are identical (``spec.uniform_layers``) are
     traced with two layers and expanded (see :func:`_replicate_layers`): tracing time then does not
     grow with depth.  ``lora`` in mode 'separate' adds its adapters to the built model."""
@@ -228,7 +229,7 @@ def _trace_uncached(spec: zoo.ModelSpec, phase: str, batch: int, seq: int, conte
     from workloads.userconfig import is_user
 
     try:
-        with tracing(model, context=context, kv_cache=spec.kind == "decoder") as tr:
+        with tracing(model, context=context, kv_cache=spec.kind == "decoder", routing_skew=routing_skew) as tr:
             if spec.kind == "encoder":
                 run_encoder(model, ids, mask)
             else:
@@ -246,32 +247,53 @@ def _trace_uncached(spec: zoo.ModelSpec, phase: str, batch: int, seq: int, conte
 
 
 def trace_key(spec: zoo.ModelSpec, phase: str, batch: int, seq: int, context: int, dtype: str,
-              lora: LoraSpec | None = None) -> str:
+              lora: LoraSpec | None = None, routing_skew: float = 0.0) -> str:
     """The cache key of a trace.  Adapters that do not show in the trace (mode 'merged') leave the
-    base model's key: the two traces are the same."""
+    base model's key: the two traces are the same; so does the uniform routing policy."""
     parts = dict(model=spec.fingerprint(), phase=phase, batch=batch, seq=seq, context=context, dtype=dtype)
     if lora is not None and lora.traced:
         parts["lora"] = lora.key()
+    if routing_skew:
+        parts["routing_skew"] = float(routing_skew)
     return _cache.key(**parts)
 
 
+def check_routing(spec: zoo.ModelSpec, routing_skew) -> float:
+    """A routing skew (:func:`workloads.tracer.expert_loads`) as a float: finite, at least 0, and only
+    for a model with experts."""
+    import math
+
+    try:
+        s = float(routing_skew)
+    except (TypeError, ValueError):
+        raise SimError(f"routing skew must be a number, got {routing_skew!r}") from None
+    if not math.isfinite(s) or s < 0:
+        raise SimError(f"routing skew must be finite and at least 0, got {routing_skew!r}")
+    if s and not spec.experts:
+        raise SimError(f"{spec.name} has no experts to route to (routing skew is for mixtures of experts)")
+    return s
+
+
 def trace(model: str, phase: str = "prefill", batch=1, seq=None, context=0, dtype: str = "fp16",
-          use_cache: bool = True, lora=None) -> pd.DataFrame:
+          use_cache: bool = True, lora=None, routing_skew: float = 0.0) -> pd.DataFrame:
     """The aten-level trace of one step of ``model`` (see :data:`workloads.schema.COLUMNS`).
 
     ``lora``: a :class:`LoraSpec` (or a mapping ``{rank, targets, mode, alpha}``) adding LoRA
-    adapters; None (the default) traces the base model.  The frame's ``attrs`` carry the model,
-    phase, batch, seq, context and dtype (and ``lora``, when given).
+    adapters; None (the default) traces the base model.  ``routing_skew``: a mixture of experts'
+    routing policy (:func:`workloads.tracer.expert_loads`; 0, uniform, by default).  The frame's
+    ``attrs`` carry the model, phase, batch, seq, context and dtype (and ``lora`` and
+    ``routing_skew``, when given).
     """
     spec = zoo.get(model)
     batch, seq, context = check_args(spec, phase, batch, seq, context, dtype)
     lora = check_lora(spec, lora)  # unknown targets: a SimError naming the valid ones
-    k = trace_key(spec, phase, batch, seq, context, dtype, lora)
+    skew = check_routing(spec, routing_skew)
+    k = trace_key(spec, phase, batch, seq, context, dtype, lora, skew)
     df = _MEMO.get(k) if use_cache else None
     if df is None:
         df = _cache.load(k) if use_cache else None
         if df is None:
-            df = _trace_uncached(spec, phase, batch, seq, context, dtype, lora=lora)
+            df = _trace_uncached(spec, phase, batch, seq, context, dtype, lora=lora, routing_skew=skew)
             if use_cache:
                 _cache.store(k, df)
         if use_cache:
@@ -280,6 +302,8 @@ def trace(model: str, phase: str = "prefill", batch=1, seq=None, context=0, dtyp
     out.attrs = dict(model=spec.name, phase=phase, batch=batch, seq=seq, context=context, dtype=dtype)
     if lora is not None:
         out.attrs["lora"] = lora.describe()
+    if skew:
+        out.attrs["routing_skew"] = skew
     return out
 
 
@@ -465,7 +489,7 @@ def trace_module(module, *example_inputs, **example_kwargs) -> pd.DataFrame:
 
 
 def decode_template(model: str, batch=1, seq=1, dtype: str = "fp16", use_cache: bool = True,
-                    lora=None) -> DecodeTemplate:
+                    lora=None, routing_skew: float = 0.0) -> DecodeTemplate:
     """A :class:`DecodeTemplate` for ``model`` (two cached traces, at contexts 16 and 48), with
     ``lora`` adapters as in :func:`trace`.
 
@@ -473,12 +497,13 @@ def decode_template(model: str, batch=1, seq=1, dtype: str = "fp16", use_cache: 
     spec = zoo.get(model)
     check_args(spec, "decode", batch, seq, 1, dtype)
     lora = check_lora(spec, lora)
+    skew = check_routing(spec, routing_skew)
     ctx_a, ctx_b = 16, 48
-    k = ("template", spec.fingerprint(), int(batch), int(seq), dtype, lora)
+    k = ("template", spec.fingerprint(), int(batch), int(seq), dtype, lora, skew)
     tpl = _MEMO.get(k) if use_cache else None
     if tpl is None:
-        a = trace(model, "decode", batch, seq, ctx_a, dtype, use_cache, lora=lora)
-        b = trace(model, "decode", batch, seq, ctx_b, dtype, use_cache, lora=lora)
+        a = trace(model, "decode", batch, seq, ctx_a, dtype, use_cache, lora=lora, routing_skew=skew)
+        b = trace(model, "decode", batch, seq, ctx_b, dtype, use_cache, lora=lora, routing_skew=skew)
         tpl = DecodeTemplate.from_traces(a, b, max_context=(spec.max_positions or 1 << 62) - int(seq))
         if use_cache:
             _remember(k, tpl)

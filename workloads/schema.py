@@ -1,7 +1,7 @@
 """The trace's column schema (torch-free, so cached traces load without importing torch)."""
 
 # Bump when the meaning or the set of columns changes: it is part of every cache key.
-TRACE_SCHEMA_VERSION = 2
+TRACE_SCHEMA_VERSION = 3
 
 #: The trace's columns: name -> (dtype, meaning).  Documented in the README; tests check that every
 #: trace has exactly these columns with these dtypes.
@@ -35,6 +35,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "gemm_n": ("int64", "see gemm_m"),
     "gemm_k": ("int64", "see gemm_m"),
     "gemm_batch": ("int64", "number of independent GEMMs (1 for mm/addmm; batch x heads for attention)"),
+    "expert": ("int64", "index of the mixture-of-experts expert whose work the op is (its projections, "
+               "activation and weighted sum), -1 otherwise"),
 }
 
 

@@ -92,6 +92,7 @@ class RunContext:
     kv_cache: bool = True  # decoders keep a KV cache; an encoder's one forward pass does not
     caches: dict = field(default_factory=dict)  # id(attention module) -> (k_cache, v_cache)
     tracer: "Tracer | None" = None
+    routing_skew: float = 0.0  # a mixture of experts' routing policy (expert_loads): 0 is uniform
 
 
 _RUN: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("mlhw_run", default=None)
@@ -153,17 +154,36 @@ def register_attention() -> str:
     return "mlhw"
 
 
-def expert_loads(tokens: int, top_k: int, experts: int) -> list[int]:
-    """Tokens per expert under the uniform routing policy: the ``tokens x top_k`` assignments spread
-    as evenly as the experts allow (meta tensors carry no router values, so the policy is stated,
-    not observed).  Fewer assignments than experts leave the rest idle: a batch-1 decode step runs
-    ``top_k`` experts of one token each and reads only their weights."""
-    s = int(tokens) * int(top_k)
-    active = min(int(experts), s)
-    if active <= 0:
-        return [0] * int(experts)
-    base, extra = divmod(s, active)
-    return [base + (1 if e < extra else 0) for e in range(active)] + [0] * (int(experts) - active)
+def expert_loads(tokens: int, top_k: int, experts: int, skew: float = 0.0) -> list[int]:
+    """Tokens per expert under the suite's routing policy (meta tensors carry no router values, so
+    the policy is stated, not observed).  The ``tokens x top_k`` assignments go to the experts in
+    proportion to ``(e + 1) ** -skew`` (a Zipf law over the expert index: ``skew`` 0 is uniform,
+    larger values load the low-numbered experts more), no expert taking more than ``tokens`` (a
+    token's ``top_k`` experts are distinct); whole tokens by the largest remainder, ties to the
+    lower index.  Fewer assignments than experts leave the rest idle: a batch-1 decode step runs
+    ``top_k`` experts of one token each and reads only their weights.  The same loads in every
+    layer (the hot experts keep their index: for expert parallelism, a stated worst case)."""
+    tokens, top_k, experts = int(tokens), int(top_k), int(experts)
+    total = tokens * min(top_k, experts)
+    if total <= 0 or experts <= 0:
+        return [0] * max(experts, 0)
+    w = (np.arange(experts, dtype=np.float64) + 1.0) ** -float(skew)
+    x = np.zeros(experts)
+    free = np.ones(experts, dtype=bool)
+    left = float(total)
+    while True:  # water-filling: shares in proportion to w, none above the cap
+        x[free] = left * w[free] / w[free].sum()
+        over = free & (x > tokens)
+        if not over.any():
+            break
+        x[over] = tokens
+        free &= ~over
+        left = total - x[~free].sum()
+    base = np.floor(x + 1e-9).astype(np.int64)
+    order = sorted(range(experts), key=lambda e: (-(x[e] - base[e]), e))
+    for e in order[: total - int(base.sum())]:
+        base[e] += 1
+    return [int(v) for v in base]
 
 
 def mlhw_experts(self, hidden_states, top_k_index, top_k_weights):
@@ -176,9 +196,14 @@ def mlhw_experts(self, hidden_states, top_k_index, top_k_weights):
     tokens, hidden = hidden_states.shape[0], hidden_states.shape[-1]
     k = top_k_index.shape[-1]
     out = hidden_states.new_zeros(tokens, hidden)
-    for e, n in enumerate(expert_loads(tokens, k, self.num_experts)):
+    run = _RUN.get()
+    skew = run.routing_skew if run is not None else 0.0
+    for e, n in enumerate(expert_loads(tokens, k, self.num_experts, skew)):
         if n == 0:
             continue
+        tracer = run.tracer if run is not None else None
+        if tracer is not None:
+            tracer.expert = e
         x = hidden_states[:n]  # the expert's tokens (which ones is the router's business)
         w_up = self.gate_up_proj[e] if self.has_gate else self.up_proj[e]
         with _scope("expert_gate_up"):
@@ -190,6 +215,8 @@ def mlhw_experts(self, hidden_states, top_k_index, top_k_weights):
             y = F.linear(h, w_down.t() if getattr(self, "is_transposed", False) else w_down)
         with _scope("expert_combine"):
             out[:n] += y * top_k_weights[:n, :1]
+    if run is not None and run.tracer is not None:
+        run.tracer.expert = -1
     return out
 
 
@@ -387,6 +414,7 @@ class Tracer(TorchDispatchMode):
         self._keep: list[torch.Tensor] = []  # keeps marked tensors alive so ids stay unique
         self._stack: list[str] = [""]
         self._scopes: list[str] = []
+        self.expert = -1  # the mixture-of-experts expert whose ops are being recorded (-1: none)
         self._paused = 0
         self._hooks: list = []
         self.rows: list[tuple] = []
@@ -546,14 +574,14 @@ class Tracer(TorchDispatchMode):
             info.name, kind, scope, self._stack[-1],
             ";".join(_shape(t) for t in ins), ";".join(_dt(t) for t in ins),
             ";".join(_shape(t) for t in outs), _dt(o0) if o0 is not None else "",
-            flops, read, written, wbytes, kv_read, kv_written, m, n, k, batch,
+            flops, read, written, wbytes, kv_read, kv_written, m, n, k, batch, self.expert,
         )
 
     # -- result -----------------------------------------------------------------------------
     def dataframe(self) -> pd.DataFrame:
         cols = ["op", "kind", "scope", "module", "in_shapes", "in_dtypes", "out_shapes", "dtype",
                 "flops", "bytes_read", "bytes_written", "weight_bytes", "kv_bytes_read", "kv_bytes_written",
-                "gemm_m", "gemm_n", "gemm_k", "gemm_batch"]
+                "gemm_m", "gemm_n", "gemm_k", "gemm_batch", "expert"]
         df = pd.DataFrame.from_records(self.rows, columns=cols)
         roles: dict = {}
         role = []
@@ -579,14 +607,14 @@ class Tracer(TorchDispatchMode):
 
 
 @contextlib.contextmanager
-def tracing(model: torch.nn.Module, context: int = 0, kv_cache: bool = True):
+def tracing(model: torch.nn.Module, context: int = 0, kv_cache: bool = True, routing_skew: float = 0.0):
     """Trace everything ``model`` runs inside the block; yields the :class:`Tracer`.
 
     ``context`` is the number of tokens already in the KV cache; ``kv_cache`` False runs attention
     without a cache (an encoder).
     """
     tracer = Tracer(model)
-    token = _RUN.set(RunContext(context=context, kv_cache=kv_cache, tracer=tracer))
+    token = _RUN.set(RunContext(context=context, kv_cache=kv_cache, tracer=tracer, routing_skew=routing_skew))
     try:
         with torch.inference_mode(), tracer:
             yield tracer

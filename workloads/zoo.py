@@ -81,6 +81,16 @@ class ModelSpec:
     def vocab(self) -> int:
         return int(self.config["vocab_size"])
 
+    @property
+    def experts(self) -> int:
+        """Routed experts per mixture-of-experts layer (0 for a dense model)."""
+        c = self.config
+        return int(c.get("num_local_experts") or c.get("num_experts") or c.get("n_routed_experts") or 0)
+
+    @property
+    def experts_per_token(self) -> int:
+        return int(self.config.get("num_experts_per_tok") or 0) if self.experts else 0
+
     def fingerprint(self) -> str:
         """A stable hash of everything that shapes the trace (used in cache keys): the
         hyperparameters and, for a project-native model, its builder's code."""
