@@ -69,6 +69,9 @@ class Workload(_Strict):
     act_bits: int | None = Field(None, gt=0, le=32)
     kv_bits: int | None = Field(None, gt=0, le=32, description="KV-cache precision (default: act_bits)")
     lora: Lora | None = None
+    routing_skew: float = Field(0.0, ge=0, le=8, description="a mixture of experts' routing policy: tokens go to "
+                                "expert e in proportion to (e + 1) ** -routing_skew (0: uniform; "
+                                "workloads.tracer.expert_loads)")
 
     @property
     def storage_bits(self) -> int:
@@ -118,11 +121,23 @@ class Run(_Strict):
 
 
 class Parallel(_Strict):
-    """How many devices share the model.  ``tp``: Megatron-style tensor parallelism (column-parallel
-    q/k/v/gate/up/head, row-parallel o/down, attention by heads; an all-reduce after each row-parallel
-    projection, an all-gather of the logits).  Pipeline, expert and data parallelism are not built."""
+    """How devices share the model (``sim.parallel``): ``tp`` Megatron-style tensor parallelism
+    (column-parallel q/k/v/gate/up/head, row-parallel o/down, attention by heads; an all-reduce after
+    each row-parallel projection, an all-gather of the logits); ``pp`` pipeline stages (contiguous
+    layers, activations sent point to point, ``micro_batches`` in flight); ``ep`` expert parallelism
+    (a mixture of experts' experts spread whole over the tensor-parallel group, tokens dispatched and
+    combined by all-to-all); ``dp`` data-parallel replicas (the batch split between them).  Devices:
+    tp x pp x dp, tensor-parallel ranks innermost (on one node when they fit)."""
 
     tp: int = Field(1, ge=1, le=1024)
+    pp: int = Field(1, ge=1, le=1024)
+    ep: int = Field(1, ge=1, le=1024)
+    dp: int = Field(1, ge=1, le=1 << 20)
+    micro_batches: int = Field(1, ge=1, le=1 << 20, description="micro-batches per replica in the pipeline")
+
+    @property
+    def devices(self) -> int:
+        return self.tp * self.pp * self.dp
 
 
 class Config(_Strict):

@@ -53,18 +53,39 @@ def _kv_per_token(spec, kv_bits: float) -> int:
     return int(spec.layers * 2 * spec.kv_heads * spec.head_dim * kv_bits / 8)
 
 
-def need(spec, w, trace=None, tp: int = 1) -> MemoryNeed:
+def _stage_params(spec, pp: int) -> int:
+    """Parameters of the largest of ``pp`` pipeline stages (contiguous layers, the first stages one
+    layer longer where ``pp`` does not divide them; the embedding on the first, the head on the
+    last): the layers' share of the published count, plus the stage's end matrices."""
+    total = int(spec.published_params)
+    if pp <= 1 or not spec.config_class or "hidden_size" not in spec.config:
+        return total
+    emb = spec.vocab * spec.hidden
+    head = 0 if spec.config.get("tie_word_embeddings", False) else emb
+    per_layer = max(0, total - emb - head) / spec.layers
+    longest = -(-spec.layers // pp)
+    return int(per_layer * longest + max(emb, head))
+
+
+def need(spec, w, trace=None, tp: int = 1, par=None) -> MemoryNeed:
     """What a run of workload ``w`` on model ``spec`` must hold (see the module docstring); with the
-    prefill's ``trace`` the activations and adapters are the traced ones.  With ``tp`` > 1, one
-    device's share under tensor parallelism: the weights split ``tp`` ways, the KV cache by KV
-    heads (replicated where there are fewer KV heads than devices), ``trace`` already sharded."""
+    prefill's ``trace`` the activations and adapters are the traced ones.  With devices sharing the
+    model (``par``, a :class:`sim.config.Parallel`; or ``tp`` alone), one device's share: the
+    weights of the largest pipeline stage split ``tp`` ways (under expert parallelism the experts
+    spread over the same devices: the same share), the KV cache of the stage's layers by KV heads
+    (replicated where there are fewer KV heads than devices) for a replica's ``batch / dp``
+    sequences, ``trace`` already one device's micro-batch."""
+    pp, dp = (par.pp, par.dp) if par is not None else (1, 1)
+    tp = par.tp if par is not None else tp
     p = w.precision
-    weights = int(spec.published_params * p.weight_storage_bits / 8) // tp
+    weights = int(_stage_params(spec, pp) * p.weight_storage_bits / 8) // tp
     tokens = int(w.prompt) + int(w.decode_tokens or 0)
     per_token = _kv_per_token(spec, p.kv_bits)
     if tp > 1 and per_token:
         per_token //= min(tp, spec.kv_heads)
-    kv = per_token * int(w.batch) * tokens
+    if pp > 1 and per_token:
+        per_token = per_token * -(-spec.layers // pp) // spec.layers
+    kv = per_token * (int(w.batch) // dp) * tokens
     act_bytes = p.act_bits / 8
     lora = 0
     if trace is None:
@@ -95,24 +116,27 @@ def check_size(n: MemoryNeed) -> None:
                          "holds that; use a smaller batch, prompt or decode_tokens")
 
 
-def check(n: MemoryNeed, target, w, name: str = "", tp: int = 1) -> None:
-    """Raise :class:`Infeasible` unless ``n`` (one device's need, of ``tp`` sharing the model) fits
-    the target's memory (see the module docstring)."""
+def check(n: MemoryNeed, target, w, name: str = "", par=None) -> None:
+    """Raise :class:`Infeasible` unless ``n`` (one device's need, of ``par``'s devices sharing the
+    model; an int: tensor-parallel devices) fits the target's memory (see the module docstring)."""
     check_size(n)
+    tp = par if isinstance(par, int) else (par.tp * par.pp if par is not None else 1)
+    dp = 1 if par is None or isinstance(par, int) else par.dp
+    batch = int(w.batch) // dp
     cap = target.memory.capacity_bytes
     if not cap or n.total <= cap:
         return
     fits = []
     room = cap - n.weights - n.activations - n.lora
     if n.kv_per_token and room > 0:
-        tokens = room // (n.kv_per_token * max(1, int(w.batch)))
+        tokens = room // (n.kv_per_token * max(1, batch))
         if tokens >= 1:
             fits.append(f"at most {tokens:,} tokens of prompt + decode at batch {int(w.batch)}")
         per_seq = n.kv_per_token * (int(w.prompt) + int(w.decode_tokens or 0))
-        if per_seq and room // per_seq >= 1 and room // per_seq < int(w.batch):
-            fits.append(f"batch {room // per_seq} at this length")
+        if per_seq and room // per_seq >= 1 and room // per_seq < batch:
+            fits.append(f"batch {room // per_seq * dp} at this length")
     devices = -(-n.total * tp // cap)
-    fits.append(f"{devices} devices sharing it (parallel.tp)" if devices > tp else "")
+    fits.append(f"{devices} devices sharing it (parallel.tp, or tp x pp)" if devices > tp else "")
     fits = [f for f in fits if f]
     wb = w.precision.weight_storage_bits
     for bits in (8, 4):
@@ -124,5 +148,5 @@ def check(n: MemoryNeed, target, w, name: str = "", tp: int = 1) -> None:
         f"{where}does not fit: needs {n.total / GB:.1f} GB (weights {n.weights / GB:.1f}, KV cache "
         f"{n.kv_cache / GB:.1f}" + (f", activations {n.activations / GB:.2f}" if n.activations else "")
         + (f", LoRA {n.lora / GB:.2f}" if n.lora else "")
-        + f" GB{' per device' if tp > 1 else ''}) against {cap / GB:.1f} GB of device memory; would fit: "
+        + f" GB{' per device' if tp > 1 or dp > 1 else ''}) against {cap / GB:.1f} GB of device memory; would fit: "
         + "; ".join(fits))

@@ -46,14 +46,17 @@ ROW = {"o_proj", "mlp_down", "expert_down"}  # a mixture of experts' experts spl
 ATTN = {"attn_score", "attn_context", "attn_softmax", "attn_mask", "kv_write"}
 
 
-def shard(df: pd.DataFrame, tp: int, kv_heads: int) -> pd.DataFrame:
-    """A trace as one of ``tp`` tensor-parallel GPUs runs it (see the module docstring)."""
+def shard(df: pd.DataFrame, tp: int, kv_heads: int, whole_experts: bool = False) -> pd.DataFrame:
+    """A trace as one of ``tp`` tensor-parallel GPUs runs it (see the module docstring).  With
+    ``whole_experts`` (expert parallelism) a mixture of experts' experts are left whole: each runs
+    on one GPU of the group (:mod:`sim.parallel` places them)."""
     if tp == 1:
         return df
     d = df.copy()
     role = d["role"].to_numpy()
-    col = np.isin(role, list(COLUMN)) & (d.kind == "gemm").to_numpy()
-    row = np.isin(role, list(ROW)) & (d.kind == "gemm").to_numpy()
+    keep = (d["expert"].to_numpy() >= 0) if whole_experts and "expert" in d else np.zeros(len(d), dtype=bool)
+    col = np.isin(role, list(COLUMN)) & (d.kind == "gemm").to_numpy() & ~keep
+    row = np.isin(role, list(ROW)) & (d.kind == "gemm").to_numpy() & ~keep
     att = np.isin(role, list(ATTN)) | (d.kind == "attn_matmul").to_numpy()
     kv_split = min(tp, max(1, kv_heads))
     for mask, cols in ((col, ("gemm_n", "weight_bytes", "flops", "bytes_written")),

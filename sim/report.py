@@ -163,6 +163,19 @@ def summary_rows(s: dict) -> list[tuple[str, str]]:
         ("MAC utilization", f"{s['utilization']['mac']:.1%}"),
         ("time compute-/memory-bound", f"{s['time_by_bound_s']['compute']:.4g} s / {s['time_by_bound_s']['memory']:.4g} s"),
     ]
+    m = s.get("memory")
+    if m:
+        cap = f" of {m['capacity'] / 1e9:.4g} GB" if m.get("capacity") else ""
+        parts = ", ".join(f"{k.replace('_', ' ')} {m[k] / 1e9:.3g}" for k in ("weights", "kv_cache", "activations", "lora")
+                          if m.get(k))
+        rows.append(("memory" + (" per device" if m.get("per_device") else ""), f"{m['total'] / 1e9:.4g} GB{cap} ({parts})"))
+    p = s.get("parallel")
+    if p:
+        rows.append(("devices", f"{p['devices']} = tp {p['tp']} x pp {p['pp']} x dp {p['dp']} (ep {p['ep']}, "
+                                f"{p['micro_batches']} micro-batch(es) of {p['micro_batch']})"))
+        rows.append(("collectives", f"prefill {p['prefill_s'] * 1e3:.4g} ms, decode {p['decode_step_s'] * 1e3:.4g} ms/step"))
+        if p["pp"] > 1 and "decode_stage_s" in p:
+            rows.append(("decode stage times", ", ".join(f"{x * 1e3:.3g}" for x in p["decode_stage_s"]) + " ms"))
     rows += [(f"energy: {k}", f"{v:.4g} J") for k, v in s["energy_by_component_j"].items()]
     return rows
 

@@ -37,7 +37,7 @@ from sim.energy import EnergyTable
 from sim.targets.base import OpArrays, Target
 
 TRACE_COLS = ["idx", "op", "kind", "role", "module", "layer", "in_shapes", "out_shapes", "dtype", "flops",
-              "gemm_m", "gemm_n", "gemm_k", "gemm_batch"]
+              "gemm_m", "gemm_n", "gemm_k", "gemm_batch", "expert"]
 
 
 @dataclass
@@ -53,6 +53,9 @@ class Result:
     # how the decode steps were scheduled: steps, sampled_steps (the steps simulated; the others
     # interpolated), checked_error (the largest error found at a checked step, a fraction)
     decode: dict = field(default_factory=dict)
+    # a multi-device run's pipeline schedule (sim.parallel.timeline: the prefill and the first decode
+    # steps, one row per stage and link), for the trace; None for one device
+    timeline: object = None
 
 
 def _cost_frame(trace: pd.DataFrame, sums: dict, op_cycles: np.ndarray, freq: float, energy: EnergyTable,
@@ -139,13 +142,17 @@ def prepare(raw: dict, config_path: Path, lines: dict | None = None, fidelity: s
     at("workload.kv_bits" if w.kv_bits else "workload", target.peak_macs_per_cycle, w.kvbits, w.abits)
     # what must be resident, before any tracing: weights and KV cache against the device's memory
     # (activations counted from the trace later), and sizes no device holds
-    tp = cfg.parallel.tp
-    if tp > 1:
-        at("parallel.tp", _check_tp, spec, target, tp)
+    if w.routing_skew:
+        at("workload.routing_skew", wl.check_routing, spec, w.routing_skew)
+    par = cfg.parallel
+    if par != type(par)():
+        from sim import parallel
+
+        at("parallel", parallel.check, spec, target, par, w)
     if check_memory:
-        est = memory.need(spec, w, tp=tp)
+        est = memory.need(spec, w, par=par)
         at("workload", memory.check_size, est)
-        at("workload", memory.check, dataclasses.replace(est, activations=0), target, w, "", tp)
+        at("workload", memory.check, dataclasses.replace(est, activations=0), target, w, "", par)
     return Prepared(cfg, raw, spec, target, energy, hw)
 
 
@@ -176,37 +183,23 @@ def lora_spec(w):
     return None if w.lora is None else wl.LoraSpec.of(w.lora.model_dump())
 
 
-def _prefill_arrays(spec, w, tp: int = 1) -> tuple[pd.DataFrame, OpArrays]:
+def _prefill_arrays(spec, w, tp: int = 1, ep: int = 1) -> tuple[pd.DataFrame, OpArrays]:
     from workloads import api as wl
 
     lora = lora_spec(w)
 
     def make():
-        df = wl.trace(spec.name, "prefill", w.batch, w.prompt, 0, w.dtype, lora=lora)
+        df = wl.trace(spec.name, "prefill", w.batch, w.prompt, 0, w.dtype, lora=lora, routing_skew=w.routing_skew)
         if tp > 1:
             from sim.multigpu import shard
 
-            df = shard(df, tp, spec.kv_heads)
+            df = shard(df, tp, spec.kv_heads, whole_experts=ep > 1)
         return df, OpArrays.from_frame(df)
 
-    return _memo(("prefill", spec.fingerprint(), w.batch, w.prompt, w.dtype, lora, tp), make)
+    return _memo(("prefill", spec.fingerprint(), w.batch, w.prompt, w.dtype, lora, w.routing_skew, tp, ep), make)
 
 
-def _check_tp(spec, target, tp: int) -> None:
-    """Tensor parallelism needs a multi-GPU link and a model whose heads split evenly over the devices."""
-    link = getattr(target, "link", None)
-    if link is None:
-        raise SimError(f"tensor parallelism over {tp} devices needs a GPU target with a GPU-to-GPU link "
-                       f"(link_bytes_per_s); {target.name} has none")
-    if not spec.config_class or "num_attention_heads" not in spec.config:
-        raise SimError(f"{spec.name} is not a transformers model with attention heads to shard")
-    kv = spec.kv_heads
-    if spec.heads % tp or (kv % tp and tp % kv):
-        raise SimError(f"tp {tp} must divide {spec.name}'s {spec.heads} attention heads and its {kv} KV heads "
-                       "(or be a multiple of them)")
-
-
-def _shard_template(tpl, tp: int, kv_heads: int):
+def _shard_template(tpl, tp: int, kv_heads: int, whole_experts: bool = False):
     """One device's decode template: the two traces it was made from, sharded (heads split evenly,
     so every column stays affine in the context)."""
     from sim.multigpu import shard
@@ -215,46 +208,38 @@ def _shard_template(tpl, tp: int, kv_heads: int):
     ctx_b = tpl.ctx_a + 32
     a, b = tpl.at(tpl.ctx_a), tpl.at(ctx_b)
     a.attrs, b.attrs = {**tpl.base.attrs, "context": tpl.ctx_a}, {**tpl.base.attrs, "context": ctx_b}
-    sa, sb = shard(a, tp, kv_heads), shard(b, tp, kv_heads)
+    sa, sb = shard(a, tp, kv_heads, whole_experts), shard(b, tp, kv_heads, whole_experts)
     sa.attrs, sb.attrs = a.attrs, b.attrs
     return DecodeTemplate.from_traces(sa, sb, tpl.max_context)
 
 
-def _collectives(spec, w, target, tp: int) -> dict:
-    """Seconds of a step's collectives under Megatron tensor parallelism: per layer an all-reduce of
-    the hidden state after the attention's row-parallel projection and one after the MLP's, and an
-    all-gather of the column-parallel head's logits (the last position's)."""
-    link = target.link
-    act = w.precision.act_bits / 8
-
-    def step_s(tokens: int) -> float:
-        hidden = w.batch * tokens * spec.hidden * act
-        return (2 * spec.layers * link.all_reduce(hidden, tp)
-                + (link.all_gather(w.batch * spec.vocab * act, tp) if spec.kind == "decoder" else 0.0))
-
-    return {"prefill_s": step_s(w.prompt), "decode_step_s": step_s(1) if w.decode_tokens else 0.0,
-            "link": link.source}
-
-
 def execute(prep: Prepared, progress=None, every_step: bool = False) -> Result:
     """Trace, cost, schedule and price a prepared run.  ``every_step`` simulates every decode step
-    instead of sampling them (what the sampling is tested against; slow for long generations)."""
+    instead of sampling them (what the sampling is tested against; slow for long generations).
+
+    With ``parallel``, the work traced and costed is one micro-batch as one tensor-parallel rank
+    runs it, every layer and (under expert parallelism) every expert; :mod:`sim.parallel` places it
+    on the devices and adds what moves between them."""
     from workloads import api as wl
 
     cfg, raw, spec, target, energy, hw = prep.config, prep.raw, prep.spec, prep.target, prep.energy, prep.hardware
     w = cfg.workload
+    par = cfg.parallel
     fid = cfg.run.fidelity
     freq = target.freq_hz
     step = progress or (lambda msg: None)
     t0 = time.perf_counter()
 
-    tp = cfg.parallel.tp
+    tp, ep = par.tp, par.ep
+    multi = par.devices > 1
+    mb = w.batch // (par.dp * par.micro_batches)  # the sequences of one micro-batch of one replica
+    wm = w if mb == w.batch else w.model_copy(update={"batch": mb})
     # ---- prefill ----
     step("tracing prefill")
-    pre_trace, pre_arrays = _prefill_arrays(spec, w, tp)
+    pre_trace, pre_arrays = _prefill_arrays(spec, wm, tp, ep)
     # the traced activations (and adapters) join the weights and the KV cache, per device
-    need = memory.need(spec, w, pre_trace, tp=tp)
-    memory.check(need, target, w, tp=tp)
+    need = memory.need(spec, w, pre_trace, par=par)
+    memory.check(need, target, w, par=par)
     step("costing prefill")
     pre_costs = target.cost(pre_arrays, w.precision)
     step("scheduling prefill")
@@ -269,13 +254,14 @@ def execute(prep: Prepared, progress=None, every_step: bool = False) -> Result:
     if w.decode_tokens:
         step("tracing decode")
         lora = lora_spec(w)
-        tpl = wl.decode_template(spec.name, w.batch, 1, w.dtype, lora=lora)
+        skew = w.routing_skew
+        tpl = wl.decode_template(spec.name, mb, 1, w.dtype, lora=lora, routing_skew=skew)
         if tp > 1:  # one device's share of every decode step (the template sharded at both contexts)
-            tpl = _memo(("decode_tpl_tp", spec.fingerprint(), w.batch, w.dtype, lora, tp),
-                        lambda: _shard_template(tpl, tp, spec.kv_heads))
+            tpl = _memo(("decode_tpl_tp", spec.fingerprint(), mb, w.dtype, lora, skew, tp, ep),
+                        lambda: _shard_template(tpl, tp, spec.kv_heads, ep > 1))
         n_steps = w.decode_tokens
         contexts = w.prompt + np.arange(n_steps, dtype=np.int64)
-        dec_ops = _memo(("decode_ops", spec.fingerprint(), w.batch, w.dtype, lora, tp), lambda: DecodeOps.of(tpl))
+        dec_ops = _memo(("decode_ops", spec.fingerprint(), mb, w.dtype, lora, skew, tp, ep), lambda: DecodeOps.of(tpl))
         step(f"costing {n_steps} decode steps")
         gen = Generation(tpl, dec_ops, contexts, target, w.precision)
         step(f"costing and scheduling {n_steps} decode steps")
@@ -284,7 +270,7 @@ def execute(prep: Prepared, progress=None, every_step: bool = False) -> Result:
         step_cycles = [int(x) for x in ds.step_cycles]
         dec_cycles = int(sum(step_cycles))
         decode_info = {"steps": n_steps, "sampled_steps": ds.sampled, "checked_error": ds.checked_error}
-        last = _memo(("decode_frame", spec.fingerprint(), w.batch, w.dtype, int(contexts[-1]), lora, tp),
+        last = _memo(("decode_frame", spec.fingerprint(), mb, w.dtype, int(contexts[-1]), lora, skew, tp, ep),
                      lambda: tpl.at(int(contexts[-1])))
         dec = _cost_frame(last, ds.sums, ds.op_cycles, freq, energy, "decode")
         dec["flops"] = tpl.totals(int(contexts[0]), n_steps, ["flops"])["flops"]  # summed like macs
@@ -297,32 +283,107 @@ def execute(prep: Prepared, progress=None, every_step: bool = False) -> Result:
             target, pre_trace, pre_sched.op_cycles, tpl if w.decode_tokens else None,
             ds.op_cycles if w.decode_tokens else None, step_cycles)
         dec_cycles = int(sum(step_cycles))
-    par = None
-    if tp > 1:  # the collectives between the devices' shares, serialized with their kernels (after the
-        # host stream, which prices a step from its ops alone)
-        par = _collectives(spec, w, target, tp)
-        pre_cycles += int(np.ceil(par["prefill_s"] * freq))
-        step_cycles = [c + int(np.ceil(par["decode_step_s"] * freq)) for c in step_cycles]
-        dec_cycles = int(sum(step_cycles))
     ops = pd.concat(frames, ignore_index=True)
-    if tp > 1:  # every device runs its share: the system's energy is tp times one device's
-        for c in [c for c in ops.columns if c.startswith("energy_pj")]:
-            ops[c] = ops[c] * tp
     idle_s = None
-    if host_info is not None:  # the devices wait for their hosts: no op runs, their static power still draws
-        idle_s = {"prefill": host_info["prefill"]["device_idle_s"] * tp}
+    par_info = None
+    if multi:  # the devices: stages, collectives, pipeline, replicas (after the host stream, which
+        # prices a step from its ops alone)
+        par_info, pre_cycles, step_cycles, ops, idle_s, timeline = _place(
+            spec, w, wm, par, target, ops, pre_trace, pre_sched.op_cycles, pre_cycles,
+            tpl.base if w.decode_tokens else None, ds.op_cycles if w.decode_tokens else None, step_cycles)
+        dec_cycles = int(sum(step_cycles))
+    elif host_info is not None:  # the device waits for its host: no op runs, its static power still draws
+        idle_s = {"prefill": host_info["prefill"]["device_idle_s"]}
         if "decode_step" in host_info:
-            idle_s["decode"] = host_info["decode_step"]["device_idle_s"] * max(1, len(step_cycles)) * tp
+            idle_s["decode"] = host_info["decode_step"]["device_idle_s"] * max(1, len(step_cycles))
     summary = _summary(cfg, spec, target, energy, ops, pre_cycles, dec_cycles, step_cycles, events, hw, raw, idle_s)
     if host_info is not None:
         summary["host"] = host_info
-        summary["host"]["idle_static_j"] = summary.pop("_idle_static_j")
-    summary["memory"] = {**need.as_dict(), "capacity": target.memory.capacity_bytes, "per_device": tp > 1}
-    if par is not None:
-        summary["parallel"] = {"tp": tp, **par}
+    if idle_s is not None:
+        (par_info if multi else summary["host"])["idle_static_j"] = summary.pop("_idle_static_j")
+    summary["memory"] = {**need.as_dict(), "capacity": target.memory.capacity_bytes, "per_device": multi}
+    result_timeline = None
+    if par_info is not None:
+        summary["parallel"] = par_info
+        summary["utilization"] = par_info.pop("utilization")
+        result_timeline = timeline
     step("done")
     stages = [("wall_s", time.perf_counter() - t0)]
-    return Result(cfg, raw, hw, target, energy, ops, summary, stages, decode_info)
+    return Result(cfg, raw, hw, target, energy, ops, summary, stages, decode_info, result_timeline)
+
+
+def _place(spec, w, wm, par, target, ops, pre_trace, pre_op_cycles, pre_cycles, dec_base, dec_op_cycles,
+           step_cycles):
+    """A multi-device run's time and energy from one rank's costed micro-batch (:mod:`sim.parallel`):
+    the stages' shares of each step, their collectives, the pipeline over the micro-batches, and the
+    energy of every device.  Returns the summary's ``parallel`` block, the prefill's and each decode
+    step's cycles, the ops with every device's energy (and their stage and expert rank), the
+    devices' idle seconds per phase and the pipeline's task graph (for the trace)."""
+    from sim import parallel as P
+
+    freq = target.freq_hz
+    topo = P.topology(target)
+    pp, m, tp, ep = par.pp, par.micro_batches, par.tp, par.ep
+    act = w.precision.act_bits / 8
+    repeat = m * par.dp  # micro-batches and replicas: every op of the frame runs this often per rank
+    pre = ops.phase == "prefill"
+    stage = np.zeros(len(ops), dtype=np.int64)
+    rank = np.full(len(ops), -1, dtype=np.int64)
+    st, rk = P.owners(pre_trace["layer"].to_numpy(), pre_trace["expert"].to_numpy(), spec.layers, pp, ep)
+    stage[pre.to_numpy()], rank[pre.to_numpy()] = st, rk
+    f_pre = P.stage_fractions(pre_op_cycles, st, rk, pp, ep)
+    coll_pre = P.stage_collectives(spec, par, topo, wm.batch * wm.prompt, wm.batch, act)
+    hops_pre = P.hop_seconds(topo, par, wm.batch * wm.prompt * spec.hidden * act)
+    stage_pre = pre_cycles / freq * f_pre + coll_pre
+    prefill_s = P.prefill_makespan(stage_pre, hops_pre, m)
+    info = {"tp": tp, "pp": pp, "ep": ep, "dp": par.dp, "micro_batches": m, "devices": par.devices,
+            "micro_batch": wm.batch, "prefill_s": float(coll_pre.sum()), "decode_step_s": 0.0,
+            "prefill_stage_s": [float(x) for x in stage_pre], "prefill_hop_s": [float(x) for x in hops_pre],
+            "link": topo.intra.source, "network": topo.inter.source if topo.inter is not None else None,
+            "gpus_per_node": topo.per_node}
+    new_steps = list(step_cycles)
+    stage_dec = hops_dec = None
+    back = 0.0
+    if dec_base is not None:
+        dec = (ops.phase == "decode").to_numpy()
+        st_d, rk_d = P.owners(dec_base["layer"].to_numpy(), dec_base["expert"].to_numpy(), spec.layers, pp, ep)
+        stage[dec], rank[dec] = st_d, rk_d
+        f_dec = P.stage_fractions(dec_op_cycles, st_d, rk_d, pp, ep)
+        coll_dec = P.stage_collectives(spec, par, topo, wm.batch, wm.batch, act)
+        hops_dec = P.hop_seconds(topo, par, wm.batch * spec.hidden * act)
+        last_first_cross = ((pp - 1) * tp) // topo.per_node != 0
+        back = topo.send(wm.batch * 8, last_first_cross) if pp > 1 else 0.0  # the sampled token ids
+        secs = np.asarray(step_cycles, dtype=np.float64) / freq
+        stages_k = secs[:, None] * f_dec[None, :] + coll_dec[None, :]
+        ends = P.decode_ends(stages_k, hops_dec, back, m)
+        stage_dec = stages_k.mean(axis=0)
+        new_steps = [int(x) for x in np.diff(np.ceil(np.concatenate([[0.0], ends]) * freq))]
+        info.update({"decode_step_s": float(coll_dec.sum()), "decode_stage_s": [float(x) for x in stage_dec],
+                     "decode_hop_s": [float(x) for x in hops_dec], "token_back_s": float(back)})
+    # energy: every rank's, micro-batch's and replica's run of each op; the static power of every
+    # device over the whole phase (the busy part is in the ops, the rest is idle)
+    mult = P.multiplicity(rank, tp) * repeat
+    ops = ops.copy()
+    ops.insert(ops.columns.get_loc("layer") + 1, "stage", stage)
+    ops.insert(ops.columns.get_loc("stage") + 1, "ep_rank", rank)
+    for c in [c for c in ops.columns if c.startswith("energy_pj")]:
+        ops[c] = ops[c] * mult
+    busy = ops["time_s"].to_numpy() * mult
+    pre_c = int(np.ceil(prefill_s * freq))
+    idle = {"prefill": max(0.0, par.devices * prefill_s - float(busy[pre.to_numpy()].sum()))}
+    if dec_base is not None:
+        idle["decode"] = max(0.0, par.devices * sum(new_steps) / freq - float(busy[~pre.to_numpy()].sum()))
+    info["busy_device_s"] = {"prefill": float(busy[pre.to_numpy()].sum()),
+                             "decode": float(busy[~pre.to_numpy()].sum())}
+    cycles = pre_c + sum(new_steps)
+    peak = target.peak_macs_per_cycle(w.wbits, w.abits) * par.devices * cycles
+    dram = (ops["dram_read_bytes"].to_numpy() + ops["dram_write_bytes"].to_numpy()) * mult
+    info["utilization"] = {"mac": float((ops["macs"].to_numpy() * mult).sum() / peak) if peak else 0.0,
+                           "dram": float(dram.sum() / (target.dram_bytes_per_cycle() * par.devices * cycles))
+                           if cycles else 0.0}
+    tl = P.timeline(stage_pre, hops_pre, m, min(2, len(new_steps)), stage_dec, hops_dec, back, tp) \
+        if pp * m <= 512 else None
+    return info, pre_c, new_steps, ops, idle, tl
 
 
 def _host_stream(target, pre_trace, pre_op_cycles, tpl, dec_op_cycles, step_cycles):

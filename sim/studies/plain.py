@@ -33,7 +33,14 @@ class PlainRun(Study):
     def spans(self, result: StudyResult) -> list:
         from sim.engine.trace import run_spans
 
-        return run_spans(result.data.ops, result.summary)
+        spans = run_spans(result.data.ops, result.summary)
+        tl = result.data.timeline
+        if tl is not None:  # a multi-device run: its pipeline, one row per stage (its devices) and link
+            tl.run()
+            p = result.summary["parallel"]
+            spans += tl.spans(f"devices: tp {p['tp']} x pp {p['pp']} x dp {p['dp']} (replica 0; prefill, "
+                              "then the first decode steps)")
+        return spans
 
     def print(self, result: StudyResult, console) -> None:
         from sim.report import print_summary

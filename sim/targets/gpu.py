@@ -102,7 +102,15 @@ class GPUParams(BaseModel):
                                     "generate loop) as its own stream; none: only kernel_overhead_s per kernel")
     link_bytes_per_s: float | None = Field(None, gt=0, description="GPU-to-GPU bandwidth per direction (NVLink), "
                                            "for tensor-parallel collectives; none: no multi-GPU runs")
+    link_efficiency: float = Field(1.0, gt=0, le=1, description="fraction of link_bytes_per_s that collectives and "
+                                   "sends reach (the collective library's protocol overhead)")
     collective_latency_s: float = Field(0.0, ge=0, description="each collective's fixed cost (a small all-reduce)")
+    p2p_latency_s: float | None = Field(None, ge=0, description="a point-to-point send's fixed cost inside a node "
+                                        "(pipeline stages); none: collective_latency_s")
+    gpus_per_node: int = Field(8, ge=1, le=1024, description="GPUs sharing one node's link")
+    network_bytes_per_s: float | None = Field(None, gt=0, description="bandwidth between nodes per GPU and "
+                                              "direction (its network card); none: runs stay in one node")
+    network_latency_s: float = Field(0.0, ge=0, description="a transfer's fixed cost between nodes")
 
     @field_validator("tensor_tflops")
     @classmethod
@@ -335,13 +343,31 @@ class GPU(Target):
 
     @property
     def link(self) -> Link | None:
-        """The GPU-to-GPU link of tensor-parallel collectives (``link_bytes_per_s`` per direction, each
-        collective ``collective_latency_s``), or None where the file gives none."""
+        """The GPU-to-GPU link of tensor-parallel collectives (``link_bytes_per_s`` per direction at
+        ``link_efficiency``, each collective ``collective_latency_s``), or None where the file gives none."""
         p = self.params
         if p.link_bytes_per_s is None:
             return None
-        return Link(p.link_bytes_per_s, p.collective_latency_s,
-                    source=param_source(self, "link_bytes_per_s", "collective_latency_s"))
+        return Link(p.link_bytes_per_s * p.link_efficiency, p.collective_latency_s,
+                    source=param_source(self, "link_bytes_per_s", "link_efficiency", "collective_latency_s"))
+
+    @property
+    def p2p_latency_s(self) -> float:
+        p = self.params
+        return p.collective_latency_s if p.p2p_latency_s is None else p.p2p_latency_s
+
+    @property
+    def gpus_per_node(self) -> int:
+        return self.params.gpus_per_node
+
+    @property
+    def network(self) -> Link | None:
+        """The link between nodes, per GPU (``network_bytes_per_s``, ``network_latency_s``), or None."""
+        p = self.params
+        if p.network_bytes_per_s is None:
+            return None
+        return Link(p.network_bytes_per_s, p.network_latency_s,
+                    source=param_source(self, "network_bytes_per_s", "network_latency_s"))
 
     def dram_bytes_per_cycle(self) -> float:
         return self.memory.bytes_per_cycle(self.freq_hz)

@@ -1,0 +1,374 @@
+"""Devices sharing one run (``parallel: {tp, pp, ep, dp, micro_batches}``): where one device's work
+goes, what moves between devices, and what it costs.
+
+:mod:`sim.run` traces and costs the work once: one micro-batch (``batch / (dp x micro_batches)``
+sequences) through every layer, as one tensor-parallel rank runs it (:func:`sim.multigpu.shard`);
+under expert parallelism the experts stay whole, every expert once.  This module places that work:
+
+- **placement** (:func:`owners`): the layers split into ``pp`` contiguous stages (the first stages
+  take one more layer where ``pp`` does not divide them; the embedding goes with the first stage,
+  the final norm and the head with the last); an expert ``e`` lives on rank ``e mod ep`` of its
+  stage's tensor-parallel group (``ep`` equals ``tp``: the experts spread whole over the group
+  instead of each being split).  Devices are numbered tensor-parallel rank innermost, then stage,
+  then replica: a tensor-parallel group of up to ``gpus_per_node`` sits in one node.
+- **stage time** (:func:`stage_fractions`): a stage's share of a step is its busiest rank's share of
+  the costed cycles (under ``ep``, the rank whose experts carry the most work; the others wait at
+  the all-to-all), plus its collectives.
+- **collectives** (:class:`Topology`): all-reduce, all-gather, all-to-all and point-to-point sends,
+  each a fixed latency plus bytes over the bandwidth of the link it crosses: the node's GPU link
+  (NVLink/NVSwitch, or PCIe) inside a node; across nodes, two levels (inside each node, then
+  between the nodes over the network, per GPU).  Per layer: tensor parallelism's two all-reduces
+  (after the attention's and the MLP's row-parallel projections); under ``ep`` a mixture of
+  experts' layer replaces the MLP's all-reduce by two all-to-alls (dispatch each token's hidden
+  state to the ranks of its experts, combine the results back), Megatron-Core's all-to-all token
+  dispatcher with sequence parallelism (the attention's all-reduce then splits into a
+  reduce-scatter and an all-gather, the same bytes).  The head's logits are all-gathered.
+- **pipeline** (:func:`prefill_makespan`, :func:`decode_time`): prefill is a flow shop of
+  ``micro_batches`` identical jobs over the stages and the links between them (makespan: the sum
+  of the stage and link times plus ``micro_batches - 1`` times the slowest); decoding is a cycle
+  (a micro-batch's next token needs its previous one through every stage and back), computed step
+  by step as first-come-first-served queues (:func:`decode_ends`).  In steady state a step takes
+  the longer of the busiest stage serving every micro-batch and one micro-batch's round trip
+  (:func:`decode_period`, ``max(m x t_max, sum t + hops)``): with fewer micro-batches than stages
+  the pipeline idles (the bubble).  :func:`timeline` lays the same schedule on the engine's task
+  graph, one row per stage and link, for the trace.
+- **data parallelism**: ``dp`` replicas run side by side on their share of the batch: no traffic
+  between them at inference; latency is a replica's, tokens and energy all of them.
+
+Energy: each op's dynamic energy as often as it runs (every tensor-parallel rank of every replica
+and micro-batch; a whole expert once per replica and micro-batch), and every device's static
+power over the whole run (busy, waiting at a collective or idle in a bubble).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.errors import SimError
+from sim.targets.parts import Link
+
+# --------------------------------------------------------------------------------------------
+# Checks
+# --------------------------------------------------------------------------------------------
+
+
+def check(spec, target, par, w) -> None:
+    """Every way ``par`` cannot run ``spec`` on ``target`` with workload ``w``, as one-line errors."""
+    tp, pp, ep, dp, m = par.tp, par.pp, par.ep, par.dp, par.micro_batches
+    if par.devices > 1 and getattr(target, "link", None) is None:
+        raise SimError(f"{par.devices} devices (tp x pp x dp) need a GPU target with a GPU-to-GPU link "
+                       f"(link_bytes_per_s); {target.name} has none")
+    if (tp > 1 or ep > 1 or pp > 1) and (not spec.config_class or "num_attention_heads" not in spec.config):
+        raise SimError(f"{spec.name} is not a transformers model with layers and heads to split")
+    if tp > 1:
+        kv = spec.kv_heads
+        if spec.heads % tp or (kv % tp and tp % kv):
+            raise SimError(f"tp {tp} must divide {spec.name}'s {spec.heads} attention heads and its {kv} KV heads "
+                           "(or be a multiple of them)")
+    if ep > 1:
+        if not spec.experts:
+            raise SimError(f"ep {ep}: {spec.name} has no experts (expert parallelism is for mixtures of experts)")
+        if ep != tp:
+            raise SimError(f"ep {ep} must equal tp ({tp}): the experts spread whole over the tensor-parallel group "
+                           f"(set tp: {ep} for {ep} devices per stage)")
+        if spec.experts % ep:
+            raise SimError(f"ep {ep} must divide {spec.name}'s {spec.experts} experts")
+    if pp > spec.layers:
+        raise SimError(f"pp {pp} is more stages than {spec.name}'s {spec.layers} layers")
+    if w.batch % (dp * m):
+        raise SimError(f"batch {w.batch} must split evenly into dp x micro_batches = {dp} x {m} = {dp * m} "
+                       "micro-batches")
+    if m > 1 and pp == 1:
+        raise SimError("micro_batches > 1 needs pipeline stages (pp > 1): one stage runs the batch whole")
+
+
+# --------------------------------------------------------------------------------------------
+# Topology and collectives
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Topology:
+    """GPUs in nodes: ``intra`` between the GPUs of one node (NVLink/NVSwitch, or PCIe), ``inter``
+    between nodes (the network, per GPU and direction; None: one node only), ``per_node`` GPUs a
+    node.  A group of ``n`` devices ``stride`` apart spans ``ceil(n * stride / per_node)`` nodes."""
+
+    intra: Link
+    inter: Link | None = None
+    per_node: int = 8
+    p2p_latency_s: float | None = None  # a send inside a node (none: the intra link's collective latency)
+
+    def nodes(self, n: int, stride: int = 1) -> int:
+        return max(1, -(-(n * stride) // self.per_node)) if n > 1 else 1
+
+    def _two_level(self, n: int, stride: int) -> tuple[int, int]:
+        nodes = self.nodes(n, stride)
+        if nodes > 1 and self.inter is None:
+            raise SimError(f"a group of {n} devices spans {nodes} nodes of {self.per_node} GPUs and the target "
+                           "gives no network between nodes (network_bytes_per_s)")
+        return nodes, max(1, n // nodes)
+
+    def all_reduce(self, nbytes: float, n: int, stride: int = 1) -> float:
+        """Inside one node a ring over the node's link; across nodes two levels: reduce-scatter and
+        all-gather inside each node (one intra-node all-reduce's traffic) and an all-reduce of each
+        GPU's 1/local share between the nodes."""
+        if n <= 1:
+            return 0.0
+        nodes, local = self._two_level(n, stride)
+        if nodes == 1:
+            return self.intra.all_reduce(nbytes, n)
+        return self.intra.all_reduce(nbytes, local) + self.inter.all_reduce(nbytes / local, nodes)
+
+    def all_gather(self, nbytes: float, n: int, stride: int = 1) -> float:
+        """``nbytes`` in total, 1/n from each device; across nodes, between the nodes first (each
+        GPU its 1/local share of every node's part), then inside each node."""
+        if n <= 1:
+            return 0.0
+        nodes, local = self._two_level(n, stride)
+        if nodes == 1:
+            return self.intra.all_gather(nbytes, n)
+        return self.inter.all_gather(nbytes / local, nodes) + self.intra.all_gather(nbytes, local)
+
+    def all_to_all(self, nbytes: float, n: int, stride: int = 1) -> float:
+        """Each device sends ``nbytes`` spread evenly over the group (1/n of it stays home): the
+        part for the device's own node over the node's link, the rest over the network, at once."""
+        if n <= 1:
+            return 0.0
+        nodes, local = self._two_level(n, stride)
+        near = nbytes * (local - 1) / n
+        t = self.intra.latency_s + near / self.intra.bytes_per_s
+        if nodes > 1:
+            far = nbytes * (n - local) / n
+            t = max(t, self.inter.latency_s + far / self.inter.bytes_per_s)
+        return t
+
+    def send(self, nbytes: float, cross_node: bool) -> float:
+        """A point-to-point transfer between two devices (a pipeline stage's activations)."""
+        if cross_node:
+            if self.inter is None:
+                raise SimError("pipeline stages span nodes and the target gives no network between nodes "
+                               "(network_bytes_per_s)")
+            return self.inter.transfer_s(nbytes)
+        lat = self.intra.latency_s if self.p2p_latency_s is None else self.p2p_latency_s
+        return lat + nbytes / self.intra.bytes_per_s
+
+
+def topology(target) -> Topology:
+    """The target's topology (a GPU target's ``link``, ``network`` and ``gpus_per_node``)."""
+    link = getattr(target, "link", None)
+    if link is None:
+        raise SimError(f"{target.name} has no GPU-to-GPU link")
+    return Topology(link, getattr(target, "network", None), int(getattr(target, "gpus_per_node", 8) or 8),
+                    getattr(target, "p2p_latency_s", None))
+
+
+# --------------------------------------------------------------------------------------------
+# Placement
+# --------------------------------------------------------------------------------------------
+
+
+def stage_layers(layers: int, pp: int) -> np.ndarray:
+    """Stage of each layer: ``pp`` contiguous runs, the first ``layers % pp`` one layer longer."""
+    sizes = np.full(pp, layers // pp)
+    sizes[: layers % pp] += 1
+    return np.repeat(np.arange(pp), sizes)
+
+
+def owners(layer: np.ndarray, expert: np.ndarray, layers: int, pp: int, ep: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stage and expert rank of each traced op (rank -1: every rank of the group runs it).  Ops
+    outside the layers go with the first stage before the first layer (the embedding) and with the
+    last after it (final norm, head)."""
+    layer = np.asarray(layer, dtype=np.int64)
+    of = stage_layers(layers, pp)
+    stage = np.where(layer >= 0, of[np.clip(layer, 0, layers - 1)], -1)
+    inside = np.flatnonzero(layer >= 0)
+    if len(inside):
+        stage[: inside[0]] = 0
+        stage[inside[-1] + 1:] = pp - 1
+        # an op between layers outside any (rare): the stage of the layer before it
+        fill = np.maximum.accumulate(np.where(stage >= 0, np.arange(len(stage)), 0))
+        stage = stage[fill]
+    else:
+        stage[:] = 0
+    expert = np.asarray(expert, dtype=np.int64)
+    rank = np.where((expert >= 0) & (ep > 1), expert % max(ep, 1), -1)
+    return stage, rank
+
+
+def stage_fractions(cycles: np.ndarray, stage: np.ndarray, rank: np.ndarray, pp: int, ep: int) -> np.ndarray:
+    """Per stage, its busiest rank's share of all ``cycles`` (the ops every rank runs, plus the
+    rank's own experts)."""
+    cycles = np.asarray(cycles, dtype=np.float64)
+    total = cycles.sum()
+    out = np.zeros(pp)
+    if total <= 0:
+        out[:] = 1.0 / pp
+        return out
+    for s in range(pp):
+        on = stage == s
+        shared = cycles[on & (rank < 0)].sum()
+        own = max((cycles[on & (rank == r)].sum() for r in range(ep)), default=0.0) if ep > 1 else 0.0
+        out[s] = (shared + own) / total
+    return out
+
+
+def multiplicity(rank: np.ndarray, tp: int) -> np.ndarray:
+    """How many devices of a stage's group run each op: every tensor-parallel rank, or one (an
+    expert under expert parallelism)."""
+    return np.where(np.asarray(rank) >= 0, 1, tp).astype(np.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# Collectives per stage
+# --------------------------------------------------------------------------------------------
+
+
+def stage_collectives(spec, par, topo: Topology, tokens: int, seqs: int, act_bytes: float) -> np.ndarray:
+    """Seconds of each stage's collectives for one micro-batch of ``tokens`` tokens (batch x
+    sequence): per layer tensor parallelism's two all-reduces of the hidden state, or under ``ep``
+    for a mixture of experts' layer one all-reduce and the dispatch and combine all-to-alls (each
+    rank sends its 1/tp of the tokens, each token to its ``k`` experts' ranks); the last stage's
+    head gathers the logits of each of the ``seqs`` sequences' last position."""
+    tp, pp, ep = par.tp, par.pp, par.ep
+    per_layer = np.zeros(spec.layers)
+    if tp > 1:
+        hidden = tokens * spec.hidden * act_bytes
+        ar = topo.all_reduce(hidden, tp)
+        if ep > 1:
+            k = spec.experts_per_token
+            a2a = topo.all_to_all(-(-tokens // tp) * k * spec.hidden * act_bytes, tp)
+            per_layer[:] = ar + 2 * a2a
+        else:
+            per_layer[:] = 2 * ar
+    of = stage_layers(spec.layers, pp)
+    out = np.array([per_layer[of == s].sum() for s in range(pp)])
+    if tp > 1 and spec.kind == "decoder":
+        out[-1] += topo.all_gather(seqs * spec.vocab * act_bytes, tp)
+    return out
+
+
+def hop_seconds(topo: Topology, par, nbytes: float) -> np.ndarray:
+    """Seconds to send ``nbytes`` from each stage to the next (pp - 1 hops): across a node boundary
+    over the network, else over the node's link."""
+    hops = []
+    for s in range(par.pp - 1):
+        a, b = s * par.tp, (s + 1) * par.tp  # the stages' first devices (replica 0)
+        hops.append(topo.send(nbytes, a // topo.per_node != b // topo.per_node))
+    return np.array(hops, dtype=np.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# Pipeline schedules
+# --------------------------------------------------------------------------------------------
+
+
+def prefill_makespan(stage_s: np.ndarray, hops_s: np.ndarray, m: int) -> float:
+    """``m`` identical micro-batches through the stages and the links between them (a flow shop
+    of identical jobs: the sum of the times plus ``m - 1`` times the slowest)."""
+    times = np.concatenate([np.asarray(stage_s, dtype=np.float64), np.asarray(hops_s, dtype=np.float64)])
+    return float(times.sum() + (m - 1) * times.max()) if len(times) else 0.0
+
+
+def decode_period(stage_s: np.ndarray, hops_s: np.ndarray, back_s: float, m: int) -> float:
+    """One decode step of ``m`` micro-batches in a pipeline in steady state: the busiest resource
+    serving all of them, or one micro-batch's round trip (every stage, every hop and the sampled
+    token back to the first stage), whichever is longer."""
+    stage_s = np.asarray(stage_s, dtype=np.float64)
+    hops_s = np.asarray(hops_s, dtype=np.float64)
+    busiest = max(stage_s.max(), hops_s.max() if len(hops_s) else 0.0)
+    trip = stage_s.sum() + hops_s.sum() + (back_s if len(stage_s) > 1 else 0.0)
+    return float(max(m * busiest, trip))
+
+
+def _fifo(ready: np.ndarray, free: float, t: float) -> np.ndarray:
+    """End times of jobs arriving at ``ready`` (in order) at a single FIFO server free from
+    ``free``, each taking ``t``: ``end_j = (j + 1) t + max(free, max_{i <= j} (ready_i - i t))``."""
+    idx = np.arange(len(ready), dtype=np.float64)
+    return (idx + 1) * t + np.maximum(free, np.maximum.accumulate(ready - idx * t))
+
+
+def decode_ends(stage_s: np.ndarray, hops_s: np.ndarray, back_s: float, m: int) -> np.ndarray:
+    """When each decode step ends (its last micro-batch through the last stage), from the end of
+    the prefill (time 0), for ``m`` micro-batches cycling through the stages: step ``k``'s stage
+    times ``stage_s[k]``, the hops between stages ``hops_s``, the sampled token's way back to the
+    first stage ``back_s``.  Every stage and link serves its micro-batches first come, first
+    served, so they keep their order and each resource is a max-plus scan (:func:`_fifo`); exact
+    for the task graph of :func:`timeline` (tested)."""
+    stage_s = np.atleast_2d(np.asarray(stage_s, dtype=np.float64))
+    hops_s = np.asarray(hops_s, dtype=np.float64)
+    n, pp = stage_s.shape
+    if pp == 1 and m == 1:
+        return np.cumsum(stage_s[:, 0])
+    free = np.zeros(2 * pp)  # when each stage (even slots) and each link after it (odd slots) is free
+    ready = np.zeros(m)
+    ends = np.empty(n)
+    for k in range(n):
+        if k and pp > 1:
+            ready = _fifo(ready, free[-1], back_s)
+            free[-1] = ready[-1]
+        for s in range(pp):
+            ready = _fifo(ready, free[2 * s], stage_s[k, s])
+            free[2 * s] = ready[-1]
+            if s < pp - 1:
+                ready = _fifo(ready, free[2 * s + 1], hops_s[s])
+                free[2 * s + 1] = ready[-1]
+        ends[k] = ready[-1]
+    return ends
+
+
+def timeline(stage_s: np.ndarray, hops_s: np.ndarray, m: int, steps: int = 0, dec_stage_s: np.ndarray | None = None,
+             dec_hops_s: np.ndarray | None = None, back_s: float = 0.0, tp: int = 1):
+    """The pipeline's schedule on the engine's task graph: the prefill of ``m`` micro-batches, then
+    ``steps`` decode steps of each (a micro-batch's step after its previous token is back at the
+    first stage); one resource per stage (its ``tp`` devices together) and per link."""
+    from sim.engine.graph import TaskGraph
+
+    g = TaskGraph()
+    pp = len(stage_s)
+
+    def stage_res(s):
+        return (f"stage {s} (GPU {s * tp}" + (f"-{s * tp + tp - 1})" if tp > 1 else ")"),)
+
+    def run(phase, times, hops, j, after):
+        last = after
+        for s in range(pp):
+            last = g.add(f"{phase} mb{j} stage{s}", stage_res(s), float(times[s]), (last,), "compute")
+            if s < pp - 1:
+                last = g.add(f"{phase} mb{j} hop{s}", (f"link {s}->{s + 1}",), float(hops[s]), (last,), "comm")
+        return last
+
+    ends = [run("prefill", stage_s, hops_s, j, "") for j in range(m)]
+    prefilled = ends[-1]  # decoding starts when the whole batch is prefilled (as the summary counts it)
+    dst = dec_stage_s if dec_stage_s is not None else stage_s
+    dh = dec_hops_s if dec_hops_s is not None else hops_s
+    for k in range(steps):
+        for j in range(m):
+            after = prefilled if k == 0 else ends[j]
+            if k and pp > 1:
+                after = g.add(f"step{k} mb{j} token back", (f"link {pp - 1}->0",), float(back_s), (after,), "comm")
+            ends[j] = run(f"step{k}", dst, dh, j, after)
+    return g
+
+
+def predict_collectives(table, targets: dict):
+    """The model's time for each measured collective of ``table`` (columns system, collective,
+    gpus, gpus_per_node, size_bytes, measured_s; see results/validation/collectives/published.csv),
+    on ``targets[system]``'s topology with the measurement's GPUs per node; adds ``predicted_s`` and
+    ``rel_error``."""
+    import dataclasses
+
+    out = table.copy()
+    pred = []
+    for r in out.itertuples(index=False):
+        topo = dataclasses.replace(topology(targets[r.system]), per_node=int(r.gpus_per_node))
+        if r.collective == "all_reduce":
+            pred.append(topo.all_reduce(float(r.size_bytes), int(r.gpus)))
+        elif r.collective == "send_recv":
+            pred.append(topo.send(float(r.size_bytes), cross_node=int(r.gpus_per_node) < int(r.gpus)))
+        else:
+            raise SimError(f"unknown collective {r.collective!r}")
+    out["predicted_s"] = pred
+    out["rel_error"] = (out["predicted_s"] - out["measured_s"]) / out["measured_s"]
+    return out
