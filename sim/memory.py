@@ -53,6 +53,17 @@ def _kv_per_token(spec, kv_bits: float) -> int:
     return int(spec.layers * 2 * spec.kv_heads * spec.head_dim * kv_bits / 8)
 
 
+def _tied(spec) -> bool:
+    """Whether the model's head shares the embedding's matrix (the config's key, else its config
+    class's default: a user's config.json may leave it out)."""
+    tied = spec.config.get("tie_word_embeddings")
+    if tied is None:
+        import transformers
+
+        tied = getattr(getattr(transformers, spec.config_class)(**spec.config), "tie_word_embeddings", False)
+    return bool(tied)
+
+
 def _stage_params(spec, pp: int) -> int:
     """Parameters of the largest of ``pp`` pipeline stages (contiguous layers, the first stages one
     layer longer where ``pp`` does not divide them; the embedding on the first, the head on the
@@ -61,7 +72,7 @@ def _stage_params(spec, pp: int) -> int:
     if pp <= 1 or not spec.config_class or "hidden_size" not in spec.config:
         return total
     emb = spec.vocab * spec.hidden
-    head = 0 if spec.config.get("tie_word_embeddings", False) else emb
+    head = 0 if _tied(spec) else emb
     per_layer = max(0, total - emb - head) / spec.layers
     longest = -(-spec.layers // pp)
     return int(per_layer * longest + max(emb, head))
@@ -102,9 +113,9 @@ def need(spec, w, trace=None, tp: int = 1, par=None) -> MemoryNeed:
         storage = trace["dtype"].map({"fp32": 4, "fp16": 2, "bf16": 2}).fillna(2)
         own = (trace.bytes_read - trace.weight_bytes - trace.kv_bytes_read + trace.bytes_written).clip(lower=0)
         acts = int((own * act_bytes / storage).max()) if len(trace) else 0
-        if w.lora is not None:  # the adapters' weights: the traced weights beyond the published model's
-            traced = int((trace.weight_bytes / storage).sum() * p.weight_storage_bits / 8)
-            lora = max(0, traced - weights) if spec.published_params else 0
+        if w.lora is not None:  # the adapters' weights, as traced (role lora), spread over the stages
+            ad = (trace.role == "lora").to_numpy()
+            lora = int((trace.weight_bytes[ad] / storage[ad]).sum() * p.weight_storage_bits / 8) // pp
     return MemoryNeed(weights=weights, kv_cache=kv, activations=acts, lora=lora, kv_per_token=per_token)
 
 
@@ -136,7 +147,8 @@ def check(n: MemoryNeed, target, w, name: str = "", par=None) -> None:
         if per_seq and room // per_seq >= 1 and room // per_seq < batch:
             fits.append(f"batch {room // per_seq * dp} at this length")
     devices = -(-n.total * tp // cap)
-    fits.append(f"{devices} devices sharing it (parallel.tp, or tp x pp)" if devices > tp else "")
+    per = " per replica" if dp > 1 else ""
+    fits.append(f"{devices} devices{per} sharing it (parallel.tp, or tp x pp)" if devices > tp else "")
     fits = [f for f in fits if f]
     wb = w.precision.weight_storage_bits
     for bits in (8, 4):

@@ -55,11 +55,12 @@ from sim.targets.parts import Link
 
 
 def check(spec, target, par, w) -> None:
-    """Every way ``par`` cannot run ``spec`` on ``target`` with workload ``w``, as one-line errors."""
+    """Every way ``par`` cannot run ``spec`` on ``target`` with workload ``w``, as one-line errors
+    (before any tracing: the layout, the model's shape, the topology)."""
     tp, pp, ep, dp, m = par.tp, par.pp, par.ep, par.dp, par.micro_batches
-    if par.devices > 1 and getattr(target, "link", None) is None:
-        raise SimError(f"{par.devices} devices (tp x pp x dp) need a GPU target with a GPU-to-GPU link "
-                       f"(link_bytes_per_s); {target.name} has none")
+    if (tp > 1 or pp > 1) and getattr(target, "link", None) is None:
+        raise SimError(f"{tp * pp} devices a replica (tp x pp) need a GPU target with a GPU-to-GPU link "
+                       f"(link_bytes_per_s); {target.name} has none (data-parallel replicas alone need none)")
     if (tp > 1 or ep > 1 or pp > 1) and (not spec.config_class or "num_attention_heads" not in spec.config):
         raise SimError(f"{spec.name} is not a transformers model with layers and heads to split")
     if tp > 1:
@@ -75,6 +76,8 @@ def check(spec, target, par, w) -> None:
                            f"(set tp: {ep} for {ep} devices per stage)")
         if spec.experts % ep:
             raise SimError(f"ep {ep} must divide {spec.name}'s {spec.experts} experts")
+        if not spec.experts_per_token:
+            raise SimError(f"ep {ep}: {spec.name}'s config gives no experts per token (num_experts_per_tok)")
     if pp > spec.layers:
         raise SimError(f"pp {pp} is more stages than {spec.name}'s {spec.layers} layers")
     if w.batch % (dp * m):
@@ -82,6 +85,15 @@ def check(spec, target, par, w) -> None:
                        "micro-batches")
     if m > 1 and pp == 1:
         raise SimError("micro_batches > 1 needs pipeline stages (pp > 1): one stage runs the batch whole")
+    if tp > 1 or pp > 1:
+        topo = topology(target)
+        n = topo.per_node
+        if tp > 1 and not (n % tp == 0 or tp % n == 0):
+            raise SimError(f"tp {tp} must divide the target's {n} GPUs a node or be a multiple of it (a "
+                           "tensor-parallel group does not straddle nodes)")
+        if topo.inter is None and (tp > n or crossings(par, n).any()):
+            raise SimError(f"{tp * pp * dp} devices (tp {tp} x pp {pp} x dp {dp}) span nodes of {n} GPUs and "
+                           f"{target.name} gives no network between nodes (network_bytes_per_s)")
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,21 +209,25 @@ def owners(layer: np.ndarray, expert: np.ndarray, layers: int, pp: int, ep: int)
     return stage, rank
 
 
-def stage_fractions(cycles: np.ndarray, stage: np.ndarray, rank: np.ndarray, pp: int, ep: int) -> np.ndarray:
-    """Per stage, its busiest rank's share of all ``cycles`` (the ops every rank runs, plus the
-    rank's own experts)."""
+def stage_fractions(cycles: np.ndarray, stage: np.ndarray, rank: np.ndarray, layer: np.ndarray, pp: int,
+                    ep: int) -> np.ndarray:
+    """Per stage, its share of all ``cycles`` on its busiest rank: the ops every rank runs, plus in
+    each layer the rank whose experts take longest (the all-to-all waits for it, layer by layer)."""
     cycles = np.asarray(cycles, dtype=np.float64)
     total = cycles.sum()
-    out = np.zeros(pp)
     if total <= 0:
-        out[:] = 1.0 / pp
-        return out
-    for s in range(pp):
-        on = stage == s
-        shared = cycles[on & (rank < 0)].sum()
-        own = max((cycles[on & (rank == r)].sum() for r in range(ep)), default=0.0) if ep > 1 else 0.0
-        out[s] = (shared + own) / total
-    return out
+        return np.full(pp, 1.0 / pp)
+    shared = np.bincount(stage[rank < 0], weights=cycles[rank < 0], minlength=pp)[:pp]
+    own = np.zeros(pp)
+    if ep > 1 and (rank >= 0).any():
+        on = rank >= 0
+        lay = np.asarray(layer)[on]
+        per = np.zeros((lay.max() + 1, ep))
+        np.add.at(per, (lay, rank[on]), cycles[on])
+        layer_stage = np.zeros(lay.max() + 1, dtype=np.int64)
+        layer_stage[lay] = stage[on]
+        own = np.bincount(layer_stage, weights=per.max(axis=1), minlength=pp)[:pp]
+    return (shared + own) / total
 
 
 def multiplicity(rank: np.ndarray, tp: int) -> np.ndarray:
@@ -225,23 +241,42 @@ def multiplicity(rank: np.ndarray, tp: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def stage_collectives(spec, par, topo: Topology, tokens: int, seqs: int, act_bytes: float) -> np.ndarray:
+def expert_traffic(layer: np.ndarray, expert: np.ndarray, role: np.ndarray, kind: np.ndarray, gemm_m: np.ndarray,
+                   layers: int, ep: int) -> tuple[np.ndarray, np.ndarray]:
+    """From a costed frame: which layers hold experts, and per layer the most tokens one expert rank
+    receives (its experts' loads summed; under skewed routing the hot rank's)."""
+    moe = np.zeros(layers, dtype=bool)
+    recv = np.zeros(layers)
+    rows = (np.asarray(expert) >= 0) & (np.asarray(role) == "expert_gate_up") & (np.asarray(kind) == "gemm")
+    if not rows.any():
+        return moe, recv
+    lay, ex, tok = np.asarray(layer)[rows], np.asarray(expert)[rows], np.asarray(gemm_m, dtype=np.float64)[rows]
+    moe[np.unique(lay)] = True
+    per = np.zeros((layers, max(ep, 1)))
+    np.add.at(per, (lay, ex % max(ep, 1)), tok)
+    recv[:] = per.max(axis=1)
+    return moe, recv
+
+
+def stage_collectives(spec, par, topo: Topology, tokens: int, seqs: int, act_bytes: float,
+                      moe: np.ndarray | None = None, recv: np.ndarray | None = None) -> np.ndarray:
     """Seconds of each stage's collectives for one micro-batch of ``tokens`` tokens (batch x
-    sequence): per layer tensor parallelism's two all-reduces of the hidden state, or under ``ep``
-    for a mixture of experts' layer one all-reduce and the dispatch and combine all-to-alls (each
-    rank sends its 1/tp of the tokens, each token to its ``k`` experts' ranks); the last stage's
-    head gathers the logits of each of the ``seqs`` sequences' last position."""
+    sequence): per layer tensor parallelism's two all-reduces of the hidden state; under ``ep``, a
+    layer with experts (``moe``) has one all-reduce and the dispatch and combine all-to-alls, each
+    rank sending its 1/tp of the tokens to their ``k`` experts' ranks or receiving its experts'
+    tokens (``recv``, the busiest rank's), whichever is more; the last stage's head gathers the
+    logits of each of the ``seqs`` sequences' last position."""
     tp, pp, ep = par.tp, par.pp, par.ep
     per_layer = np.zeros(spec.layers)
     if tp > 1:
         hidden = tokens * spec.hidden * act_bytes
         ar = topo.all_reduce(hidden, tp)
-        if ep > 1:
-            k = spec.experts_per_token
-            a2a = topo.all_to_all(-(-tokens // tp) * k * spec.hidden * act_bytes, tp)
-            per_layer[:] = ar + 2 * a2a
-        else:
-            per_layer[:] = 2 * ar
+        per_layer[:] = 2 * ar
+        if ep > 1 and moe is not None and moe.any():
+            send = -(-tokens // tp) * spec.experts_per_token
+            for i in np.flatnonzero(moe):
+                a2a = topo.all_to_all(max(send, float(recv[i])) * spec.hidden * act_bytes, tp)
+                per_layer[i] = ar + 2 * a2a
     of = stage_layers(spec.layers, pp)
     out = np.array([per_layer[of == s].sum() for s in range(pp)])
     if tp > 1 and spec.kind == "decoder":
@@ -249,14 +284,29 @@ def stage_collectives(spec, par, topo: Topology, tokens: int, seqs: int, act_byt
     return out
 
 
+def crossings(par, per_node: int) -> np.ndarray:
+    """For each of the pipeline's hops (stage s to s + 1, and the last stage back to the first),
+    whether it crosses a node boundary in any replica (device ``r tp pp + s tp`` is stage s's first
+    GPU in replica r)."""
+    tp, pp = par.tp, par.pp
+    out = np.zeros(pp, dtype=bool)
+    for r in range(par.dp):
+        first = r * tp * pp + np.arange(pp) * tp
+        out |= first // per_node != np.roll(first, -1) // per_node
+    return out
+
+
 def hop_seconds(topo: Topology, par, nbytes: float) -> np.ndarray:
-    """Seconds to send ``nbytes`` from each stage to the next (pp - 1 hops): across a node boundary
-    over the network, else over the node's link."""
-    hops = []
-    for s in range(par.pp - 1):
-        a, b = s * par.tp, (s + 1) * par.tp  # the stages' first devices (replica 0)
-        hops.append(topo.send(nbytes, a // topo.per_node != b // topo.per_node))
-    return np.array(hops, dtype=np.float64)
+    """Seconds to send ``nbytes`` from each stage to the next (pp - 1 hops): over the network where
+    the hop crosses a node boundary in any replica (the slowest replica sets the pace), else over
+    the node's link."""
+    cross = crossings(par, topo.per_node)
+    return np.array([topo.send(nbytes, bool(cross[s])) for s in range(par.pp - 1)], dtype=np.float64)
+
+
+def back_seconds(topo: Topology, par, nbytes: float) -> float:
+    """The sampled tokens' way from the last stage back to the first (0 without stages)."""
+    return topo.send(nbytes, bool(crossings(par, topo.per_node)[-1])) if par.pp > 1 else 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,9 +327,9 @@ def decode_period(stage_s: np.ndarray, hops_s: np.ndarray, back_s: float, m: int
     token back to the first stage), whichever is longer."""
     stage_s = np.asarray(stage_s, dtype=np.float64)
     hops_s = np.asarray(hops_s, dtype=np.float64)
-    busiest = max(stage_s.max(), hops_s.max() if len(hops_s) else 0.0)
-    trip = stage_s.sum() + hops_s.sum() + (back_s if len(stage_s) > 1 else 0.0)
-    return float(max(m * busiest, trip))
+    back = back_s if len(stage_s) > 1 else 0.0
+    busiest = max(stage_s.max(), hops_s.max() if len(hops_s) else 0.0, back)
+    return float(max(m * busiest, stage_s.sum() + hops_s.sum() + back))
 
 
 def _fifo(ready: np.ndarray, free: float, t: float) -> np.ndarray:
@@ -293,7 +343,7 @@ def decode_ends(stage_s: np.ndarray, hops_s: np.ndarray, back_s: float, m: int) 
     """When each decode step ends (its last micro-batch through the last stage), from the end of
     the prefill (time 0), for ``m`` micro-batches cycling through the stages: step ``k``'s stage
     times ``stage_s[k]``, the hops between stages ``hops_s``, the sampled token's way back to the
-    first stage ``back_s``.  Every stage and link serves its micro-batches first come, first
+    first stage ``back_s`` (before every step, the first too: the prefill sampled it).  Every stage and link serves its micro-batches first come, first
     served, so they keep their order and each resource is a max-plus scan (:func:`_fifo`); exact
     for the task graph of :func:`timeline` (tested)."""
     stage_s = np.atleast_2d(np.asarray(stage_s, dtype=np.float64))
@@ -305,7 +355,7 @@ def decode_ends(stage_s: np.ndarray, hops_s: np.ndarray, back_s: float, m: int) 
     ready = np.zeros(m)
     ends = np.empty(n)
     for k in range(n):
-        if k and pp > 1:
+        if pp > 1:  # the sampled token back to the first stage (after the prefill too)
             ready = _fifo(ready, free[-1], back_s)
             free[-1] = ready[-1]
         for s in range(pp):
@@ -346,7 +396,7 @@ def timeline(stage_s: np.ndarray, hops_s: np.ndarray, m: int, steps: int = 0, de
     for k in range(steps):
         for j in range(m):
             after = prefilled if k == 0 else ends[j]
-            if k and pp > 1:
+            if pp > 1:
                 after = g.add(f"step{k} mb{j} token back", (f"link {pp - 1}->0",), float(back_s), (after,), "comm")
             ends[j] = run(f"step{k}", dst, dh, j, after)
     return g

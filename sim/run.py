@@ -322,37 +322,48 @@ def _place(spec, w, wm, par, target, ops, pre_trace, pre_op_cycles, pre_cycles, 
     from sim import parallel as P
 
     freq = target.freq_hz
-    topo = P.topology(target)
     pp, m, tp, ep = par.pp, par.micro_batches, par.tp, par.ep
+    topo = P.topology(target) if tp > 1 or pp > 1 else None  # data-parallel replicas exchange nothing
     act = w.precision.act_bits / 8
     repeat = m * par.dp  # micro-batches and replicas: every op of the frame runs this often per rank
     pre = ops.phase == "prefill"
     stage = np.zeros(len(ops), dtype=np.int64)
     rank = np.full(len(ops), -1, dtype=np.int64)
-    st, rk = P.owners(pre_trace["layer"].to_numpy(), pre_trace["expert"].to_numpy(), spec.layers, pp, ep)
+
+    def phase(frame, op_cycles, tokens):
+        """A phase's stages and ranks per op, each stage's share of the phase's cycles, and its
+        collectives for ``tokens`` tokens of the micro-batch."""
+        layer = frame["layer"].to_numpy()
+        st, rk = P.owners(layer, frame["expert"].to_numpy(), spec.layers, pp, ep)
+        f = P.stage_fractions(op_cycles, st, rk, layer, pp, ep)
+        coll = np.zeros(pp)
+        if topo is not None:
+            moe, recv = P.expert_traffic(layer, frame["expert"].to_numpy(), frame["role"].to_numpy(),
+                                         frame["kind"].to_numpy(), frame["gemm_m"].to_numpy(), spec.layers, ep)
+            coll = P.stage_collectives(spec, par, topo, tokens, wm.batch, act, moe, recv)
+        return st, rk, f, coll
+
+    st, rk, f_pre, coll_pre = phase(pre_trace, pre_op_cycles, wm.batch * wm.prompt)
     stage[pre.to_numpy()], rank[pre.to_numpy()] = st, rk
-    f_pre = P.stage_fractions(pre_op_cycles, st, rk, pp, ep)
-    coll_pre = P.stage_collectives(spec, par, topo, wm.batch * wm.prompt, wm.batch, act)
-    hops_pre = P.hop_seconds(topo, par, wm.batch * wm.prompt * spec.hidden * act)
+    hidden = spec.hidden * act if spec.config_class and "hidden_size" in spec.config else 0.0
+    hops_pre = P.hop_seconds(topo, par, wm.batch * wm.prompt * hidden) if topo is not None else np.zeros(0)
     stage_pre = pre_cycles / freq * f_pre + coll_pre
     prefill_s = P.prefill_makespan(stage_pre, hops_pre, m)
     info = {"tp": tp, "pp": pp, "ep": ep, "dp": par.dp, "micro_batches": m, "devices": par.devices,
             "micro_batch": wm.batch, "prefill_s": float(coll_pre.sum()), "decode_step_s": 0.0,
             "prefill_stage_s": [float(x) for x in stage_pre], "prefill_hop_s": [float(x) for x in hops_pre],
-            "link": topo.intra.source, "network": topo.inter.source if topo.inter is not None else None,
-            "gpus_per_node": topo.per_node}
+            "link": topo.intra.source if topo is not None else None,
+            "network": topo.inter.source if topo is not None and topo.inter is not None else None,
+            "gpus_per_node": topo.per_node if topo is not None else None}
     new_steps = list(step_cycles)
     stage_dec = hops_dec = None
     back = 0.0
     if dec_base is not None:
         dec = (ops.phase == "decode").to_numpy()
-        st_d, rk_d = P.owners(dec_base["layer"].to_numpy(), dec_base["expert"].to_numpy(), spec.layers, pp, ep)
+        st_d, rk_d, f_dec, coll_dec = phase(dec_base, dec_op_cycles, wm.batch)
         stage[dec], rank[dec] = st_d, rk_d
-        f_dec = P.stage_fractions(dec_op_cycles, st_d, rk_d, pp, ep)
-        coll_dec = P.stage_collectives(spec, par, topo, wm.batch, wm.batch, act)
-        hops_dec = P.hop_seconds(topo, par, wm.batch * spec.hidden * act)
-        last_first_cross = ((pp - 1) * tp) // topo.per_node != 0
-        back = topo.send(wm.batch * 8, last_first_cross) if pp > 1 else 0.0  # the sampled token ids
+        hops_dec = P.hop_seconds(topo, par, wm.batch * hidden) if topo is not None else np.zeros(0)
+        back = P.back_seconds(topo, par, wm.batch * 8) if topo is not None else 0.0  # the sampled token ids
         secs = np.asarray(step_cycles, dtype=np.float64) / freq
         stages_k = secs[:, None] * f_dec[None, :] + coll_dec[None, :]
         ends = P.decode_ends(stages_k, hops_dec, back, m)
@@ -370,9 +381,16 @@ def _place(spec, w, wm, par, target, ops, pre_trace, pre_op_cycles, pre_cycles, 
         ops[c] = ops[c] * mult
     busy = ops["time_s"].to_numpy() * mult
     pre_c = int(np.ceil(prefill_s * freq))
-    idle = {"prefill": max(0.0, par.devices * prefill_s - float(busy[pre.to_numpy()].sum()))}
+    def idle_s(wall, busy_s):
+        """The devices' seconds without an op: every device is busy at most the phase's wall."""
+        left = par.devices * wall - busy_s
+        if left < -1e-6 * par.devices * wall:
+            raise AssertionError(f"devices busy {busy_s} s in a phase of {wall} s x {par.devices}")
+        return max(0.0, left)
+
+    idle = {"prefill": idle_s(prefill_s, float(busy[pre.to_numpy()].sum()))}
     if dec_base is not None:
-        idle["decode"] = max(0.0, par.devices * sum(new_steps) / freq - float(busy[~pre.to_numpy()].sum()))
+        idle["decode"] = idle_s(sum(new_steps) / freq, float(busy[~pre.to_numpy()].sum()))
     info["busy_device_s"] = {"prefill": float(busy[pre.to_numpy()].sum()),
                              "decode": float(busy[~pre.to_numpy()].sum())}
     cycles = pre_c + sum(new_steps)

@@ -316,3 +316,58 @@ def test_collectives_against_published_measurements():
     small = inside & (p.size_bytes <= 300_000) & (p.system == "h100_sxm") & (p.collective == "all_reduce")
     assert -0.55 < p.rel_error[small].median() < -0.3
     assert err[inside & (p.system == "a100_pcie")].max() <= 0.15
+
+
+def test_lora_memory_counts_the_adapters_under_any_layout():
+    """LoRA's memory is the traced adapters (role lora), spread over the stages: not the other
+    stages' weights or the whole experts that one rank's frame also holds."""
+    lora = {"rank": 8, "targets": ["q_proj", "v_proj"], "mode": "separate"}
+    spec = zoo.get("Llama-2-7B")
+    want = spec.layers * 2 * 8 * (spec.hidden + spec.hidden) * 2  # A (d x 8) and B (8 x d), q and v, fp16
+    one = _prun("Llama-2-7B", {"tp": 1}, lora=lora, decode_tokens=2).summary["memory"]["lora"]
+    two = _prun("Llama-2-7B", {"tp": 1, "pp": 2}, lora=lora, decode_tokens=2).summary["memory"]["lora"]
+    assert one == want and two == want // 2
+    ep = _prun("Mixtral-8x7B", {"tp": 2, "ep": 2}, lora=lora, batch=4, decode_tokens=2).summary["memory"]
+    assert ep["lora"] < 0.01e9 and ep["total"] < 50e9
+
+
+def test_data_parallel_replicas_need_no_link():
+    """dp alone runs on any target (replicas exchange nothing): BitMoD's FP16 baseline twice."""
+    raw = {"workload": {"model": "Llama-2-7B", "batch": 2, "prompt": 32, "decode_tokens": 2},
+           "hardware": {"file": "targets/bitmod_fp16_baseline.yaml"}, "run": {"fidelity": "analytic"}}
+    one = execute(prepare({**raw, "workload": {**raw["workload"], "batch": 1}}, CONFIGS_DIR / "x.yaml")).summary
+    two = execute(prepare({**raw, "parallel": {"dp": 2}}, CONFIGS_DIR / "x.yaml")).summary
+    assert two["latency_s"] == pytest.approx(one["latency_s"], rel=1e-9)
+    assert two["energy_j"] == pytest.approx(2 * one["energy_j"], rel=1e-9)
+    assert two["parallel"]["link"] is None
+
+
+def test_hops_cross_nodes_in_any_replica():
+    """tp 2 x pp 3 x dp 2 on 8-GPU nodes: replica 1 holds GPUs 6-11, so its first hop (6 -> 8)
+    crosses nodes though replica 0's do not; the slowest replica sets the pace."""
+    from sim.config import Parallel
+    from sim.parallel import crossings
+
+    assert crossings(Parallel(tp=2, pp=3, dp=2), 8).tolist() == [True, False, True]
+    assert crossings(Parallel(tp=2, pp=3), 8).tolist() == [False, False, False]
+    assert crossings(Parallel(tp=8, pp=2), 8).tolist() == [True, True]
+
+
+@pytest.mark.parametrize("par,gpu,needle", [
+    ({"tp": 4, "pp": 2}, "targets/gpu_a100_pcie_80gb.yaml", "span nodes of 4 GPUs"),
+    ({"tp": 5}, H100, "must divide the target's 8 GPUs a node"),
+])
+def test_layouts_the_topology_cannot_hold_are_refused_before_tracing(par, gpu, needle):
+    with pytest.raises(SimError, match=needle) as e:
+        prepare({"workload": {"model": "Llama-2-13B", "batch": 1, "prompt": 8}, "hardware": {"file": gpu},
+                 "parallel": par}, CONFIGS_DIR / "x.yaml")
+    assert "parallel" in str(e.value)
+
+
+def test_skewed_routing_loads_the_all_to_all():
+    """Under ep the hot rank receives more than its share of tokens: a prefill's all-to-alls (large
+    enough to be bandwidth-bound) grow with the skew; tensor parallelism's all-reduces do not."""
+    kw = {"batch": 8, "prompt": 512, "decode_tokens": 0}
+    coll = lambda par, skew: _prun("Mixtral-8x7B", par, routing_skew=skew, **kw).summary["parallel"]["prefill_s"]
+    assert coll({"tp": 2, "ep": 2}, 1.0) > 1.05 * coll({"tp": 2, "ep": 2}, 0.0)
+    assert coll({"tp": 2}, 1.0) == pytest.approx(coll({"tp": 2}, 0.0))
