@@ -20,8 +20,10 @@ GPUs are free and their inputs are ready):
 - **easyspec**: as speculative, but each draft step runs the draft's layers in groups of
   ``group`` (its first and last layers exact, outside any group, unless ``exact_ends`` is off):
   the attentions of a group's layers run at once on different GPUs (each GPU one layer,
-  unsharded) from the group's input, an all-gather brings their outputs together, then the group's
-  MLPs run in order (on the draft's TP group).  The draft's KV cache is calibrated by one exact
+  unsharded) from the group's input, an all-gather brings their outputs to those GPUs, then each of
+  them runs the group's MLPs whole, in order, with no collective (as the authors' code does;
+  ``group_mlps="draft_tp"`` runs them on the draft's TP group instead, with its all-reduces).  The
+  draft's KV cache is calibrated by one exact
   forward over the previous iteration's accepted and bonus tokens, which is also the iteration's
   first draft step (it drafts the first token), so gamma - 1 steps are layer-parallel.
 
@@ -192,7 +194,8 @@ def vanilla_iteration(base: StepTimes, n: int, link: Link) -> Timeline:
 
 def speculative_iteration(draft: StepTimes, verify: StepTimes, gamma: int, n: int, draft_tp: int, link: Link,
                           draft_parallel: StepTimes | None = None, group: int = 1,
-                          calibrate: StepTimes | None = None, exact_ends: bool = True) -> Timeline:
+                          calibrate: StepTimes | None = None, exact_ends: bool = True,
+                          group_mlps: str = "unsharded") -> Timeline:
     """One draft-then-verify iteration.  With ``draft_parallel`` (unsharded per-layer times) and
     ``group`` > 1, EasySpec: the iteration's first draft step is the exact forward that calibrates the
     draft's KV cache over the previous iteration's accepted and bonus tokens (``calibrate``, which also
@@ -217,13 +220,16 @@ def speculative_iteration(draft: StepTimes, verify: StepTimes, gamma: int, n: in
             if len(members) == 1:  # an exact layer (the first and the last with exact_ends)
                 last = _tp_layer(tl, f"draft{s}", g0, draft, dg, last)
                 continue
+            gg = tuple(range(min(n, len(members))))  # the GPUs that ran the group's attentions
             attn = [tl.add(f"draft{s} L{i} attn", ((i - g0) % n,), draft_parallel.layer_attn, (last,))
                     for i in members]
-            last = tl.add(f"draft{s} G{g0} allgather", tuple(range(min(n, len(members)))),
-                          link.all_gather(draft_parallel.hidden_bytes * len(members), min(n, len(members))),
-                          tuple(attn), "comm")
+            last = tl.add(f"draft{s} G{g0} allgather", gg,
+                          link.all_gather(draft_parallel.hidden_bytes * len(members), len(gg)), tuple(attn), "comm")
             for i in members:
-                last = tl.add(f"draft{s} L{i} mlp", dg, draft.layer_mlp, (last,))
+                if group_mlps == "unsharded":  # each of those GPUs runs the MLPs whole, in order: no collective
+                    last = tl.add(f"draft{s} L{i} mlp", gg, draft_parallel.layer_mlp, (last,))
+                    continue
+                last = tl.add(f"draft{s} L{i} mlp", dg, draft.layer_mlp, (last,))  # on the draft's TP group
                 if draft_tp > 1:
                     last = tl.add(f"draft{s} L{i} allreduce", dg, draft.layer_allreduce / 2, (last,), "comm")
         last = tl.add(f"draft{s} head", dg, draft.other, (last,))
@@ -233,12 +239,15 @@ def speculative_iteration(draft: StepTimes, verify: StepTimes, gamma: int, n: in
 
 def run_decoder(kind: str, *, base: str, draft: str | None, gpu, link: Link, n: int, context: int, gamma: int = 4,
                 alpha: float | None = None, tokens_per_iter: float | None = None, draft_tp: int | None = None,
-                group: int = 1, batch: int = 1, trace_to: str | Path | None = None, exact_ends: bool = True) -> dict:
+                group: int = 1, batch: int = 1, trace_to: str | Path | None = None, exact_ends: bool = True,
+                group_mlps: str = "unsharded") -> dict:
     """Time per iteration and per token of one decoder (see the module docstring)."""
     if kind not in ("vanilla", "speculative", "easyspec"):
         raise SimError(f"unknown decoder {kind!r} (vanilla, speculative, easyspec)")
     if n < 1 or gamma < 1 or group < 1:
         raise SimError("GPUs, gamma and group size must be at least 1")
+    if group_mlps not in ("unsharded", "draft_tp"):
+        raise SimError(f"group_mlps {group_mlps!r}: unsharded or draft_tp")
     bstep = step_times(base, "decode", 1, context, n, gpu, link, batch)
     if kind == "vanilla":
         tl = vanilla_iteration(bstep, n, link)
@@ -258,7 +267,7 @@ def run_decoder(kind: str, *, base: str, draft: str | None, gpu, link: Link, n: 
             par = step_times(draft, "decode", 1, context, 1, gpu, link, batch)
             accepted = max(1, int(round(tokens_per_iter)))
             cal = step_times(draft, "decode", accepted, context, dtp, gpu, link, batch)
-            tl = speculative_iteration(dstep, verify, gamma, n, dtp, link, par, group, cal, exact_ends)
+            tl = speculative_iteration(dstep, verify, gamma, n, dtp, link, par, group, cal, exact_ends, group_mlps)
         else:
             tl = speculative_iteration(dstep, verify, gamma, n, dtp, link)
         t = tl.run()

@@ -96,6 +96,9 @@ class EasySpecFile(_Strict):
     draft_tp: int | Literal["best"] | None = "best"
     frontier: FrontierSpec | None = None
     exact_ends: bool = True  # the draft's first and last layers outside any group (the authors' default)
+    # where a layer-parallel step runs its groups' MLPs: whole on each GPU that ran the group's attentions
+    # (unsharded, the authors' code as issue 21 reads it) or on the draft's tensor-parallel group
+    group_mlps: Literal["unsharded", "draft_tp"] = "unsharded"
     # a second runtime for the same runs, the authors' (eager PyTorch: a GPU file with a host); its
     # figures are the paper metrics named <metric>_eager
     eager_gpu: str | None = None
@@ -185,7 +188,8 @@ def run(path: str | Path, out: str | Path | None = None,
                  tokens_per_iter=acc["tokens_exact"], **kw)
         step(f"{pair.base} easyspec", 3 * i + 2, n_runs)
         e = best("easyspec", out / f"trace_{slug}_easyspec.json", draft=pair.draft,
-                 tokens_per_iter=acc["tokens_parallel"], group=f.group, exact_ends=f.exact_ends, **kw)
+                 tokens_per_iter=acc["tokens_parallel"], group=f.group, exact_ends=f.exact_ends,
+                 group_mlps=f.group_mlps, **kw)
         for r, alpha in ((v, None), (s, acc["alpha_exact"]), (e, acc["alpha_parallel"])):
             rows.append({"runtime": rt or "file", "base": pair.base, "draft": pair.draft, **r, "alpha": alpha,
                          "speedup_vs_vanilla": v["time_per_token_s"] / r["time_per_token_s"]})
@@ -232,7 +236,8 @@ def sweep_points(f: EasySpecFile, gpu, link) -> pd.DataFrame:
     for n, gamma, group, alpha in itertools.product(s.gpus, s.gamma, s.group, s.alpha):
         kw = dict(base=pair.base, gpu=gpu, link=link, n=n, context=f.context, gamma=gamma)
         v = run_decoder("vanilla", draft=None, **kw)
-        e = run_decoder("easyspec", draft=pair.draft, alpha=alpha, group=group, exact_ends=f.exact_ends, **kw)
+        e = run_decoder("easyspec", draft=pair.draft, alpha=alpha, group=group, exact_ends=f.exact_ends,
+                        group_mlps=f.group_mlps, **kw)
         rows.append({"gpus": n, "gamma": gamma, "group": group, "alpha": alpha,
                      "speedup": v["time_per_token_s"] / e["time_per_token_s"]})
     return pd.DataFrame(rows)
