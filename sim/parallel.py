@@ -372,14 +372,14 @@ def timeline(stage_s: np.ndarray, hops_s: np.ndarray, m: int, steps: int = 0, de
              dec_hops_s: np.ndarray | None = None, back_s: float = 0.0, tp: int = 1):
     """The pipeline's schedule on the engine's task graph: the prefill of ``m`` micro-batches, then
     ``steps`` decode steps of each (a micro-batch's step after its previous token is back at the
-    first stage); one resource per stage (its ``tp`` devices together) and per link."""
+    first stage); a stage's task holds each of its ``tp`` GPUs (one row per GPU), a hop its link."""
     from sim.engine.graph import TaskGraph
 
     g = TaskGraph()
     pp = len(stage_s)
 
-    def stage_res(s):
-        return (f"stage {s} (GPU {s * tp}" + (f"-{s * tp + tp - 1})" if tp > 1 else ")"),)
+    def stage_res(s):  # every GPU of the stage's tensor-parallel group: one timeline row each
+        return tuple(f"GPU {s * tp + i} (stage {s})" for i in range(tp))
 
     def run(phase, times, hops, j, after):
         last = after

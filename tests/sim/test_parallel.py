@@ -371,3 +371,27 @@ def test_skewed_routing_loads_the_all_to_all():
     coll = lambda par, skew: _prun("Mixtral-8x7B", par, routing_skew=skew, **kw).summary["parallel"]["prefill_s"]
     assert coll({"tp": 2, "ep": 2}, 1.0) > 1.05 * coll({"tp": 2, "ep": 2}, 0.0)
     assert coll({"tp": 2}, 1.0) == pytest.approx(coll({"tp": 2}, 0.0))
+
+
+def test_the_trace_has_a_row_per_gpu_and_link(tmp_path):
+    """`sim run --trace` of a tp 2 x pp 2 run: the pipeline's schedule on one row per GPU (each
+    stage's task on both of its GPUs) and per link, beside the run's own rows."""
+    import json
+
+    import yaml
+
+    from sim.cli import main
+    from tests.helpers import check_trace_event_format
+
+    cfg = {"workload": {"model": "Llama-2-7B", "batch": 4, "prompt": 32, "decode_tokens": 3, "dtype": "bf16"},
+           "hardware": {"file": str(CONFIGS_DIR / H100)}, "parallel": {"tp": 2, "pp": 2, "micro_batches": 2},
+           "run": {"fidelity": "analytic"}}
+    path = tmp_path / "pp.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["run", str(path), "--trace", "--out", str(tmp_path / "o")]) == 0
+    ev = json.loads((tmp_path / "o" / "trace.json").read_text())["traceEvents"]
+    check_trace_event_format(ev)
+    rows = {e["args"]["name"] for e in ev if e["name"] == "thread_name"}
+    assert {"GPU 0 (stage 0)", "GPU 1 (stage 0)", "GPU 2 (stage 1)", "GPU 3 (stage 1)", "link 0->1"} <= rows
+    spans = [e for e in ev if e.get("ph") == "X" and e["name"].startswith(("prefill mb", "step"))]
+    assert {e["name"] for e in spans} >= {"prefill mb1 stage1", "step1 mb0 stage0", "step0 mb1 token back"}
