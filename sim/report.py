@@ -187,13 +187,15 @@ def _html(result: Result) -> str:
     top = (result.ops.sort_values("time_s", ascending=False).head(15)
            [["phase", "layer", "role", "op", "in_shapes", "bound", "cycles", "time_s", "energy_pj"]])
     cfg = json.dumps(s["config"], indent=2, sort_keys=True, default=_json_default)
+    note = ("<p>Devices share this run: the per-layer and per-op times are one tensor-parallel rank's, for one "
+            "micro-batch; the energies are every device's (docs/parallelism.md).</p>" if "parallel" in s else "")
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>{html.escape(s['name'])}: mlhw-sim report</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto}}table{{border-collapse:collapse}}
 th,td{{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}}img{{max-width:100%}}</style></head>
 <body><h1>{html.escape(s['name'])}</h1>
 <h2>Summary</h2>{_table(summary_rows(s))}
-<h2>Latency per layer</h2>{img('layer_latency', 'latency per layer')}
+<h2>Latency per layer</h2>{note}{img('layer_latency', 'latency per layer')}
 <h2>Energy per layer</h2>{img('layer_energy', 'energy per layer')}
 <h2>Energy by role and component</h2>{img('energy_roles', 'energy by role')}
 <h2>Roofline</h2>{img('roofline', 'roofline')}

@@ -395,3 +395,5 @@ def test_the_trace_has_a_row_per_gpu_and_link(tmp_path):
     assert {"GPU 0 (stage 0)", "GPU 1 (stage 0)", "GPU 2 (stage 1)", "GPU 3 (stage 1)", "link 0->1"} <= rows
     spans = [e for e in ev if e.get("ph") == "X" and e["name"].startswith(("prefill mb", "step"))]
     assert {e["name"] for e in spans} >= {"prefill mb1 stage1", "step1 mb0 stage0", "step0 mb1 token back"}
+    report = (tmp_path / "o" / "report.html").read_text()
+    assert "Devices share this run" in report and "8 = tp" not in report and "4 = tp 2 x pp 2 x dp 1" in report
