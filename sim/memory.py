@@ -86,10 +86,14 @@ def need(spec, w, trace=None, tp: int = 1, par=None) -> MemoryNeed:
     spread over the same devices: the same share), the KV cache of the stage's layers by KV heads
     (replicated where there are fewer KV heads than devices) for a replica's ``batch / dp``
     sequences, ``trace`` already one device's micro-batch."""
-    pp, dp = (par.pp, par.dp) if par is not None else (1, 1)
+    pp, dp, ep = (par.pp, par.dp, par.ep) if par is not None else (1, 1, 1)
     tp = par.tp if par is not None else tp
     p = w.precision
-    weights = int(_stage_params(spec, pp) * p.weight_storage_bits / 8) // tp
+    stage = _stage_params(spec, pp)
+    experts = 0
+    if ep > 1 and spec.expert_params:  # the stage's experts over the expert-parallel group, the rest over tp
+        experts = min(stage, spec.expert_params * -(-spec.layers // pp) // spec.layers)
+    weights = int((stage - experts) * p.weight_storage_bits / 8) // tp + int(experts * p.weight_storage_bits / 8) // ep
     tokens = int(w.prompt) + int(w.decode_tokens or 0)
     per_token = _kv_per_token(spec, p.kv_bits)
     if tp > 1 and per_token:

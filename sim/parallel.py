@@ -8,8 +8,9 @@ under expert parallelism the experts stay whole, every expert once.  This module
 - **placement** (:func:`owners`): the layers split into ``pp`` contiguous stages (the first stages
   take one more layer where ``pp`` does not divide them; the embedding goes with the first stage,
   the final norm and the head with the last); an expert ``e`` lives on rank ``e mod ep`` of its
-  stage's tensor-parallel group (``ep`` equals ``tp``: the experts spread whole over the group
-  instead of each being split).  Devices are numbered tensor-parallel rank innermost, then stage,
+  stage's expert-parallel group: the tensor-parallel group (``ep = tp``: the experts spread whole
+  over it instead of each being split) or every replica's group (``ep = tp x dp``: each replica
+  keeps its attention, the experts see all the replicas' tokens, :func:`splice_experts`).  Devices are numbered tensor-parallel rank innermost, then stage,
   then replica: a tensor-parallel group of up to ``gpus_per_node`` sits in one node.
 - **stage time** (:func:`stage_fractions`): a stage's share of a step is its busiest rank's share of
   the costed cycles (under ``ep``, the rank whose experts carry the most work; the others wait at
@@ -58,9 +59,10 @@ def check(spec, target, par, w) -> None:
     """Every way ``par`` cannot run ``spec`` on ``target`` with workload ``w``, as one-line errors
     (before any tracing: the layout, the model's shape, the topology)."""
     tp, pp, ep, dp, m = par.tp, par.pp, par.ep, par.dp, par.micro_batches
-    if (tp > 1 or pp > 1) and getattr(target, "link", None) is None:
-        raise SimError(f"{tp * pp} devices a replica (tp x pp) need a GPU target with a GPU-to-GPU link "
-                       f"(link_bytes_per_s); {target.name} has none (data-parallel replicas alone need none)")
+    if (tp > 1 or pp > 1 or ep > 1) and getattr(target, "link", None) is None:
+        raise SimError(f"{tp * pp} devices a replica (tp x pp), or experts over {ep}, need a GPU target with a "
+                       f"GPU-to-GPU link (link_bytes_per_s); {target.name} has none (data-parallel replicas alone "
+                       "need none)")
     if (tp > 1 or ep > 1 or pp > 1) and (not spec.config_class or "num_attention_heads" not in spec.config):
         raise SimError(f"{spec.name} is not a transformers model with layers and heads to split")
     if tp > 1:
@@ -71,9 +73,9 @@ def check(spec, target, par, w) -> None:
     if ep > 1:
         if not spec.experts:
             raise SimError(f"ep {ep}: {spec.name} has no experts (expert parallelism is for mixtures of experts)")
-        if ep != tp:
-            raise SimError(f"ep {ep} must equal tp ({tp}): the experts spread whole over the tensor-parallel group "
-                           f"(set tp: {ep} for {ep} devices per stage)")
+        if ep not in (tp, tp * dp):
+            raise SimError(f"ep {ep} must equal tp ({tp}), the experts spread whole over the tensor-parallel group, "
+                           f"or tp x dp ({tp * dp}), over every replica's group of a stage (data-parallel attention)")
         if spec.experts % ep:
             raise SimError(f"ep {ep} must divide {spec.name}'s {spec.experts} experts")
         if not spec.experts_per_token:
@@ -85,13 +87,13 @@ def check(spec, target, par, w) -> None:
                        "micro-batches")
     if m > 1 and pp == 1:
         raise SimError("micro_batches > 1 needs pipeline stages (pp > 1): one stage runs the batch whole")
-    if tp > 1 or pp > 1:
+    if tp > 1 or pp > 1 or ep > 1:
         topo = topology(target)
         n = topo.per_node
         if tp > 1 and not (n % tp == 0 or tp % n == 0):
             raise SimError(f"tp {tp} must divide the target's {n} GPUs a node or be a multiple of it (a "
                            "tensor-parallel group does not straddle nodes)")
-        if topo.inter is None and (tp > n or crossings(par, n).any()):
+        if topo.inter is None and (tp > n or crossings(par, n).any() or ep_nodes(par, 0, n) > 1):
             raise SimError(f"{tp * pp * dp} devices (tp {tp} x pp {pp} x dp {dp}) span nodes of {n} GPUs and "
                            f"{target.name} gives no network between nodes (network_bytes_per_s)")
 
@@ -115,8 +117,8 @@ class Topology:
     def nodes(self, n: int, stride: int = 1) -> int:
         return max(1, -(-(n * stride) // self.per_node)) if n > 1 else 1
 
-    def _two_level(self, n: int, stride: int) -> tuple[int, int]:
-        nodes = self.nodes(n, stride)
+    def _two_level(self, n: int, stride: int, nodes: int | None = None) -> tuple[int, int]:
+        nodes = self.nodes(n, stride) if nodes is None else nodes
         if nodes > 1 and self.inter is None:
             raise SimError(f"a group of {n} devices spans {nodes} nodes of {self.per_node} GPUs and the target "
                            "gives no network between nodes (network_bytes_per_s)")
@@ -143,12 +145,13 @@ class Topology:
             return self.intra.all_gather(nbytes, n)
         return self.inter.all_gather(nbytes / local, nodes) + self.intra.all_gather(nbytes, local)
 
-    def all_to_all(self, nbytes: float, n: int, stride: int = 1) -> float:
+    def all_to_all(self, nbytes: float, n: int, stride: int = 1, nodes: int | None = None) -> float:
         """Each device sends ``nbytes`` spread evenly over the group (1/n of it stays home): the
-        part for the device's own node over the node's link, the rest over the network, at once."""
+        part for the device's own node over the node's link, the rest over the network, at once
+        (``nodes``: how many nodes the group spans, where its devices are not contiguous)."""
         if n <= 1:
             return 0.0
-        nodes, local = self._two_level(n, stride)
+        nodes, local = self._two_level(n, stride, nodes)
         near = nbytes * (local - 1) / n
         t = self.intra.latency_s + near / self.intra.bytes_per_s
         if nodes > 1:
@@ -230,10 +233,12 @@ def stage_fractions(cycles: np.ndarray, stage: np.ndarray, rank: np.ndarray, lay
     return (shared + own) / total
 
 
-def multiplicity(rank: np.ndarray, tp: int) -> np.ndarray:
-    """How many devices of a stage's group run each op: every tensor-parallel rank, or one (an
-    expert under expert parallelism)."""
-    return np.where(np.asarray(rank) >= 0, 1, tp).astype(np.float64)
+def multiplicity(rank: np.ndarray, par) -> np.ndarray:
+    """How many times each op of one rank's micro-batch runs in the whole system per micro-batch:
+    on every tensor-parallel rank of every replica, or (a whole expert under expert parallelism)
+    once per expert-parallel group: each replica (ep = tp) or all of them together (ep = tp x dp)."""
+    groups = par.dp // (par.ep // par.tp) if par.ep > 1 else par.dp
+    return np.where(np.asarray(rank) >= 0, groups, par.tp * par.dp).astype(np.float64)
 
 
 # --------------------------------------------------------------------------------------------
@@ -262,25 +267,54 @@ def stage_collectives(spec, par, topo: Topology, tokens: int, seqs: int, act_byt
                       moe: np.ndarray | None = None, recv: np.ndarray | None = None) -> np.ndarray:
     """Seconds of each stage's collectives for one micro-batch of ``tokens`` tokens (batch x
     sequence): per layer tensor parallelism's two all-reduces of the hidden state; under ``ep``, a
-    layer with experts (``moe``) has one all-reduce and the dispatch and combine all-to-alls, each
-    rank sending its 1/tp of the tokens to their ``k`` experts' ranks or receiving its experts'
-    tokens (``recv``, the busiest rank's), whichever is more; the last stage's head gathers the
+    layer with experts (``moe``) has one all-reduce and the dispatch and combine all-to-alls over
+    the ``ep`` devices (across the replicas where ep = tp x dp, over the network where they span
+    nodes), each rank sending its 1/tp of its replica's tokens to their ``k`` experts' ranks or
+    receiving its experts' tokens (``recv``, the busiest rank's), whichever is more; the last stage's head gathers the
     logits of each of the ``seqs`` sequences' last position."""
     tp, pp, ep = par.tp, par.pp, par.ep
-    per_layer = np.zeros(spec.layers)
-    if tp > 1:
-        hidden = tokens * spec.hidden * act_bytes
-        ar = topo.all_reduce(hidden, tp)
-        per_layer[:] = 2 * ar
-        if ep > 1 and moe is not None and moe.any():
-            send = -(-tokens // tp) * spec.experts_per_token
-            for i in np.flatnonzero(moe):
-                a2a = topo.all_to_all(max(send, float(recv[i])) * spec.hidden * act_bytes, tp)
-                per_layer[i] = ar + 2 * a2a
     of = stage_layers(spec.layers, pp)
+    per_layer = np.zeros(spec.layers)
+    ar = topo.all_reduce(tokens * spec.hidden * act_bytes, tp) if tp > 1 else 0.0
+    per_layer[:] = 2 * ar
+    if ep > 1 and moe is not None and moe.any():
+        send = -(-tokens // tp) * spec.experts_per_token
+        for i in np.flatnonzero(moe):
+            nodes = ep_nodes(par, int(of[i]), topo.per_node)
+            a2a = topo.all_to_all(max(send, float(recv[i])) * spec.hidden * act_bytes, ep, nodes=nodes)
+            per_layer[i] = ar + 2 * a2a
     out = np.array([per_layer[of == s].sum() for s in range(pp)])
     if tp > 1 and spec.kind == "decoder":
         out[-1] += topo.all_gather(seqs * spec.vocab * act_bytes, tp)
+    return out
+
+
+def splice_experts(small, big):
+    """One replica's trace (``small``) with each layer's expert ops taken from ``big``, the same
+    model traced for the tokens of every replica that shares the experts (ep = tp x dp): the
+    experts see all those tokens, the rest of the layer only the replica's.  ``big``'s expert rows
+    go where ``small``'s were; ``idx`` is renumbered."""
+    import pandas as pd
+
+    ex_s = small["expert"].to_numpy() >= 0
+    ex_b = big["expert"].to_numpy() >= 0
+    key_s = np.arange(len(small), dtype=np.float64)
+    lay_s = small["layer"].to_numpy()
+    anchor = {}
+    for i in np.flatnonzero(ex_s):
+        anchor.setdefault(int(lay_s[i]), float(i))
+    rows = big[ex_b]
+    lay_b = rows["layer"].to_numpy()
+    key_b = np.empty(len(rows))
+    for layer in np.unique(lay_b):
+        at = np.flatnonzero(lay_b == layer)
+        if int(layer) not in anchor:
+            raise SimError(f"layer {int(layer)} has experts in one trace and none in the other")
+        key_b[at] = anchor[int(layer)] - 1 + (np.arange(len(at)) + 1) / (len(at) + 1)
+    out = pd.concat([small[~ex_s].assign(_key=key_s[~ex_s]), rows.assign(_key=key_b)], ignore_index=True)
+    out = out.sort_values("_key", kind="stable").drop(columns="_key").reset_index(drop=True)
+    out["idx"] = np.arange(len(out), dtype=np.int64)
+    out.attrs = dict(small.attrs)
     return out
 
 
@@ -294,6 +328,18 @@ def crossings(par, per_node: int) -> np.ndarray:
         first = r * tp * pp + np.arange(pp) * tp
         out |= first // per_node != np.roll(first, -1) // per_node
     return out
+
+
+def ep_members(par, stage: int) -> list[int]:
+    """The devices that share a stage's experts: its tensor-parallel group (ep = tp), or every
+    replica's (ep = tp x dp)."""
+    reps = range(par.dp) if par.ep > par.tp else range(1)
+    return [r * par.tp * par.pp + stage * par.tp + i for r in reps for i in range(par.tp)]
+
+
+def ep_nodes(par, stage: int, per_node: int) -> int:
+    """How many nodes a stage's expert-parallel group spans."""
+    return len({d // per_node for d in ep_members(par, stage)}) if par.ep > 1 else 1
 
 
 def hop_seconds(topo: Topology, par, nbytes: float) -> np.ndarray:

@@ -199,6 +199,21 @@ def _prefill_arrays(spec, w, tp: int = 1, ep: int = 1) -> tuple[pd.DataFrame, Op
     return _memo(("prefill", spec.fingerprint(), w.batch, w.prompt, w.dtype, lora, w.routing_skew, tp, ep), make)
 
 
+def _splice_template(small, big):
+    """A decode template whose expert ops are ``big``'s (every sharing replica's tokens) and the
+    rest ``small``'s, spliced at both of the template's contexts."""
+    from sim.parallel import splice_experts
+    from workloads.api import DecodeTemplate
+
+    ctx_b = small.ctx_a + 32
+    pair = []
+    for ctx in (small.ctx_a, ctx_b):
+        a, b = small.at(ctx), big.at(ctx)
+        a.attrs, b.attrs = {**small.base.attrs, "context": ctx}, {**big.base.attrs, "context": ctx}
+        pair.append(splice_experts(a, b))
+    return DecodeTemplate.from_traces(pair[0], pair[1], small.max_context)
+
+
 def _shard_template(tpl, tp: int, kv_heads: int, whole_experts: bool = False):
     """One device's decode template: the two traces it was made from, sharded (heads split evenly,
     so every column stays affine in the context)."""
@@ -234,9 +249,17 @@ def execute(prep: Prepared, progress=None, every_step: bool = False) -> Result:
     multi = par.devices > 1
     mb = w.batch // (par.dp * par.micro_batches)  # the sequences of one micro-batch of one replica
     wm = w if mb == w.batch else w.model_copy(update={"batch": mb})
+    share = ep // tp if ep > tp else 1  # replicas whose tokens meet at the experts (ep = tp x dp)
     # ---- prefill ----
     step("tracing prefill")
     pre_trace, pre_arrays = _prefill_arrays(spec, wm, tp, ep)
+    if share > 1:  # the experts see every sharing replica's tokens, the rest of a layer its replica's
+        from sim.parallel import splice_experts
+
+        big, _ = _prefill_arrays(spec, wm.model_copy(update={"batch": mb * share}), tp, ep)
+        pre_trace = _memo(("prefill_ep", spec.fingerprint(), mb, share, w.prompt, w.dtype, lora_spec(w),
+                           w.routing_skew, tp, ep), lambda: splice_experts(pre_trace, big))
+        pre_arrays = OpArrays.from_frame(pre_trace)
     # the traced activations (and adapters) join the weights and the KV cache, per device
     need = memory.need(spec, w, pre_trace, par=par)
     memory.check(need, target, w, par=par)
@@ -259,9 +282,17 @@ def execute(prep: Prepared, progress=None, every_step: bool = False) -> Result:
         if tp > 1:  # one device's share of every decode step (the template sharded at both contexts)
             tpl = _memo(("decode_tpl_tp", spec.fingerprint(), mb, w.dtype, lora, skew, tp, ep),
                         lambda: _shard_template(tpl, tp, spec.kv_heads, ep > 1))
+        if share > 1:  # the experts at every sharing replica's tokens
+            small = tpl
+            bigt = wl.decode_template(spec.name, mb * share, 1, w.dtype, lora=lora, routing_skew=skew)
+            if tp > 1:
+                bigt = _shard_template(bigt, tp, spec.kv_heads, True)
+            tpl = _memo(("decode_tpl_ep", spec.fingerprint(), mb, share, w.dtype, lora, skew, tp, ep),
+                        lambda: _splice_template(small, bigt))
         n_steps = w.decode_tokens
         contexts = w.prompt + np.arange(n_steps, dtype=np.int64)
-        dec_ops = _memo(("decode_ops", spec.fingerprint(), mb, w.dtype, lora, skew, tp, ep), lambda: DecodeOps.of(tpl))
+        dec_ops = _memo(("decode_ops", spec.fingerprint(), mb, share, w.dtype, lora, skew, tp, ep),
+                        lambda: DecodeOps.of(tpl))
         step(f"costing {n_steps} decode steps")
         gen = Generation(tpl, dec_ops, contexts, target, w.precision)
         step(f"costing and scheduling {n_steps} decode steps")
@@ -270,7 +301,7 @@ def execute(prep: Prepared, progress=None, every_step: bool = False) -> Result:
         step_cycles = [int(x) for x in ds.step_cycles]
         dec_cycles = int(sum(step_cycles))
         decode_info = {"steps": n_steps, "sampled_steps": ds.sampled, "checked_error": ds.checked_error}
-        last = _memo(("decode_frame", spec.fingerprint(), mb, w.dtype, int(contexts[-1]), lora, skew, tp, ep),
+        last = _memo(("decode_frame", spec.fingerprint(), mb, share, w.dtype, int(contexts[-1]), lora, skew, tp, ep),
                      lambda: tpl.at(int(contexts[-1])))
         dec = _cost_frame(last, ds.sums, ds.op_cycles, freq, energy, "decode")
         dec["flops"] = tpl.totals(int(contexts[0]), n_steps, ["flops"])["flops"]  # summed like macs
@@ -323,9 +354,8 @@ def _place(spec, w, wm, par, target, ops, pre_trace, pre_op_cycles, pre_cycles, 
 
     freq = target.freq_hz
     pp, m, tp, ep = par.pp, par.micro_batches, par.tp, par.ep
-    topo = P.topology(target) if tp > 1 or pp > 1 else None  # data-parallel replicas exchange nothing
+    topo = P.topology(target) if tp > 1 or pp > 1 or ep > 1 else None  # replicas alone exchange nothing
     act = w.precision.act_bits / 8
-    repeat = m * par.dp  # micro-batches and replicas: every op of the frame runs this often per rank
     pre = ops.phase == "prefill"
     stage = np.zeros(len(ops), dtype=np.int64)
     rank = np.full(len(ops), -1, dtype=np.int64)
@@ -373,7 +403,7 @@ def _place(spec, w, wm, par, target, ops, pre_trace, pre_op_cycles, pre_cycles, 
                      "decode_hop_s": [float(x) for x in hops_dec], "token_back_s": float(back)})
     # energy: every rank's, micro-batch's and replica's run of each op; the static power of every
     # device over the whole phase (the busy part is in the ops, the rest is idle)
-    mult = P.multiplicity(rank, tp) * repeat
+    mult = P.multiplicity(rank, par) * m  # every rank, replica and micro-batch
     ops = ops.copy()
     ops.insert(ops.columns.get_loc("layer") + 1, "stage", stage)
     ops.insert(ops.columns.get_loc("stage") + 1, "ep_rank", rank)

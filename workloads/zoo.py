@@ -88,6 +88,16 @@ class ModelSpec:
         return int(c.get("num_local_experts") or c.get("num_experts") or c.get("n_routed_experts") or 0)
 
     @property
+    def expert_params(self) -> int:
+        """Parameters in the routed experts, every layer's (gated MLPs: gate, up and down, each
+        hidden x the expert's width); 0 for a dense model."""
+        if not self.experts:
+            return 0
+        c = self.config
+        width = int(c.get("moe_intermediate_size") or c.get("intermediate_size") or 0)
+        return self.experts * self.layers * 3 * self.hidden * width
+
+    @property
     def experts_per_token(self) -> int:
         return int(self.config.get("num_experts_per_tok") or 0) if self.experts else 0
 

@@ -397,3 +397,49 @@ def test_the_trace_has_a_row_per_gpu_and_link(tmp_path):
     assert {e["name"] for e in spans} >= {"prefill mb1 stage1", "step1 mb0 stage0", "step0 mb1 token back"}
     report = (tmp_path / "o" / "report.html").read_text()
     assert "Devices share this run" in report and "8 = tp" not in report and "4 = tp 2 x pp 2 x dp 1" in report
+
+
+def test_splice_puts_the_shared_experts_where_the_replicas_were():
+    """ep = tp x dp: a replica's trace keeps its own attention and dense ops and takes each layer's
+    expert ops from the trace of every sharing replica's tokens, in the same place."""
+    from sim.parallel import splice_experts
+    from workloads import trace
+
+    small = trace("Mixtral-8x7B", "decode", 1, 1, 16, "bf16")
+    big = trace("Mixtral-8x7B", "decode", 4, 1, 16, "bf16")
+    out = splice_experts(small, big)
+    assert (out[out.expert < 0].drop(columns="idx").reset_index(drop=True)
+            .equals(small[small.expert < 0].drop(columns="idx").reset_index(drop=True)))
+    ex = lambda df, layer: df[(df.expert >= 0) & (df.layer == layer)]
+    for layer in (0, 5, 31):
+        assert ex(out, layer).drop(columns="idx").reset_index(drop=True).equals(
+            ex(big, layer).drop(columns="idx").reset_index(drop=True))
+        # the experts sit between the layer's router and its residual add, as in both traces
+        pos = out.index[(out.layer == layer)]
+        roles = out.loc[pos, "role"].tolist()
+        first, last = roles.index("expert_gate_up"), len(roles) - 1 - roles[::-1].index("expert_down")
+        assert roles.index("moe_router") < first and last < len(roles) - 1 - roles[::-1].index("residual")
+    assert (out.idx.to_numpy() == np.arange(len(out))).all()
+    g = lambda df: df[(df.role == "expert_gate_up") & (df.kind == "gemm")].gemm_m.sum()
+    assert g(out) == g(big) == 4 * g(small)
+
+
+def test_expert_parallelism_across_replicas():
+    """Qwen3-30B-A3B as 8 data-parallel replicas sharing their 128 experts (ep = 8 = tp x dp, the
+    DeepSeek/vLLM layout): each GPU holds the dense part and 16 experts; the experts see all 8
+    replicas' tokens; the system does the same MACs as 8 independent replicas."""
+    spec = zoo.get("Qwen3-30B-A3B")
+    kw = {"batch": 8, "prompt": 64, "decode_tokens": 2}
+    alone = _prun("Qwen3-30B-A3B", {"dp": 8}, **kw)
+    shared = _prun("Qwen3-30B-A3B", {"dp": 8, "ep": 8}, **kw)
+    m = shared.summary["memory"]
+    dense = spec.published_params - spec.expert_params
+    assert m["weights"] == dense * 2 + spec.expert_params * 2 // 8
+    pre = lambda r: r.ops[r.ops.phase == "prefill"]
+    system_macs = lambda r, mult: float((pre(r).macs * mult(pre(r))).sum())
+    assert system_macs(shared, lambda d: np.where(d.ep_rank >= 0, 1, 8)) == pytest.approx(
+        system_macs(alone, lambda d: 8), rel=1e-6)
+    ex = pre(shared)[(pre(shared).role == "expert_gate_up") & (pre(shared).kind == "gemm")]
+    assert ex.gemm_m.sum() == 8 * 64 * spec.experts_per_token * spec.layers
+    assert set(ex.ep_rank) == set(range(8))
+    assert shared.summary["prefill"]["latency_s"] < 0.5 * alone.summary["prefill"]["latency_s"]
