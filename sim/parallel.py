@@ -93,7 +93,8 @@ def check(spec, target, par, w) -> None:
         if tp > 1 and not (n % tp == 0 or tp % n == 0):
             raise SimError(f"tp {tp} must divide the target's {n} GPUs a node or be a multiple of it (a "
                            "tensor-parallel group does not straddle nodes)")
-        if topo.inter is None and (tp > n or crossings(par, n).any() or ep_nodes(par, 0, n) > 1):
+        if topo.inter is None and (tp > n or crossings(par, n).any()
+                                   or any(ep_nodes(par, s, n) > 1 for s in range(pp))):
             raise SimError(f"{tp * pp * dp} devices (tp {tp} x pp {pp} x dp {dp}) span nodes of {n} GPUs and "
                            f"{target.name} gives no network between nodes (network_bytes_per_s)")
 

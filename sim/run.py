@@ -284,11 +284,14 @@ def execute(prep: Prepared, progress=None, every_step: bool = False) -> Result:
                         lambda: _shard_template(tpl, tp, spec.kv_heads, ep > 1))
         if share > 1:  # the experts at every sharing replica's tokens
             small = tpl
-            bigt = wl.decode_template(spec.name, mb * share, 1, w.dtype, lora=lora, routing_skew=skew)
-            if tp > 1:
-                bigt = _shard_template(bigt, tp, spec.kv_heads, True)
-            tpl = _memo(("decode_tpl_ep", spec.fingerprint(), mb, share, w.dtype, lora, skew, tp, ep),
-                        lambda: _splice_template(small, bigt))
+
+            def spliced():
+                bigt = wl.decode_template(spec.name, mb * share, 1, w.dtype, lora=lora, routing_skew=skew)
+                if tp > 1:
+                    bigt = _shard_template(bigt, tp, spec.kv_heads, True)
+                return _splice_template(small, bigt)
+
+            tpl = _memo(("decode_tpl_ep", spec.fingerprint(), mb, share, w.dtype, lora, skew, tp, ep), spliced)
         n_steps = w.decode_tokens
         contexts = w.prompt + np.arange(n_steps, dtype=np.int64)
         dec_ops = _memo(("decode_ops", spec.fingerprint(), mb, share, w.dtype, lora, skew, tp, ep),

@@ -88,14 +88,29 @@ class ModelSpec:
         return int(c.get("num_local_experts") or c.get("num_experts") or c.get("n_routed_experts") or 0)
 
     @property
+    def moe_layers(self) -> int:
+        """Layers with routed experts: all of them, but for the configs' own exceptions
+        (Qwen-MoE's ``decoder_sparse_step`` and ``mlp_only_layers``, DeepSeek's
+        ``first_k_dense_replace`` and ``moe_layer_freq``)."""
+        if not self.experts:
+            return 0
+        c = self.config
+        step = int(c.get("decoder_sparse_step") or 1)
+        dense = set(c.get("mlp_only_layers") or [])
+        first = int(c.get("first_k_dense_replace") or 0)
+        freq = int(c.get("moe_layer_freq") or 1)
+        return sum(1 for i in range(self.layers)
+                   if i not in dense and (i + 1) % step == 0 and i >= first and i % freq == 0)
+
+    @property
     def expert_params(self) -> int:
-        """Parameters in the routed experts, every layer's (gated MLPs: gate, up and down, each
-        hidden x the expert's width); 0 for a dense model."""
+        """Parameters in the routed experts of every layer that has them (gated MLPs: gate, up and
+        down, each hidden x the expert's width); 0 for a dense model."""
         if not self.experts:
             return 0
         c = self.config
         width = int(c.get("moe_intermediate_size") or c.get("intermediate_size") or 0)
-        return self.experts * self.layers * 3 * self.hidden * width
+        return self.experts * self.moe_layers * 3 * self.hidden * width
 
     @property
     def experts_per_token(self) -> int:

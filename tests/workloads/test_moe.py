@@ -47,3 +47,17 @@ def test_memory_takes_the_total_parameters_and_tp_splits_the_experts():
     up = dec[(dec.role == "expert_gate_up") & (dec.kind == "gemm")]
     assert (up.gemm_n == 2 * 14336 // 2).all()  # each device half of every expert's gate/up columns
     assert r.summary["memory"]["weights"] == zoo.get("Mixtral-8x7B").published_params
+
+
+def test_layers_with_experts_follow_the_configs_exceptions():
+    """Expert parameters count only the layers that have experts: Qwen-MoE's decoder_sparse_step
+    and mlp_only_layers, DeepSeek's first_k_dense_replace and moe_layer_freq."""
+    import dataclasses
+
+    spec = zoo.get("Qwen3-30B-A3B")
+    per_layer = spec.expert_params // spec.layers
+    assert spec.moe_layers == spec.layers == 48
+    for extra, layers in (({"decoder_sparse_step": 2}, 24), ({"mlp_only_layers": [0, 1, 2]}, 45),
+                          ({"first_k_dense_replace": 1}, 47), ({"first_k_dense_replace": 1, "moe_layer_freq": 2}, 23)):
+        s = dataclasses.replace(spec, config={**spec.config, **extra})
+        assert s.moe_layers == layers and s.expert_params == per_layer * layers, extra
