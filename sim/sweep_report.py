@@ -158,9 +158,17 @@ def _param_groups(df: pd.DataFrame, params: list[str], named: list[list[str]] = 
     return groups
 
 
-def _group_value(row, group: list[str]) -> str:
+def _group_value(row, group: list[str], collapse: bool = True) -> str:
+    """A group's values in one row, joined by " / "; one value where they are all equal and
+    ``collapse`` (see :func:`_collapsible`)."""
     shown = [_num(row[p]) for p in group]
-    return shown[0] if len(set(shown)) == 1 else " / ".join(shown)
+    return shown[0] if collapse and len(set(shown)) == 1 else " / ".join(shown)
+
+
+def _collapsible(frame: pd.DataFrame, group: list[str]) -> bool:
+    """Whether a group's values are equal in every row (then one stands for all); where some rows
+    differ, every row shows them all, so "2" and "2 / base / base" cannot be confused."""
+    return all(len({_num(r[p]) for p in group}) == 1 for _, r in frame[group].iterrows())
 
 
 def _breakable(text: str) -> str:
@@ -210,7 +218,7 @@ def best_design_table(ok: pd.DataFrame, params: list[str], groups: list[list[str
         row = [(label, "label"), (_metric_str(metric, r[metric]) + ("" if METRIC_COLUMNS[metric][1]
                                                                    else " " + METRIC_COLUMNS[metric][0]), "num best"),
                (str(int(r["idx"])), "num")]
-        row += [(_group_value(r, g), "num") for g in groups]
+        row += [(_group_value(r, g, _collapsible(ok, g)), "num") for g in groups]
         row += [(_metric_str(m, r[m]), "num best" if m == metric else "num") for m in metrics]
         rows.append(row)
     return _table(headers, rows)
@@ -221,8 +229,9 @@ def _points_table(pts: pd.DataFrame, params: list[str], groups: list[list[str]],
     headers = [("point", "index of the point in the sweep")] + _param_headers(groups, short)
     headers += [(METRIC_COLUMNS[m][0], m) for m in metrics]
     rows = []
+    collapse = [_collapsible(pts, g) for g in groups]
     for _, r in pts.iterrows():
-        rows.append([(str(int(r["idx"])), "num")] + [(_group_value(r, g), "num") for g in groups]
+        rows.append([(str(int(r["idx"])), "num")] + [(_group_value(r, g, c), "num") for g, c in zip(groups, collapse)]
                     + [(_metric_str(m, r[m]), "num") for m in metrics])
     return _table(headers, rows)
 
@@ -313,7 +322,7 @@ def _sensitivity_figure(ok: pd.DataFrame, groups: list[list[str]], short: dict[s
                 _axis(ax, "x", x, None)
                 ys = y_all
             else:
-                keys = ok[g].apply(lambda row: _group_value(row, g), axis=1)
+                keys = ok[g].apply(lambda row, c=_collapsible(ok, g): _group_value(row, g, c), axis=1)
                 med = ok.groupby(keys, sort=False)[metric].median()
                 try:  # in the order of the values (of each key of a group in turn)
                     first = ok.groupby(keys, sort=False)[g].first()
@@ -392,7 +401,8 @@ def write_sweep_report(out: str | Path) -> Path:
         failed = df[df.status == status]
         if len(failed):
             headers = [("point", "index of the point in the sweep")] + _param_headers(groups, short) + [(col, "")]
-            rows = [[(str(int(r["idx"])), "num")] + [(_group_value(r, g), "num") for g in groups]
+            rows = [[(str(int(r["idx"])), "num")] + [(_group_value(r, g, _collapsible(failed, g)), "num")
+                                                     for g in groups]
                     + [(r["error"], "text")] for _, r in failed.iterrows()]
             parts.append(f"<h2>{title}</h2>" + _table(headers, rows))
     parts.append("<p>Data: points.csv, points.parquet, sweep.sqlite.</p>")

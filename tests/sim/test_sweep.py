@@ -471,3 +471,19 @@ def test_sensitivity_plots_are_readable_at_page_width():
             assert len(shown) == len(set(shown)), shown
     finally:
         plt.close(fig)
+
+
+def test_a_group_shows_one_value_only_where_every_row_agrees():
+    """Grouped axes (set together in a sweep file) show one value where all of them are equal in
+    every row (two buffers of one size); where some rows differ, every row shows them all, so a
+    point with tp = pp = micro_batches = 2 reads "2 / 2 / 2", never "2" beside "2 / base / base"."""
+    import pandas as pd
+
+    from sim.sweep_report import _collapsible, _group_value
+
+    bufs = pd.DataFrame({"param:a": [1, 2], "param:b": [1, 2]})
+    lay = pd.DataFrame({"param:tp": [2, 2], "param:pp": [2, "base"], "param:mb": [2, "base"]})
+    g1, g2 = ["param:a", "param:b"], ["param:tp", "param:pp", "param:mb"]
+    assert _collapsible(bufs, g1) and [_group_value(r, g1, True) for _, r in bufs.iterrows()] == ["1", "2"]
+    assert not _collapsible(lay, g2)
+    assert [_group_value(r, g2, _collapsible(lay, g2)) for _, r in lay.iterrows()] == ["2 / 2 / 2", "2 / base / base"]
