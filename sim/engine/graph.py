@@ -32,11 +32,13 @@ class TaskGraph:
     tasks: list[Task] = field(default_factory=list)
     start: dict[str, float] = field(default_factory=dict)
     end: dict[str, float] = field(default_factory=dict)
+    _names: set[str] = field(default_factory=set, init=False, repr=False)
 
     def add(self, name: str, resources, duration, after=(), cat: str = "compute", not_before=0) -> str:
-        if name in self.end or any(t.name == name for t in self.tasks):
+        if name in self._names or name in self.end:
             raise SimError(f"duplicate task {name!r}")
         self.tasks.append(Task(name, tuple(resources), duration, tuple(a for a in after if a), cat, not_before))
+        self._names.add(name)
         return name
 
     def run(self) -> float:

@@ -263,3 +263,17 @@ def test_the_schedule_never_moves_more_than_the_weight_block_order():
         assert c.compute_cycles[0] == -(-m // pe_c) * -(-n // pe_r) * k
         fewer += c.dram_read_bytes[0] < order_a
     assert fewer > 20  # the other orders do win, often
+
+
+def test_task_graph_refuses_a_duplicate_name_after_many_tasks():
+    """Task names are unique (checked in constant time per task: EasySpec's sweep adds hundreds of
+    thousands)."""
+    from models.errors import SimError
+    from sim.engine.graph import TaskGraph
+
+    g = TaskGraph()
+    for i in range(2000):
+        g.add(f"t{i}", ("r",), 1.0, (f"t{i - 1}",) if i else ())
+    with pytest.raises(SimError, match="duplicate task 't7'"):
+        g.add("t7", ("r",), 1.0)
+    assert g.run() == 2000.0 and len(g.tasks) == 2000
