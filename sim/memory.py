@@ -78,16 +78,14 @@ def _stage_params(spec, pp: int) -> int:
     return int(per_layer * longest + max(emb, head))
 
 
-def need(spec, w, trace=None, tp: int = 1, par=None) -> MemoryNeed:
+def need(spec, w, trace=None, par=None) -> MemoryNeed:
     """What a run of workload ``w`` on model ``spec`` must hold (see the module docstring); with the
     prefill's ``trace`` the activations and adapters are the traced ones.  With devices sharing the
-    model (``par``, a :class:`sim.config.Parallel`; or ``tp`` alone), one device's share: the
-    weights of the largest pipeline stage split ``tp`` ways (under expert parallelism the experts
-    spread over the same devices: the same share), the KV cache of the stage's layers by KV heads
-    (replicated where there are fewer KV heads than devices) for a replica's ``batch / dp``
-    sequences, ``trace`` already one device's micro-batch."""
-    pp, dp, ep = (par.pp, par.dp, par.ep) if par is not None else (1, 1, 1)
-    tp = par.tp if par is not None else tp
+    model (``par``, a :class:`sim.config.Parallel`), one device's share: the weights of the largest
+    pipeline stage split ``tp`` ways (its routed experts ``ep`` ways instead), the KV cache of the
+    stage's layers by KV heads (replicated where there are fewer KV heads than devices) for a
+    replica's ``batch / dp`` sequences, ``trace`` already one device's micro-batch."""
+    tp, pp, dp, ep = (par.tp, par.pp, par.dp, par.ep) if par is not None else (1, 1, 1, 1)
     p = w.precision
     stage = _stage_params(spec, pp)
     experts = 0
@@ -133,10 +131,9 @@ def check_size(n: MemoryNeed) -> None:
 
 def check(n: MemoryNeed, target, w, name: str = "", par=None) -> None:
     """Raise :class:`Infeasible` unless ``n`` (one device's need, of ``par``'s devices sharing the
-    model; an int: tensor-parallel devices) fits the target's memory (see the module docstring)."""
+    model) fits the target's memory (see the module docstring)."""
     check_size(n)
-    tp = par if isinstance(par, int) else (par.tp * par.pp if par is not None else 1)
-    dp = 1 if par is None or isinstance(par, int) else par.dp
+    tp, dp = (par.tp * par.pp, par.dp) if par is not None else (1, 1)
     batch = int(w.batch) // dp
     cap = target.memory.capacity_bytes
     if not cap or n.total <= cap:

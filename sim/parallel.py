@@ -59,11 +59,12 @@ def check(spec, target, par, w) -> None:
     """Every way ``par`` cannot run ``spec`` on ``target`` with workload ``w``, as one-line errors
     (before any tracing: the layout, the model's shape, the topology)."""
     tp, pp, ep, dp, m = par.tp, par.pp, par.ep, par.dp, par.micro_batches
-    if (tp > 1 or pp > 1 or ep > 1) and getattr(target, "link", None) is None:
+    split = tp > 1 or pp > 1 or ep > 1  # the model itself divided between devices (dp alone copies it)
+    if split and getattr(target, "link", None) is None:
         raise SimError(f"{tp * pp} devices a replica (tp x pp), or experts over {ep}, need a GPU target with a "
                        f"GPU-to-GPU link (link_bytes_per_s); {target.name} has none (data-parallel replicas alone "
                        "need none)")
-    if (tp > 1 or ep > 1 or pp > 1) and (not spec.config_class or "num_attention_heads" not in spec.config):
+    if split and (not spec.config_class or "num_attention_heads" not in spec.config):
         raise SimError(f"{spec.name} is not a transformers model with layers and heads to split")
     if tp > 1:
         kv = spec.kv_heads
@@ -87,7 +88,7 @@ def check(spec, target, par, w) -> None:
                        "micro-batches")
     if m > 1 and pp == 1:
         raise SimError("micro_batches > 1 needs pipeline stages (pp > 1): one stage runs the batch whole")
-    if tp > 1 or pp > 1 or ep > 1:
+    if split:
         topo = topology(target)
         n = topo.per_node
         if tp > 1 and not (n % tp == 0 or tp % n == 0):
@@ -108,51 +109,51 @@ def check(spec, target, par, w) -> None:
 class Topology:
     """GPUs in nodes: ``intra`` between the GPUs of one node (NVLink/NVSwitch, or PCIe), ``inter``
     between nodes (the network, per GPU and direction; None: one node only), ``per_node`` GPUs a
-    node.  A group of ``n`` devices ``stride`` apart spans ``ceil(n * stride / per_node)`` nodes."""
+    node.  A group of ``n`` contiguous devices spans ``ceil(n / per_node)`` nodes."""
 
     intra: Link
     inter: Link | None = None
     per_node: int = 8
     p2p_latency_s: float | None = None  # a send inside a node (none: the intra link's collective latency)
 
-    def nodes(self, n: int, stride: int = 1) -> int:
-        return max(1, -(-(n * stride) // self.per_node)) if n > 1 else 1
+    def nodes(self, n: int) -> int:
+        return max(1, -(-n // self.per_node)) if n > 1 else 1
 
-    def _two_level(self, n: int, stride: int, nodes: int | None = None) -> tuple[int, int]:
-        nodes = self.nodes(n, stride) if nodes is None else nodes
+    def _two_level(self, n: int, nodes: int | None = None) -> tuple[int, int]:
+        nodes = self.nodes(n) if nodes is None else nodes
         if nodes > 1 and self.inter is None:
             raise SimError(f"a group of {n} devices spans {nodes} nodes of {self.per_node} GPUs and the target "
                            "gives no network between nodes (network_bytes_per_s)")
         return nodes, max(1, n // nodes)
 
-    def all_reduce(self, nbytes: float, n: int, stride: int = 1) -> float:
+    def all_reduce(self, nbytes: float, n: int) -> float:
         """Inside one node a ring over the node's link; across nodes two levels: reduce-scatter and
         all-gather inside each node (one intra-node all-reduce's traffic) and an all-reduce of each
         GPU's 1/local share between the nodes."""
         if n <= 1:
             return 0.0
-        nodes, local = self._two_level(n, stride)
+        nodes, local = self._two_level(n)
         if nodes == 1:
             return self.intra.all_reduce(nbytes, n)
         return self.intra.all_reduce(nbytes, local) + self.inter.all_reduce(nbytes / local, nodes)
 
-    def all_gather(self, nbytes: float, n: int, stride: int = 1) -> float:
+    def all_gather(self, nbytes: float, n: int) -> float:
         """``nbytes`` in total, 1/n from each device; across nodes, between the nodes first (each
         GPU its 1/local share of every node's part), then inside each node."""
         if n <= 1:
             return 0.0
-        nodes, local = self._two_level(n, stride)
+        nodes, local = self._two_level(n)
         if nodes == 1:
             return self.intra.all_gather(nbytes, n)
         return self.inter.all_gather(nbytes / local, nodes) + self.intra.all_gather(nbytes, local)
 
-    def all_to_all(self, nbytes: float, n: int, stride: int = 1, nodes: int | None = None) -> float:
+    def all_to_all(self, nbytes: float, n: int, nodes: int | None = None) -> float:
         """Each device sends ``nbytes`` spread evenly over the group (1/n of it stays home): the
         part for the device's own node over the node's link, the rest over the network, at once
         (``nodes``: how many nodes the group spans, where its devices are not contiguous)."""
         if n <= 1:
             return 0.0
-        nodes, local = self._two_level(n, stride, nodes)
+        nodes, local = self._two_level(n, nodes)
         near = nbytes * (local - 1) / n
         t = self.intra.latency_s + near / self.intra.bytes_per_s
         if nodes > 1:

@@ -199,33 +199,36 @@ def _prefill_arrays(spec, w, tp: int = 1, ep: int = 1) -> tuple[pd.DataFrame, Op
     return _memo(("prefill", spec.fingerprint(), w.batch, w.prompt, w.dtype, lora, w.routing_skew, tp, ep), make)
 
 
-def _splice_template(small, big):
-    """A decode template whose expert ops are ``big``'s (every sharing replica's tokens) and the
-    rest ``small``'s, spliced at both of the template's contexts."""
-    from sim.parallel import splice_experts
+def _rebuild_template(tpl, fn, *others):
+    """A decode template made again from the traces it affinely spans (at two contexts), each
+    passed through ``fn`` together with the same context's traces of the templates ``others``."""
     from workloads.api import DecodeTemplate
 
-    ctx_b = small.ctx_a + 32
-    pair = []
-    for ctx in (small.ctx_a, ctx_b):
-        a, b = small.at(ctx), big.at(ctx)
-        a.attrs, b.attrs = {**small.base.attrs, "context": ctx}, {**big.base.attrs, "context": ctx}
-        pair.append(splice_experts(a, b))
-    return DecodeTemplate.from_traces(pair[0], pair[1], small.max_context)
+    out = []
+    for ctx in (tpl.ctx_a, tpl.ctx_a + 32):
+        frames = [t.at(ctx) for t in (tpl, *others)]
+        for f, t in zip(frames, (tpl, *others)):
+            f.attrs = {**t.base.attrs, "context": ctx}
+        g = fn(*frames)
+        g.attrs = frames[0].attrs
+        out.append(g)
+    return DecodeTemplate.from_traces(out[0], out[1], tpl.max_context)
 
 
 def _shard_template(tpl, tp: int, kv_heads: int, whole_experts: bool = False):
-    """One device's decode template: the two traces it was made from, sharded (heads split evenly,
-    so every column stays affine in the context)."""
+    """One device's decode template: its traces sharded (heads split evenly, so every column stays
+    affine in the context)."""
     from sim.multigpu import shard
-    from workloads.api import DecodeTemplate
 
-    ctx_b = tpl.ctx_a + 32
-    a, b = tpl.at(tpl.ctx_a), tpl.at(ctx_b)
-    a.attrs, b.attrs = {**tpl.base.attrs, "context": tpl.ctx_a}, {**tpl.base.attrs, "context": ctx_b}
-    sa, sb = shard(a, tp, kv_heads, whole_experts), shard(b, tp, kv_heads, whole_experts)
-    sa.attrs, sb.attrs = a.attrs, b.attrs
-    return DecodeTemplate.from_traces(sa, sb, tpl.max_context)
+    return _rebuild_template(tpl, lambda a: shard(a, tp, kv_heads, whole_experts))
+
+
+def _splice_template(small, big):
+    """A decode template whose expert ops are ``big``'s (every sharing replica's tokens) and the
+    rest ``small``'s."""
+    from sim.parallel import splice_experts
+
+    return _rebuild_template(small, splice_experts, big)
 
 
 def execute(prep: Prepared, progress=None, every_step: bool = False) -> Result:
@@ -378,7 +381,7 @@ def _place(spec, w, wm, par, target, ops, pre_trace, pre_op_cycles, pre_cycles, 
 
     st, rk, f_pre, coll_pre = phase(pre_trace, pre_op_cycles, wm.batch * wm.prompt)
     stage[pre.to_numpy()], rank[pre.to_numpy()] = st, rk
-    hidden = spec.hidden * act if spec.config_class and "hidden_size" in spec.config else 0.0
+    hidden = spec.hidden * act if topo is not None else 0.0  # a pipeline stage's activations, per token
     hops_pre = P.hop_seconds(topo, par, wm.batch * wm.prompt * hidden) if topo is not None else np.zeros(0)
     stage_pre = pre_cycles / freq * f_pre + coll_pre
     prefill_s = P.prefill_makespan(stage_pre, hops_pre, m)
@@ -414,6 +417,7 @@ def _place(spec, w, wm, par, target, ops, pre_trace, pre_op_cycles, pre_cycles, 
         ops[c] = ops[c] * mult
     busy = ops["time_s"].to_numpy() * mult
     pre_c = int(np.ceil(prefill_s * freq))
+
     def idle_s(wall, busy_s):
         """The devices' seconds without an op: every device is busy at most the phase's wall."""
         left = par.devices * wall - busy_s
