@@ -198,10 +198,10 @@ def mlhw_experts(self, hidden_states, top_k_index, top_k_weights):
     out = hidden_states.new_zeros(tokens, hidden)
     run = _RUN.get()
     skew = run.routing_skew if run is not None else 0.0
+    tracer = run.tracer if run is not None else None
     for e, n in enumerate(expert_loads(tokens, k, self.num_experts, skew)):
         if n == 0:
             continue
-        tracer = run.tracer if run is not None else None
         if tracer is not None:
             tracer.expert = e
         x = hidden_states[:n]  # the expert's tokens (which ones is the router's business)
@@ -215,8 +215,8 @@ def mlhw_experts(self, hidden_states, top_k_index, top_k_weights):
             y = F.linear(h, w_down.t() if getattr(self, "is_transposed", False) else w_down)
         with _scope("expert_combine"):
             out[:n] += y * top_k_weights[:n, :1]
-    if run is not None and run.tracer is not None:
-        run.tracer.expert = -1
+    if tracer is not None:
+        tracer.expert = -1
     return out
 
 
