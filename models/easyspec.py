@@ -328,22 +328,32 @@ def expected_tokens_per_iter(alpha: float, gamma: int) -> float:
     return (1.0 - alpha ** (gamma + 1)) / (1.0 - alpha)
 
 
+REFILL = ("every_iteration", "on_mismatch")
+
+
 class SpeculativeDecoder:
     """Greedy speculative decoding with exact or layer-parallel (EasySpec) drafting.
 
     State: ``seq`` (prompt + committed tokens); ``base_cache`` / ``draft_cache`` hold exact
     keys/values for a prefix of ``seq``; tokens of ``seq`` past a cache are pending and are fed
-    by that model's next forward.  After every :meth:`step` the draft has been calibrated:
-    ``draft_cache`` covers all of ``seq`` with exact entries and ``draft_next`` holds its
-    logits for the next token.
+    by that model's next forward.  After every :meth:`step` ``draft_cache`` covers all of ``seq``
+    and ``draft_next`` holds the draft's logits for the next token.  ``refill`` says when the
+    layer-parallel entries are recomputed exactly (calibration): after every iteration (the paper's
+    abstract), or only after an iteration with a rejected draft (``on_mismatch``, the default of the
+    authors' later code, yize-wu/EasyInfra ``CandidateRefillPolicy.EVERY_MISMATCH``); exact drafting
+    (``group_size`` 1) writes exact entries only.  The output is greedy base decoding either way.
     """
 
     def __init__(self, base: TinyLM, draft: TinyLM, prompt, gamma: int,
-                 group_size: int | None = None):
+                 group_size: int | None = None, refill: str = "every_iteration"):
         if gamma < 1:
             raise ValueError("gamma must be >= 1")
+        if refill not in REFILL:
+            raise ValueError(f"refill {refill!r}: one of {', '.join(REFILL)}")
         self.base, self.draft, self.gamma = base, draft, int(gamma)
         self.group_size = int(group_size or 1)
+        self.refill = refill
+        self.n_exact = 0  # draft-cache entries computed exactly (a prefix); past it, layer-parallel ones
         self.seq = list(prompt)
         self.n_prompt = len(self.seq)
         self.base_cache = base.new_cache()
@@ -358,10 +368,13 @@ class SpeculativeDecoder:
 
     @torch.no_grad()
     def calibrate(self):
-        """One exact draft forward over the tokens of ``seq`` the draft cache lacks."""
-        pending = self.seq[len(self.draft_cache):]
+        """One exact draft forward over the tokens of ``seq`` past the cache's exact prefix (layer-parallel
+        entries past it are dropped first)."""
+        self.draft_cache.truncate(self.n_exact)
+        pending = self.seq[self.n_exact:]
         if pending:
             self.draft_next = self.draft(_ids(pending), self.draft_cache)[0, -1]
+        self.n_exact = len(self.seq)
 
     @torch.no_grad()
     def propose(self) -> list[int]:
@@ -377,7 +390,7 @@ class SpeculativeDecoder:
     def step(self) -> int:
         """One draft-verify-calibrate iteration; returns the number of tokens committed."""
         n_seq = len(self.seq)
-        n_draft_exact = len(self.draft_cache)  # == n_seq after calibration
+        n_cached = len(self.draft_cache)  # == n_seq after calibration or a full acceptance
         drafts = self.propose()
         pending = self.seq[len(self.base_cache):]
         logits = self.base(_ids(pending + drafts), self.base_cache)[0]
@@ -388,12 +401,20 @@ class SpeculativeDecoder:
         bonus = preds[n_acc]
         # base: keep entries for seq + accepted drafts; the bonus is pending
         self.base_cache.truncate(n_seq + n_acc)
-        # draft: entries past the calibrated prefix were written for drafts d1..d_{gamma-1};
-        # exact ones are kept for accepted drafts, layer-parallel ones are all dropped
-        keep = n_draft_exact + (min(n_acc, self.gamma - 1) if self.group_size == 1 else 0)
-        self.draft_cache.truncate(keep)
+        # draft: entries past n_cached were written for drafts d1..d_{gamma-1}; exact ones are kept
+        # for accepted drafts, layer-parallel ones stay only while nothing was rejected
         self.seq.extend(drafts[:n_acc] + [bonus])
-        self.calibrate()
+        if self.group_size == 1:
+            self.draft_cache.truncate(n_cached + min(n_acc, self.gamma - 1))
+            self.n_exact = len(self.draft_cache)
+            self.calibrate()
+        elif self.refill == "on_mismatch" and n_acc == self.gamma:
+            # every draft accepted: no calibration; the last draft and the bonus go through a
+            # layer-parallel forward and the cache keeps its layer-parallel entries until a mismatch
+            self.draft_next = self.draft(_ids(self.seq[len(self.draft_cache):]), self.draft_cache,
+                                         self.group_size)[0, -1]
+        else:
+            self.calibrate()
         s = self.stats
         s.iterations += 1
         s.drafted += self.gamma
@@ -404,7 +425,7 @@ class SpeculativeDecoder:
 
 
 def speculative_decode(base: TinyLM, draft: TinyLM, prompt, max_new_tokens: int, gamma: int,
-                       group_size: int | None = None) -> tuple[list[int], SpecStats]:
+                       group_size: int | None = None, refill: str = "every_iteration") -> tuple[list[int], SpecStats]:
     """(new tokens, stats): speculative decoding until ``max_new_tokens`` are committed.
 
     The last iteration may commit past ``max_new_tokens``; the output is cut there, the stats
@@ -413,44 +434,48 @@ def speculative_decode(base: TinyLM, draft: TinyLM, prompt, max_new_tokens: int,
     need = len(prompt) + max_new_tokens + gamma + 1
     if need > min(base.cfg.max_len, draft.cfg.max_len):
         raise ValueError(f"prompt + max_new_tokens + gamma + 1 = {need} exceeds max_len")
-    dec = SpeculativeDecoder(base, draft, prompt, gamma, group_size)
+    dec = SpeculativeDecoder(base, draft, prompt, gamma, group_size, refill)
     while len(dec.generated) < max_new_tokens:
         dec.step()
     return dec.generated[:max_new_tokens], dec.stats
 
 
 def measure_acceptance(base: TinyLM, draft: TinyLM, prompts, gammas=(2, 3, 4, 5),
-                       group_sizes=None, max_new_tokens: int = 128):
+                       group_sizes=None, max_new_tokens: int = 128, refills=("every_iteration",)):
     """DataFrame, one row per (drafting mode, gamma), pooled over ``prompts``.
 
     Modes: ``exact`` (group size 1) and layer-parallel with each group size in ``group_sizes``
     (default: 2 and all of the draft's layers).  Columns: acceptance_rate (accepted / drafted),
     alpha (accepted / compared), mean_tokens_per_iter (measured), expected_tokens_per_iter
-    (Leviathan, from alpha), lossless (every output equals greedy base decoding), and counts.
+    (Leviathan, from alpha), all_accepted (fraction of iterations that accepted every draft),
+    lossless (every output equals greedy base decoding), and counts.  Layer-parallel modes are
+    measured under each calibration policy in ``refills`` (column ``refill``; exact drafting has
+    none to choose).
     """
     import pandas as pd
 
     n_layer = draft.cfg.n_layer
     if group_sizes is None:
         group_sizes = sorted({min(2, n_layer), n_layer} - {1}) or [n_layer]
-    modes = [("exact", 1)] + [
-        ("all" if g >= n_layer else f"g{g}", g) for g in group_sizes]
+    modes = [("exact", 1, "every_iteration")] + [
+        ("all" if g >= n_layer else f"g{g}", g, r) for g in group_sizes for r in refills]
     refs = [greedy_decode(base, p, max_new_tokens) for p in prompts]
     rows = []
-    for mode, g in modes:
+    for mode, g, refill in modes:
         for gamma in gammas:
             total = SpecStats(gamma)
             lossless = True
             t0 = time.perf_counter()
             for p, ref in zip(prompts, refs):
-                out, st = speculative_decode(base, draft, p, max_new_tokens, gamma, g)
+                out, st = speculative_decode(base, draft, p, max_new_tokens, gamma, g, refill)
                 lossless &= out == ref
                 total = total.merge(st)
             rows.append(dict(
-                mode=mode, group_size=g, draft_layers=n_layer, gamma=gamma,
+                mode=mode, group_size=g, refill=refill if g > 1 else "", draft_layers=n_layer, gamma=gamma,
                 acceptance_rate=total.acceptance_rate, alpha=total.alpha,
                 mean_tokens_per_iter=total.mean_tokens_per_iter,
                 expected_tokens_per_iter=expected_tokens_per_iter(total.alpha, gamma),
+                all_accepted=sum(t == gamma + 1 for t in total.tokens_per_iter) / max(1, total.iterations),
                 lossless=lossless, iterations=total.iterations, drafted=total.drafted,
                 accepted=total.accepted, compared=total.compared, prompts=len(prompts),
                 new_tokens=max_new_tokens, seconds=time.perf_counter() - t0))
@@ -591,15 +616,20 @@ def main(argv=None) -> int:
     m.add_argument("--prompt-len", type=int, default=64)
     m.add_argument("--new-tokens", type=int, default=128)
     m.add_argument("--gammas", default="2,3,4,5")
+    m.add_argument("--refills", default=",".join(REFILL),
+                   help=f"calibration policies of the layer-parallel modes (of {', '.join(REFILL)})")
     args = ap.parse_args(argv)
 
     base, draft = load_pretrained(args.weights)
     prompts = _prompts_from_args(args)
     gammas = [int(g) for g in args.gammas.split(",")]
-    df = measure_acceptance(base, draft, prompts, gammas, max_new_tokens=args.new_tokens)
+    refills = tuple(r for r in args.refills.split(",") if r)
+    if not refills or set(refills) - set(REFILL):
+        ap.error(f"--refills: a comma-separated list of {', '.join(REFILL)}")
+    df = measure_acceptance(base, draft, prompts, gammas, max_new_tokens=args.new_tokens, refills=refills)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.out, index=False)
-    cols = ["mode", "gamma", "acceptance_rate", "alpha", "mean_tokens_per_iter",
+    cols = ["mode", "refill", "gamma", "acceptance_rate", "alpha", "mean_tokens_per_iter",
             "expected_tokens_per_iter", "lossless"]
     print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0

@@ -25,7 +25,9 @@ GPUs are free and their inputs are ready):
   ``group_mlps="draft_tp"`` runs them on the draft's TP group instead, with its all-reduces).  The
   draft's KV cache is calibrated by one exact
   forward over the previous iteration's accepted and bonus tokens, which is also the iteration's
-  first draft step (it drafts the first token), so gamma - 1 steps are layer-parallel.
+  first draft step (it drafts the first token), so gamma - 1 steps are layer-parallel; with
+  ``calibration="on_mismatch"`` (the authors' code's default) only after an iteration that rejected a
+  draft, otherwise all gamma steps are layer-parallel.
 
 :func:`run_decoder` returns time per iteration, tokens per iteration and time per token;
 :func:`chrome_trace` writes the timeline for chrome://tracing or Perfetto.
@@ -158,6 +160,9 @@ def chrome_trace(tl: Timeline, path: str | Path, label: str = "") -> Path:
     return write(tl.spans(label or "iteration"), path)
 
 
+CALIBRATION = ("every_iteration", "on_mismatch")
+
+
 def expected_tokens(alpha: float, gamma: int) -> float:
     """Leviathan et al. (ICML 2023): expected tokens per iteration with per-token acceptance alpha."""
     if alpha >= 1.0:
@@ -195,13 +200,14 @@ def vanilla_iteration(base: StepTimes, n: int, link: Link) -> Timeline:
 def speculative_iteration(draft: StepTimes, verify: StepTimes, gamma: int, n: int, draft_tp: int, link: Link,
                           draft_parallel: StepTimes | None = None, group: int = 1,
                           calibrate: StepTimes | None = None, exact_ends: bool = True,
-                          group_mlps: str = "unsharded") -> Timeline:
+                          group_mlps: str = "unsharded", calibrate_first: bool = True) -> Timeline:
     """One draft-then-verify iteration.  With ``draft_parallel`` (unsharded per-layer times) and
     ``group`` > 1, EasySpec: the iteration's first draft step is the exact forward that calibrates the
     draft's KV cache over the previous iteration's accepted and bonus tokens (``calibrate``, which also
     drafts the first token), and the other gamma - 1 steps are layer-parallel (the layers grouped
     as :func:`models.easyspec.layer_groups` does: with ``exact_ends`` the first and the last layer
-    run exactly on the draft's TP group)."""
+    run exactly on the draft's TP group).  Without ``calibrate_first`` (the previous iteration accepted
+    every draft and the policy calibrates only after a mismatch) the first step is layer-parallel too."""
     from models.easyspec import layer_groups
 
     tl = Timeline()
@@ -212,7 +218,7 @@ def speculative_iteration(draft: StepTimes, verify: StepTimes, gamma: int, n: in
         if not easy:
             last = _model_step(tl, f"draft{s}", draft, dg, link, last)
             continue
-        if s == 0:
+        if s == 0 and calibrate_first:
             last = _model_step(tl, "draft0 calibrate", calibrate or draft, dg, link, last)
             continue
         for members in layer_groups(draft.layers, group, exact_ends):
@@ -240,15 +246,26 @@ def speculative_iteration(draft: StepTimes, verify: StepTimes, gamma: int, n: in
 def run_decoder(kind: str, *, base: str, draft: str | None, gpu, link: Link, n: int, context: int, gamma: int = 4,
                 alpha: float | None = None, tokens_per_iter: float | None = None, draft_tp: int | None = None,
                 group: int = 1, batch: int = 1, trace_to: str | Path | None = None, exact_ends: bool = True,
-                group_mlps: str = "unsharded") -> dict:
-    """Time per iteration and per token of one decoder (see the module docstring)."""
+                group_mlps: str = "unsharded", calibration: str = "every_iteration",
+                all_accepted: float | None = None) -> dict:
+    """Time per iteration and per token of one decoder (see the module docstring).
+
+    EasySpec's ``calibration``: ``every_iteration`` (the paper's abstract: the first draft step of
+    every iteration is the exact calibrating forward) or ``on_mismatch`` (the authors' code's default:
+    an iteration that follows one whose drafts were all accepted starts with a layer-parallel step;
+    ``all_accepted``, the fraction of such iterations, defaults to ``alpha ** gamma``).  The
+    iteration time is then the mean of the two kinds, weighted by how often each occurs; the trace
+    shows the calibrating kind."""
     if kind not in ("vanilla", "speculative", "easyspec"):
         raise SimError(f"unknown decoder {kind!r} (vanilla, speculative, easyspec)")
+    if calibration not in CALIBRATION:
+        raise SimError(f"calibration {calibration!r}: {' or '.join(CALIBRATION)}")
     if n < 1 or gamma < 1 or group < 1:
         raise SimError("GPUs, gamma and group size must be at least 1")
     if group_mlps not in ("unsharded", "draft_tp"):
         raise SimError(f"group_mlps {group_mlps!r}: unsharded or draft_tp")
     bstep = step_times(base, "decode", 1, context, n, gpu, link, batch)
+    p_full = 0.0
     if kind == "vanilla":
         tl = vanilla_iteration(bstep, n, link)
         t = tl.run()
@@ -268,12 +285,26 @@ def run_decoder(kind: str, *, base: str, draft: str | None, gpu, link: Link, n: 
             accepted = max(1, int(round(tokens_per_iter)))
             cal = step_times(draft, "decode", accepted, context, dtp, gpu, link, batch)
             tl = speculative_iteration(dstep, verify, gamma, n, dtp, link, par, group, cal, exact_ends, group_mlps)
+            if calibration == "on_mismatch" and group > 1:
+                if all_accepted is None:
+                    if alpha is None:
+                        raise SimError("calibration on_mismatch needs alpha or the fraction of all-accepted iterations")
+                    all_accepted = alpha ** gamma
+                if not 0 <= all_accepted <= 1:
+                    raise SimError(f"all_accepted {all_accepted}: a fraction in [0, 1]")
+                p_full = float(all_accepted)
         else:
             tl = speculative_iteration(dstep, verify, gamma, n, dtp, link)
         t = tl.run()
         tokens = float(tokens_per_iter)
     draft_end = max((tl.end[x.name] for x in tl.tasks if x.name.startswith("draft")), default=0.0)
+    if p_full > 0:  # the iterations that follow a full acceptance skip the calibrating step
+        quick = speculative_iteration(dstep, verify, gamma, n, dtp, link, par, group, cal, exact_ends, group_mlps,
+                                      calibrate_first=False)
+        tq = quick.run()
+        dq = max(quick.end[x.name] for x in quick.tasks if x.name.startswith("draft"))
+        t, draft_end = (1 - p_full) * t + p_full * tq, (1 - p_full) * draft_end + p_full * dq
     if trace_to:
         chrome_trace(tl, trace_to, f"{kind} n={n}")
     return {"decoder": kind, "gpus": n, "gamma": gamma, "group": group, "iteration_s": t, "tokens_per_iter": tokens,
-            "time_per_token_s": t / tokens, "drafting_s": draft_end}
+            "time_per_token_s": t / tokens, "drafting_s": draft_end, "calibrated_share": 1 - p_full}

@@ -17,7 +17,9 @@ The file::
     group: 4
     draft_tp: best                                 # or a GPU count: the draft's tensor-parallel degree
     pairs: [{base: Llama-3-70B, draft: Llama-3-8B}, ...]
-    acceptance: {exact: 0.8, layer_parallel: 0.76, source: ...}   # or from: measured.csv
+    acceptance: {exact: 0.88, layer_parallel_drop: 0.07, source: ...}   # or layer_parallel:, or measured: a.csv
+    acceptance_also: {tiny_pair: {measured: a.csv, source: ...}}  # more sets: metrics <metric>_tiny_pair
+    calibration: on_mismatch                       # or every_iteration (the draft's KV calibration)
     paper: [{metric: ..., paper: 4.17, source: ...}, ...]
     sweep: {gpus: [2, 4, 8], gamma: [...], group: [...], alpha: [...]}
     frontier: {alpha: [...], cost_ratio: [...], gamma_max: 8}   # what a speedup requires (frontier.csv)
@@ -56,6 +58,8 @@ class Pair(_Strict):
 class Acceptance(_Strict):
     exact: float | None = Field(None, gt=0, lt=1)
     layer_parallel: float | None = Field(None, gt=0, lt=1)
+    # or the layer-parallel drafts' acceptance as a drop from the exact one's: alpha x (1 - drop)
+    layer_parallel_drop: float | None = Field(None, ge=0, lt=1)
     measured: str | None = None  # a CSV from `python -m models.easyspec measure`
     source: str
 
@@ -104,41 +108,54 @@ class EasySpecFile(_Strict):
     eager_gpu: str | None = None
     pairs: list[Pair] = Field(min_length=1)
     acceptance: Acceptance
+    # further acceptances, each giving the acceptance-dependent metrics again, named <metric>_<key>
+    acceptance_also: dict[str, Acceptance] = Field(default_factory=dict)
+    # when the draft's layer-parallel KV entries are recomputed: after every iteration (the paper's
+    # abstract) or only after one that rejected a draft (the authors' code's default)
+    calibration: Literal["every_iteration", "on_mismatch"] = "on_mismatch"
     paper: list[PaperFigure] = Field(default_factory=list)
     sweep: SweepSpec | None = None
     notes: str = ""
 
 
-def _acceptance(a: Acceptance, base: Path, gamma: int, group: int) -> dict:
+def _acceptance(a: Acceptance, base: Path, gamma: int, group: int, calibration: str = "every_iteration",
+                where: str = "acceptance") -> dict:
     """Acceptance of exact and layer-parallel drafting: per-token alpha and, when measured, tokens per
-    iteration (``python -m models.easyspec measure``: columns mode, group_size, gamma, alpha,
-    mean_tokens_per_iter, expected_tokens_per_iter)."""
+    iteration and the share of iterations that accepted every draft (``python -m models.easyspec
+    measure``: columns mode, group_size, refill, gamma, alpha, mean_tokens_per_iter,
+    expected_tokens_per_iter, all_accepted; the layer-parallel rows of the file's calibration policy)."""
     if a.measured:
+        if any(v is not None for v in (a.exact, a.layer_parallel, a.layer_parallel_drop)):
+            raise SimError(f"{where}: give measured, or exact with layer_parallel or layer_parallel_drop, not both")
         p = resolve_path(a.measured, base)
         if not p.exists():
-            raise SimError(f"acceptance.measured: no such file {a.measured!r}")
+            raise SimError(f"{where}.measured: no such file {a.measured!r}")
         m = pd.read_csv(p)
         ex = m[(m["mode"] == "exact") & (m.gamma == gamma)]
         lp = m[(m["mode"] != "exact") & (m.gamma == gamma)]
+        if "refill" in lp:
+            lp = lp[lp.refill == calibration]
         exact_g = lp[lp.group_size == group]
         lp = exact_g if len(exact_g) else lp[lp.group_size == lp.group_size.max()]
         if ex.empty or lp.empty:
-            raise SimError(f"{p}: no exact and layer-parallel rows for gamma {gamma}")
+            raise SimError(f"{p}: no exact and layer-parallel rows for gamma {gamma} (calibration {calibration})")
         return {"alpha_exact": float(ex.alpha.iloc[0]), "alpha_parallel": float(lp.alpha.iloc[0]),
                 "tokens_exact": float(ex.mean_tokens_per_iter.iloc[0]),
                 "tokens_parallel": float(lp.mean_tokens_per_iter.iloc[0]),
                 "leviathan_exact": float(ex.expected_tokens_per_iter.iloc[0]),
                 "leviathan_parallel": float(lp.expected_tokens_per_iter.iloc[0]),
+                "all_accepted": float(lp.all_accepted.iloc[0]) if "all_accepted" in lp else None,
                 "group_measured": int(lp.group_size.iloc[0]), "source": f"{a.source} ({p.name})"}
-    if a.exact is None or a.layer_parallel is None:
-        raise SimError("acceptance: give exact and layer_parallel, or measured")
+    if a.exact is None or (a.layer_parallel is None) == (a.layer_parallel_drop is None):
+        raise SimError(f"{where}: give exact and one of layer_parallel or layer_parallel_drop, or measured")
     from sim.multigpu import expected_tokens
 
-    return {"alpha_exact": a.exact, "alpha_parallel": a.layer_parallel,
+    lp = a.layer_parallel if a.layer_parallel is not None else a.exact * (1 - a.layer_parallel_drop)
+    return {"alpha_exact": a.exact, "alpha_parallel": lp,
             "tokens_exact": expected_tokens(a.exact, gamma),
-            "tokens_parallel": expected_tokens(a.layer_parallel, gamma),
+            "tokens_parallel": expected_tokens(lp, gamma),
             "leviathan_exact": expected_tokens(a.exact, gamma),
-            "leviathan_parallel": expected_tokens(a.layer_parallel, gamma), "group_measured": group,
+            "leviathan_parallel": expected_tokens(lp, gamma), "all_accepted": None, "group_measured": group,
             "source": a.source}
 
 
@@ -156,11 +173,12 @@ def run(path: str | Path, out: str | Path | None = None,
     f = validated(EasySpecFile, data, path, lines)
     gpu, _, _ = build(Hardware(file=f.gpu, params=f.gpu_params), path)
     link = Link(f.link.bytes_per_s, f.link.latency_s, source=f.link.source)
-    acc = _acceptance(f.acceptance, path.parent, f.gamma, f.group)
+    sets = {"": f.acceptance, **{f"_{k}": a for k, a in f.acceptance_also.items()}}
+    accs = {k: _acceptance(a, path.parent, f.gamma, f.group, f.calibration,
+                           "acceptance" if not k else f"acceptance_also.{k[1:]}") for k, a in sets.items()}
     out = Path(out or f.out or "results/easyspec")
     step = progress or no_progress
     rows = []
-    n_runs = 3 * len(f.pairs)
     tps = ([d for d in range(1, f.gpus + 1) if f.gpus % d == 0] if f.draft_tp == "best"
            else [f.draft_tp or f.gpus])
 
@@ -177,35 +195,49 @@ def run(path: str | Path, out: str | Path | None = None,
         if not eager.host.modelled:
             raise SimError(f"eager_gpu: {f.eager_gpu} has no host (params.host): it is not an eager runtime")
         runtimes.append(("eager", eager))
-    n_runs *= len(runtimes)
-    for i, ((rt, g_), pair) in enumerate(itertools.product(runtimes, f.pairs)):
+    n_runs = len(runtimes) * len(f.pairs) * (1 + 2 * len(sets))
+    k = 0
+    for (rt, g_), pair in itertools.product(runtimes, f.pairs):
         kw = dict(base=pair.base, gpu=g_, link=link, n=f.gpus, context=f.context, gamma=f.gamma)
         slug = f"{pair.base}-{pair.draft}".replace(".", "_") + (f"_{rt}" if rt else "")
-        step(f"{pair.base} vanilla {rt}", 3 * i, n_runs)
+        step(f"{pair.base} vanilla {rt}", k, n_runs)
         v = {**run_decoder("vanilla", draft=None, trace_to=out / f"trace_{slug}_vanilla.json", **kw), "draft_tp": 0}
-        step(f"{pair.base} speculative", 3 * i + 1, n_runs)
-        s = best("speculative", out / f"trace_{slug}_spec.json", draft=pair.draft,
-                 tokens_per_iter=acc["tokens_exact"], **kw)
-        step(f"{pair.base} easyspec", 3 * i + 2, n_runs)
-        e = best("easyspec", out / f"trace_{slug}_easyspec.json", draft=pair.draft,
-                 tokens_per_iter=acc["tokens_parallel"], group=f.group, exact_ends=f.exact_ends,
-                 group_mlps=f.group_mlps, **kw)
-        for r, alpha in ((v, None), (s, acc["alpha_exact"]), (e, acc["alpha_parallel"])):
-            rows.append({"runtime": rt or "file", "base": pair.base, "draft": pair.draft, **r, "alpha": alpha,
-                         "speedup_vs_vanilla": v["time_per_token_s"] / r["time_per_token_s"]})
+        rows.append({"runtime": rt or "file", "acceptance_set": "", "base": pair.base, "draft": pair.draft, **v,
+                     "alpha": None, "speedup_vs_vanilla": 1.0})
+        k += 1
+        for sfx, acc in accs.items():
+            tr = slug + sfx
+            step(f"{pair.base} speculative {rt}{sfx}", k, n_runs)
+            s = best("speculative", out / f"trace_{tr}_spec.json", draft=pair.draft,
+                     tokens_per_iter=acc["tokens_exact"], **kw)
+            step(f"{pair.base} easyspec {rt}{sfx}", k + 1, n_runs)
+            e = best("easyspec", out / f"trace_{tr}_easyspec.json", draft=pair.draft,
+                     tokens_per_iter=acc["tokens_parallel"], alpha=acc["alpha_parallel"],
+                     all_accepted=acc["all_accepted"], calibration=f.calibration, group=f.group,
+                     exact_ends=f.exact_ends, group_mlps=f.group_mlps, **kw)
+            k += 2
+            for r, alpha in ((s, acc["alpha_exact"]), (e, acc["alpha_parallel"])):
+                rows.append({"runtime": rt or "file", "acceptance_set": sfx[1:] or "primary", "base": pair.base,
+                             "draft": pair.draft, **r, "alpha": alpha,
+                             "speedup_vs_vanilla": v["time_per_token_s"] / r["time_per_token_s"]})
     step("done", n_runs, n_runs)
     runs = pd.DataFrame(rows)
-    sim_fig = {"acceptance_drop": 1 - acc["alpha_parallel"] / acc["alpha_exact"]}
-    for rt, _ in runtimes:
-        r = runs[runs.runtime == (rt or "file")]
-        suffix = f"_{rt}" if rt else ""
-        sim_fig[f"peak_speedup_vs_vanilla{suffix}"] = float(r[r.decoder == "easyspec"].speedup_vs_vanilla.max())
-        sim_fig[f"drafting_speedup{suffix}"] = float(np.max([
-            r[(r.base == p.base) & (r.decoder == "speculative")].drafting_s.item()
-            / r[(r.base == p.base) & (r.decoder == "easyspec")].drafting_s.item() for p in f.pairs]))
+    sim_fig = {}
+    for sfx, acc in accs.items():
+        sim_fig[f"acceptance_drop{sfx}"] = 1 - acc["alpha_parallel"] / acc["alpha_exact"]
+        for rt, _ in runtimes:
+            r = runs[(runs.runtime == (rt or "file")) & runs.acceptance_set.isin([sfx[1:] or "primary", ""])]
+            name = f"{'_' + rt if rt else ''}{sfx}"
+            sim_fig[f"peak_speedup_vs_vanilla{name}"] = float(r[r.decoder == "easyspec"].speedup_vs_vanilla.max())
+            sim_fig[f"drafting_speedup{name}"] = float(np.max([
+                r[(r.base == p.base) & (r.decoder == "speculative")].drafting_s.item()
+                / r[(r.base == p.base) & (r.decoder == "easyspec")].drafting_s.item() for p in f.pairs]))
+    unknown = [m.metric for m in f.paper if m.metric not in sim_fig]
+    if unknown:
+        raise SimError(f"paper: no simulated figure named {', '.join(unknown)} (the names: {', '.join(sim_fig)})")
     metrics = paper_vs_sim({"metric": m.metric, "paper": m.paper, "simulated": sim_fig.get(m.metric, np.nan),
                             "source": m.source} for m in f.paper)
-    metrics.attrs["acceptance"] = acc
+    metrics.attrs["acceptance"] = accs
     if f.frontier:
         metrics.attrs["frontier"] = frontier(f.frontier)
     sweep = sweep_points(f, gpu, link) if f.sweep else pd.DataFrame()
@@ -237,7 +269,7 @@ def sweep_points(f: EasySpecFile, gpu, link) -> pd.DataFrame:
         kw = dict(base=pair.base, gpu=gpu, link=link, n=n, context=f.context, gamma=gamma)
         v = run_decoder("vanilla", draft=None, **kw)
         e = run_decoder("easyspec", draft=pair.draft, alpha=alpha, group=group, exact_ends=f.exact_ends,
-                        group_mlps=f.group_mlps, **kw)
+                        group_mlps=f.group_mlps, calibration=f.calibration, **kw)
         rows.append({"gpus": n, "gamma": gamma, "group": group, "alpha": alpha,
                      "speedup": v["time_per_token_s"] / e["time_per_token_s"]})
     return pd.DataFrame(rows)
@@ -257,17 +289,19 @@ def write(out: str | Path, runs: pd.DataFrame, metrics: pd.DataFrame, f: EasySpe
     out.mkdir(parents=True, exist_ok=True)
     runs.to_csv(out / "runs.csv", index=False)
     metrics.to_csv(out / "paper_vs_sim.csv", index=False)
-    acc = metrics.attrs.get("acceptance", {})
-    acc_rows = pd.DataFrame([{"drafting": "exact", "alpha": acc.get("alpha_exact"),
-                              "tokens_per_iter_used": acc.get("tokens_exact"),
-                              "leviathan_expected": acc.get("leviathan_exact")},
-                             {"drafting": f"layer-parallel (group {acc.get('group_measured')})",
-                              "alpha": acc.get("alpha_parallel"), "tokens_per_iter_used": acc.get("tokens_parallel"),
-                              "leviathan_expected": acc.get("leviathan_parallel")}])
+    accs = metrics.attrs.get("acceptance", {})
+    acc_rows = pd.DataFrame([
+        {"acceptance_set": sfx[1:] or "primary", "drafting": d, "alpha": acc.get(f"alpha_{k}"),
+         "tokens_per_iter_used": acc.get(f"tokens_{k}"), "leviathan_expected": acc.get(f"leviathan_{k}"),
+         "source": acc.get("source")}
+        for sfx, acc in accs.items()
+        for d, k in (("exact", "exact"), (f"layer-parallel (group {acc.get('group_measured')})", "parallel"))])
     acc_rows.to_csv(out / "acceptance_used.csv", index=False)
     front = metrics.attrs.get("frontier")
     parts = ["<h1>Reproduction: EasySpec</h1>",
-             f"<h2>Acceptance used</h2><p>{html.escape(str(acc.get('source', '')))}</p>"
+             f"<h2>Acceptance used</h2><p>Calibration of the draft's layer-parallel KV entries: "
+             f"{html.escape(f.calibration.replace('_', ' '))}. Metrics named _&lt;set&gt; use that set; the "
+             "others the primary one.</p>"
              + acc_rows.to_html(index=False, float_format=lambda v: f"{v:.3f}"),
              "<h2>Paper vs simulation</h2>", metrics.to_html(index=False, float_format=lambda v: f"{v:.4g}"),
              "<h2>Runs</h2>", runs.to_html(index=False, float_format=lambda v: f"{v:.4g}"),

@@ -160,6 +160,36 @@ def test_calibration_restores_exact_kv_cache(group_size):
     assert not torch.allclose(dec.draft_cache.k[3][:, :, n], exact.k[3][:, :, n], atol=1e-6)
 
 
+@pytest.mark.parametrize("gamma,group_size", [(3, 2), (4, 4)])
+def test_refill_on_mismatch_is_lossless_and_calibrates_only_after_a_rejection(gamma, group_size):
+    base, draft = _tiny(60, n_layer=2), _tiny(61, n_layer=4, d_model=16, scale=0.3)
+    p = _prompt(62)
+    ref = es.greedy_decode(base, p, 40)
+    out, st = es.speculative_decode(base, draft, p, 40, gamma, group_size, refill="on_mismatch")
+    assert out == ref
+    # after an iteration that accepted every draft the layer-parallel entries stay (the exact prefix
+    # does not move); after a rejection calibration recomputes them exactly from that prefix on
+    kinds = set()
+    for b, d in ((base, draft), (_tiny(63, n_layer=4, scale=0.05),) * 2):  # a model as its own draft
+        dec = es.SpeculativeDecoder(b, d, p, gamma, group_size, refill="on_mismatch")
+        for _ in range(8):
+            before = dec.n_exact
+            full = dec.step() == gamma + 1
+            kinds.add(full)
+            assert len(dec.draft_cache) == len(dec.seq)
+            if full:
+                assert dec.n_exact == before
+            else:
+                fresh = d.new_cache()
+                d(torch.tensor([dec.seq]), fresh)
+                assert dec.n_exact == len(dec.seq)
+                assert torch.allclose(dec.draft_cache.k[3], fresh.k[3], atol=1e-10)
+        assert dec.generated == es.greedy_decode(b, p, len(dec.generated))
+    assert kinds == {True, False}
+    with pytest.raises(ValueError, match="refill"):
+        es.SpeculativeDecoder(base, draft, p, gamma, group_size, refill="never")
+
+
 def test_base_as_draft_accepts_everything():
     base = _tiny(40, n_layer=3)
     out, st = es.speculative_decode(base, base, _prompt(41), 30, gamma=3)

@@ -19,8 +19,9 @@ def small(tmp_path_factory):
     cfg = yaml.safe_load((ROOT / "configs" / "easyspec" / "reproduce.yaml").read_text())
     cfg["gpu"] = str(ROOT / "configs" / "targets" / "gpu_h100_sxm.yaml")
     cfg["eager_gpu"] = str(ROOT / "configs" / "targets" / "gpu_h100_sxm_eager.yaml")
-    if cfg["acceptance"].get("measured"):
-        cfg["acceptance"]["measured"] = str(ROOT / "configs" / "easyspec" / cfg["acceptance"]["measured"])
+    for a in (cfg["acceptance"], *cfg.get("acceptance_also", {}).values()):
+        if a.get("measured"):
+            a["measured"] = str(ROOT / "configs" / "easyspec" / a["measured"])
     cfg.update(pairs=[{"base": "Llama-2-13B", "draft": "Llama-2-7B"}], gpus=2, context=64,
                sweep={"gpus": [2], "gamma": [2, 4], "group": [1, 2], "alpha": [0.6, 0.9]})
     p = d / "r.yaml"
@@ -31,17 +32,25 @@ def small(tmp_path_factory):
 
 @pytest.mark.slow
 def test_outputs(small):
-    runs = pd.read_csv(small / "runs.csv")
-    assert list(runs.decoder) == ["vanilla", "speculative", "easyspec"] * 2
-    assert list(runs.runtime) == ["file"] * 3 + ["eager"] * 3
+    runs = pd.read_csv(small / "runs.csv", keep_default_na=False)
+    assert list(runs.decoder) == ["vanilla"] + ["speculative", "easyspec"] * 2 + ["vanilla"] + ["speculative", "easyspec"] * 2
+    assert list(runs.runtime) == ["file"] * 5 + ["eager"] * 5
+    assert list(runs.acceptance_set) == (["", "primary", "primary", "tiny_pair", "tiny_pair"]) * 2
     assert (runs.loc[runs.decoder == "vanilla", "speedup_vs_vanilla"] == 1.0).all()
     # the eager runtime's host makes every decoder slower than the file's
-    t = runs.set_index(["runtime", "decoder"]).time_per_token_s
+    t = runs.set_index(["runtime", "acceptance_set", "decoder"]).time_per_token_s
     assert (t["eager"] > t["file"]).all()
+    # the cited pair's acceptance (0.88) beats the tiny pair's (about 0.5): more tokens, more speedup
+    sp = runs.set_index(["runtime", "acceptance_set", "decoder"]).speedup_vs_vanilla
+    assert sp["file", "primary", "easyspec"] > sp["file", "tiny_pair", "easyspec"]
     m = pd.read_csv(small / "paper_vs_sim.csv")
-    assert set(m.metric) == {"peak_speedup_vs_vanilla", "drafting_speedup", "acceptance_drop",
-                             "peak_speedup_vs_vanilla_eager", "drafting_speedup_eager"}
+    assert set(m.metric) == {"peak_speedup_vs_vanilla", "drafting_speedup", "acceptance_drop_tiny_pair",
+                             "peak_speedup_vs_vanilla_eager", "drafting_speedup_eager",
+                             "peak_speedup_vs_vanilla_tiny_pair", "peak_speedup_vs_vanilla_eager_tiny_pair"}
     assert m.simulated.notna().all()
+    used = pd.read_csv(small / "acceptance_used.csv")
+    primary = used[used.acceptance_set == "primary"].set_index("drafting").alpha
+    assert primary["exact"] == 0.88 and primary.iloc[1] == pytest.approx(0.88 * 0.93)
     sweep = pd.read_csv(small / "sweep.csv")
     assert len(sweep) == 8
     # more acceptance, more speedup, all else equal
@@ -78,7 +87,7 @@ def test_each_speculative_decoder_takes_its_best_draft_tp(small):
     from sim.targets.parts import Link
 
     runs = pd.read_csv(small / "runs.csv")
-    runs = runs[runs.runtime == "file"].set_index("decoder")
+    runs = runs[(runs.runtime == "file") & (runs.acceptance_set.fillna("") != "tiny_pair")].set_index("decoder")
     cfg = yaml.safe_load((ROOT / "configs" / "easyspec" / "reproduce.yaml").read_text())
     gpu, _, _ = build(Hardware(file=str(ROOT / "configs" / "targets" / "gpu_h100_sxm.yaml")), ROOT / "x.yaml")
     link = Link(cfg["link"]["bytes_per_s"], cfg["link"]["latency_s"])
@@ -89,3 +98,23 @@ def test_each_speculative_decoder_takes_its_best_draft_tp(small):
         assert runs.loc["speculative", "time_per_token_s"] <= r["time_per_token_s"] * (1 + 1e-12)
     assert runs.loc["speculative", "draft_tp"] in (1, 2) and runs.loc["vanilla", "draft_tp"] == 0
     assert (small / "frontier.csv").is_file()
+
+
+def test_acceptance_forms_and_errors(tmp_path):
+    from models.errors import SimError
+    from sim.studies.easyspec import Acceptance, _acceptance
+
+    a = _acceptance(Acceptance(exact=0.9, layer_parallel_drop=0.1, source="s"), tmp_path, 4, 4)
+    assert a["alpha_parallel"] == pytest.approx(0.81) and a["all_accepted"] is None
+    for bad in (dict(exact=0.9), dict(exact=0.9, layer_parallel=0.8, layer_parallel_drop=0.1),
+                dict(exact=0.9, layer_parallel=0.8, measured="x.csv")):
+        with pytest.raises(SimError, match="acceptance"):
+            _acceptance(Acceptance(source="s", **bad), tmp_path, 4, 4)
+    # a measured file: the layer-parallel rows of the calibration policy asked for
+    csv = ROOT / "results" / "easyspec" / "acceptance.csv"
+    ev = _acceptance(Acceptance(measured=str(csv), source="s"), tmp_path, 4, 4, "every_iteration")
+    om = _acceptance(Acceptance(measured=str(csv), source="s"), tmp_path, 4, 4, "on_mismatch")
+    t = pd.read_csv(csv)
+    row = t[(t["mode"] == "all") & (t.gamma == 4) & (t.refill == "on_mismatch")].iloc[0]
+    assert om["alpha_parallel"] == row.alpha and om["all_accepted"] == row.all_accepted
+    assert ev["alpha_exact"] == om["alpha_exact"]

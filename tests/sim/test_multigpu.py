@@ -135,6 +135,32 @@ def test_decoders_end_to_end_on_two_h100s(tmp_path):
         run_decoder("speculative", draft=None, **kw)
 
 
+def test_calibration_on_mismatch_weights_the_two_kinds_of_iteration():
+    """on_mismatch: an iteration after a full acceptance drafts all gamma tokens layer-parallel; the
+    decoder's time is the two iterations' times weighted by how often each occurs (alpha^gamma)."""
+    d = StepTimes(layers=6, layer_attn=3.0, layer_mlp=5.0, layer_allreduce=0.0, other=1.0, hidden_bytes=1000)
+    cal = StepTimes(layers=6, layer_attn=4.0, layer_mlp=6.0, layer_allreduce=0.0, other=1.0, hidden_bytes=1000)
+    v = StepTimes(layers=2, layer_attn=2.0, layer_mlp=2.0, layer_allreduce=0.0, other=1.0, hidden_bytes=1000)
+    link = Link(bytes_per_s=1e30, latency_s=0.0)
+    full = speculative_iteration(d, v, 3, 2, 1, link, d, 2, cal, exact_ends=True)
+    quick = speculative_iteration(d, v, 3, 2, 1, link, d, 2, cal, exact_ends=True, calibrate_first=False)
+    # the calibrating step: 6 x (4 + 6) + 1 = 61; a layer-parallel one: exact ends 2 x 8, two groups of
+    # 2 layers (attention 3 in parallel, then both MLPs whole, 10) = 16 + 26 + 1 = 43
+    assert full.run() == pytest.approx(61 + 2 * 43 + 2 * 4 + 1)
+    assert quick.run() == pytest.approx(3 * 43 + 2 * 4 + 1)
+    gpu, _, _ = build(Hardware(file="targets/gpu_h100_sxm.yaml"), CONFIGS_DIR / "t.yaml")
+    kw = dict(base="Llama-2-13B", draft="Llama-2-7B", gpu=gpu, link=LINK, n=2, context=64, gamma=3, group=2)
+    every = run_decoder("easyspec", alpha=0.8, **kw)
+    mism = run_decoder("easyspec", alpha=0.8, calibration="on_mismatch", **kw)
+    never = run_decoder("easyspec", alpha=0.8, calibration="on_mismatch", all_accepted=1.0, **kw)
+    assert mism["calibrated_share"] == pytest.approx(1 - 0.8**3) and every["calibrated_share"] == 1.0
+    w = 0.8**3
+    assert mism["iteration_s"] == pytest.approx((1 - w) * every["iteration_s"] + w * never["iteration_s"])
+    assert never["iteration_s"] != every["iteration_s"]
+    with pytest.raises(Exception, match="calibration"):
+        run_decoder("easyspec", alpha=0.8, calibration="sometimes", **kw)
+
+
 def test_an_eager_hosts_dispatch_is_in_each_part_of_a_step():
     """With a runtime's host (gpu_h100_sxm_eager.yaml), each part of a step takes what the host's
     dispatch and the GPU take together: at least the host's ops x dispatch, at least the same GPU's
