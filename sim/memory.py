@@ -157,9 +157,15 @@ def check(n: MemoryNeed, target, w, name: str = "", par=None) -> None:
             fits.append(f"weights at {bits} bits (workload.weight_bits: {bits})")
             break
     where = f"{name}: " if name else ""
+    g = _gb
     raise Infeasible(
-        f"{where}does not fit: needs {n.total / GB:.1f} GB (weights {n.weights / GB:.1f}, KV cache "
-        f"{n.kv_cache / GB:.1f}" + (f", activations {n.activations / GB:.2f}" if n.activations else "")
+        f"{where}does not fit: needs {g(n.total)} GB (weights {g(n.weights)}, KV cache "
+        f"{g(n.kv_cache)}" + (f", activations {n.activations / GB:.2f}" if n.activations else "")
         + (f", LoRA {n.lora / GB:.2f}" if n.lora else "")
-        + f" GB{' per device' if tp > 1 or dp > 1 else ''}) against {cap / GB:.1f} GB of device memory; would fit: "
+        + f" GB{' per device' if tp > 1 or dp > 1 else ''}) against {g(cap)} GB of device memory; would fit: "
         + "; ".join(fits))
+
+
+def _gb(b: float) -> str:
+    """Bytes as GB: one decimal, or three significant digits below 1 GB (an FPGA's on-chip memory)."""
+    return f"{b / GB:.1f}" if b >= GB or b == 0 else f"{b / GB:.3g}"

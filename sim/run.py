@@ -150,6 +150,7 @@ def prepare(raw: dict, config_path: Path, lines: dict | None = None, fidelity: s
 
         at("parallel", parallel.check, spec, target, par, w)
     if check_memory:
+        at("hardware", target.check_fits)
         est = memory.need(spec, w, par=par)
         at("workload", memory.check_size, est)
         at("workload", memory.check, dataclasses.replace(est, activations=0), target, w, "", par)

@@ -305,7 +305,13 @@ def load_results(out: str | Path):
         r.update({f"param:{k}": v for k, v in json.loads(params).items()})
         r.update(json.loads(metrics) if metrics else {})
         recs.append(r)
-    return pd.DataFrame.from_records(recs)
+    df = pd.DataFrame.from_records(recs)
+    for c in df.columns:  # an axis of numbers and words (cores: [1, 16, fit]) reads as words throughout
+        if c.startswith("param:") and df[c].dtype == object:
+            kinds = {type(v) for v in df[c] if v is not None}
+            if len(kinds) > 1 and str in kinds:
+                df[c] = df[c].map(lambda v: v if v is None else str(v))
+    return df
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,7 +27,9 @@ speedup over the reference is averaged (arithmetic mean) over the models, and ``
 is the ratio of those means; ``task: all`` averages the per-task ratios.  ``energy_efficiency`` is
 the same with energy.  ``decode_efficiency`` is the ratio of decode tokens per joule (modelled
 draw), ``decode_efficiency_rated`` a paper's convention: decode tokens/s over a rated power
-(``rated_w``, ``over_rated_w``, with ``rated_source``), acc's over ``over``'s.  The run writes ``runs.csv`` (every run's latency and energy),
+(``rated_w``, ``over_rated_w``, with ``rated_source``), acc's over ``over``'s.  An absolute metric
+with ``spread_over: <accelerator>`` is divided by that accelerator's cores (a paper's projection of a
+one-core time onto a many-core design; ``runs.csv`` has each run's ``cores``).  The run writes ``runs.csv`` (every run's latency and energy),
 ``paper_vs_sim.csv`` (metric, paper, simulated, rel_error, source) and ``report.html``.
 
 Kernel-level metrics (``gemm_tokens`` and ``gemm_metrics``): the linear layers' GEMMs of each model's
@@ -67,6 +69,9 @@ class Metric(BaseModel):
     acc: str
     over: str | None = None  # the ratios' denominator (speedup, energy_efficiency)
     model: str | None = None  # absolute kinds: this model's run (default: the mean over the models)
+    # absolute kinds: the figure divided by the cores of this accelerator (a paper's projection of a
+    # one-core time onto a many-core design, "block time x layers / cores")
+    spread_over: str | None = None
     task: str
     paper: float
     source: str
@@ -171,7 +176,10 @@ def load(path: Path) -> tuple[ReproduceFile, list[tuple[str, str, str, dict]]]:
                 raise SimError(f"{located(path, (key, i), lines)}: a {m.kind} metric needs 'over'")
             if getattr(m, "model", None) and m.model not in rf.models:
                 raise SimError(f"{located(path, (key, i), lines)}: unknown model {m.model!r}")
-            for who in (m.acc, m.over):
+            if getattr(m, "spread_over", None) and m.kind not in _ABSOLUTE:
+                raise SimError(f"{located(path, (key, i), lines)}: spread_over belongs to an absolute metric "
+                               f"({', '.join(_ABSOLUTE)})")
+            for who in (m.acc, m.over, getattr(m, "spread_over", None)):
                 if who is not None and who not in rf.accelerators:
                     raise SimError(f"{located(path, (key, i), lines)}: unknown accelerator {who!r}")
     if rf.gemm_metrics and not rf.gemm_tokens:
@@ -209,8 +217,14 @@ def compute_metrics(rf: ReproduceFile, runs: pd.DataFrame) -> pd.DataFrame:
             sel = runs[runs.task.isin(tasks) & (runs.accelerator == m.acc)]
             if m.model:
                 sel = sel[sel.model == m.model]
-            rows.append({"metric": m.metric, "paper": m.paper, "simulated": float(sel[col].mean()) * scale,
-                         "source": m.source})
+            value, source = float(sel[col].mean()) * scale, m.source
+            if m.spread_over:
+                cores = runs.loc[runs.accelerator == m.spread_over, "cores"].dropna().unique()
+                if len(cores) != 1:
+                    raise SimError(f"{m.metric}: spread_over {m.spread_over!r} needs one core count "
+                                   f"(its runs have {list(cores) or 'none'})")
+                value, source = value / cores[0], f"{source} (spread over {int(cores[0])} cores of {m.spread_over})"
+            rows.append({"metric": m.metric, "paper": m.paper, "simulated": value, "source": source})
             continue
         if m.kind in ("decode_efficiency", "decode_efficiency_rated"):
             # decode tokens per joule (modelled draw), or decode tokens/s over a rated power, acc over `over`
@@ -289,12 +303,15 @@ def run(path: str | Path, fidelity: str | None = None,
         if progress:
             progress(f"{task} {model} {name}", k, len(runs))
         cfg["run"]["fidelity"] = rf.fidelity
-        res = execute(prepare(cfg, path))
+        prep = prepare(cfg, path)
+        res = execute(prep)
+        cores = getattr(prep.target.params, "cores", None)
         s = res.summary
         dec = s.get("decode", {})
         steps = max(1, int(cfg["workload"].get("decode_tokens", 0)))
         blocks = res.ops[(res.ops.phase == "decode") & (res.ops.layer >= 0)].time_s.sum() / steps
-        rows.append({"task": task, "model": model, "accelerator": name, "latency_s": s["latency_s"],
+        rows.append({"task": task, "model": model, "accelerator": name,
+                     "cores": cores if isinstance(cores, int) else np.nan, "latency_s": s["latency_s"],
                      "energy_j": s["energy_j"], "prefill_latency_s": s["prefill"]["latency_s"],
                      "decode_latency_s": dec.get("latency_s", 0.0),
                      "decode_s_per_token": dec.get("time_per_token_s", 0.0),

@@ -196,6 +196,10 @@ class Target:
     def peak_macs_per_cycle(self, wbits: int, abits: int) -> float:
         raise NotImplementedError
 
+    def check_fits(self) -> None:
+        """Raise :class:`sim.memory.Infeasible` when the design cannot be built as given (an FPGA's cores
+        beyond its device); nothing by default."""
+
     @property
     def host(self) -> Host:
         """The host's fixed cost per dispatched op as this target charges it (none by default)."""

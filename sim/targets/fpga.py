@@ -22,18 +22,34 @@ reads ``ddr_bits_per_cycle`` from DDR; the board's DDR caps all cores together a
 - **embedding**: the gathered rows come from DDR (the table, 32000 x d at 16 bits, is off chip).
 - an ordinary GEMM (not in a MatMul-free LM) would need multipliers: ``dsp_macs_per_cycle`` DSP MACs.
 
+**DDR requests** (optional: ``ddr_request_bytes`` and ``ddr_latency_s``; without them a core's port
+is a perfect stream): a core's reader asks for ``ddr_request_bytes`` at a time and keeps at most
+``ddr_outstanding`` requests in flight, each answered ``ddr_latency_s`` after it is issued and then
+delivered at the port's ``ddr_bits_per_cycle``; by Little's law a core reads
+``min(port, outstanding x request / (latency + request / port))`` bytes per cycle.
+
+**Resources** (optional: ``device_alms``, ``device_m20k``, ``device_dsp`` and the shell's share,
+``shell_*``): a core takes what the units' RTL synthesizes to (``hw/synth.py``: ALMs, M20K and DSP
+blocks of ``ternary_units`` ternary units and a row unit at their lane counts), and ``cores: fit``
+gives the most cores the device holds beside the shell; a design with more cores than fit is
+refused, with the resource that binds.
+
 Time is in cycles of ``freq_hz``.  Actions for energy: ``ternary.lane_op`` (lane-beats of the
 ternary units: add, subtract or skip of one activation), ``row.lane_op`` (row-unit element-ops),
-``dsp.mac``, ``ddr.read``/``ddr.write`` (bytes), ``onchip.read`` (bytes of on-chip weights).
+``dsp.mac``, ``ddr.read``/``ddr.write`` (bytes), ``onchip.read`` (bytes of on-chip weights); the energy table's
+``logic`` power is scaled to the design's clocked ALMs (:attr:`FPGA.static_scale`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models import ternary
+from models.errors import SimError
 from sim.targets import register
 from sim.targets.base import Costs, OpArrays, Target
 from sim.targets.base import cdiv as _cdiv
@@ -43,7 +59,7 @@ from sim.targets.parts import Memory, Precision, param_source
 class FPGAParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
-    cores: int = Field(gt=0)
+    cores: int | Literal["fit"] = Field(description="cores, or fit: as many as the device holds (device_*)")
     freq_hz: float = Field(gt=0)
     ternary_units: int = Field(gt=0, description="ternary accumulate units per core")
     ternary_lanes: int = Field(gt=0, description="lanes (weights per cycle) of a ternary unit")
@@ -55,7 +71,53 @@ class FPGAParams(BaseModel):
     onchip_bytes: int = Field(gt=0, description="on-chip memory (block RAM)")
     dsp_macs_per_cycle: int = Field(gt=0, description="multiplier MACs per cycle (non-ternary GEMMs)")
     node_nm: int = Field(gt=0)
+    # a core's DDR reader (all three, or none for a perfect stream at ddr_bits_per_cycle)
+    ddr_request_bytes: int | None = Field(None, gt=0, description="bytes a core's reader asks for per request")
+    ddr_outstanding: int = Field(1, gt=0, description="read requests a core keeps in flight")
+    ddr_latency_s: float | None = Field(None, gt=0, description="a read's round trip, request to first data")
+    # the device's resources and the shell's share of them (the resource model; none: unchecked)
+    device_alms: int | None = Field(None, gt=0)
+    device_m20k: int | None = Field(None, gt=0)
+    device_dsp: int | None = Field(None, gt=0)
+    shell_alms: int = Field(0, ge=0)
+    shell_m20k: int = Field(0, ge=0)
+    shell_dsp: int = Field(0, ge=0)
+    shell_freq_hz: float = Field(0.0, ge=0, description="the shell's logic clock (its always-on logic power)")
 
+    @model_validator(mode="after")
+    def _together(self):
+        if (self.ddr_request_bytes is None) != (self.ddr_latency_s is None):
+            raise ValueError("ddr_request_bytes and ddr_latency_s go together (or neither: a perfect stream)")
+        dev = (self.device_alms, self.device_m20k, self.device_dsp)
+        if any(d is None for d in dev) and any(d is not None for d in dev):
+            raise ValueError("device_alms, device_m20k and device_dsp go together")
+        if self.cores == "fit" and self.device_alms is None:
+            raise ValueError("cores: fit needs the device's resources (device_alms, device_m20k, device_dsp)")
+        return self
+
+
+RESOURCES = ("alms", "m20k", "dsp")
+
+
+def fit(p: FPGAParams) -> dict | None:
+    """What one core takes (``hw/synth.py``), what the device leaves beside the shell, and how many
+    cores fit, with the binding resource; None without the device's resources."""
+    if p.device_alms is None:
+        return None
+    from hw.synth import core_resources
+
+    core = core_resources(p.ternary_units, p.ternary_lanes, p.row_lanes)
+    free = {r: getattr(p, f"device_{r}") - getattr(p, f"shell_{r}") for r in RESOURCES}
+    if any(v <= 0 for v in free.values()):
+        raise SimError(f"the shell takes all of the device ({free})")
+    n = {r: int(free[r] // core[r]) if core[r] > 0 else 1 << 40 for r in RESOURCES}
+    bind = min(n, key=n.get)
+    return {"core": core, "free": free, "cores": n[bind], "binding": bind}
+
+
+
+def _res(r: dict) -> str:
+    return f"{r['alms']:,.0f} ALMs, {r['m20k']:,.0f} M20K, {r['dsp']:,.0f} DSP blocks"
 
 
 @register
@@ -63,21 +125,76 @@ class FPGA(Target):
     name = "fpga"
     Params = FPGAParams
 
+    def __init__(self, params: FPGAParams):
+        self.resources = fit(params)
+        self.misfit = ""  # why the design does not fit the device (check_fits raises it)
+        if self.resources:
+            r = self.resources
+            if r["cores"] < 1:
+                self.misfit = (f"one core ({_res(r['core'])}) does not fit the device beside the shell "
+                               f"({_res(r['free'])} left)")
+            elif params.cores != "fit" and params.cores > r["cores"]:
+                self.misfit = (f"{params.cores} cores do not fit the device: a core takes {_res(r['core'])} "
+                               f"(hw/synth.py), the device leaves {_res(r['free'])} beside the shell, room for "
+                               f"{r['cores']} cores ({r['binding']} bind)")
+            if params.cores == "fit":
+                params = params.model_copy(update={"cores": max(1, r["cores"])})
+        super().__init__(params)
+
+    def check_fits(self) -> None:
+        """Raise :class:`sim.memory.Infeasible` when the design's cores do not fit the device."""
+        if self.misfit:
+            from sim.memory import Infeasible
+
+            raise Infeasible(self.misfit)
+
     def peak_macs_per_cycle(self, wbits: int, abits: int) -> float:
         p = self.params
         return float(p.cores * p.ternary_units * p.ternary_lanes)
 
+    @property
+    def static_scale(self) -> dict[str, float]:
+        """The energy table's ``logic`` power (100,000 ALMs clocked at 100 MHz) scaled to this design's
+        clocked logic: the shell's ALMs at ``shell_freq_hz`` and the cores' (``hw/synth.py``) at
+        ``freq_hz``."""
+        from hw.synth import core_resources
+
+        p = self.params
+        core = core_resources(p.ternary_units, p.ternary_lanes, p.row_lanes)["alms"]
+        return {"logic": (p.shell_alms * p.shell_freq_hz + p.cores * core * p.freq_hz) / (1e5 * 1e8)}
+
+    def core_read_rate(self) -> float:
+        """Bytes per cycle one core reads from DDR: its port, or what its requests deliver (Little's law)."""
+        p = self.params
+        port = p.ddr_bits_per_cycle / 8
+        if p.ddr_request_bytes is None:
+            return port
+        latency = p.ddr_latency_s * p.freq_hz  # cycles
+        return min(port, p.ddr_outstanding * p.ddr_request_bytes / (latency + p.ddr_request_bytes / port))
+
     def ddr_rate(self) -> float:
         """Bytes per cycle all cores together read from DDR."""
         p = self.params
-        return min(p.cores * p.ddr_bits_per_cycle / 8, p.ddr_bytes_per_s / p.freq_hz)
+        return min(p.cores * self.core_read_rate(), p.ddr_bytes_per_s / p.freq_hz)
 
     @property
     def memory(self) -> Memory:
-        """The board's DDR as the cores reach it: ``ddr_rate`` (per cycle) at ``freq_hz`` (capacity not modelled)."""
+        """The board's DDR as the cores reach it: ``ddr_rate`` (per cycle) at ``freq_hz`` (its capacity is not
+        modelled); with ``weights_on_chip`` the capacity is the on-chip memory left beside the shell and the
+        cores (what must be resident — weights and state — must fit there)."""
         p = self.params
-        return Memory(bytes_per_s=self.ddr_rate() * p.freq_hz,
-                      source=param_source(self, "ddr_bits_per_cycle", "cores", "ddr_bytes_per_s", "freq_hz"))
+        keys = ("ddr_bits_per_cycle", "cores", "ddr_bytes_per_s", "freq_hz")
+        if p.ddr_request_bytes is not None:
+            keys += ("ddr_request_bytes", "ddr_outstanding", "ddr_latency_s")
+        if not p.weights_on_chip:
+            return Memory(bytes_per_s=self.ddr_rate() * p.freq_hz, source=param_source(self, *keys))
+        # weights on chip: what must be resident lives in the block RAM the shell and the cores leave
+        cap = p.onchip_bytes
+        if self.resources:
+            left = self.resources["free"]["m20k"] - p.cores * self.resources["core"]["m20k"]
+            cap = int(p.onchip_bytes * max(0.0, left) / p.device_m20k)
+        return Memory(bytes_per_s=self.ddr_rate() * p.freq_hz, capacity_bytes=cap,
+                      source=param_source(self, *keys, "onchip_bytes"))
 
     def dram_bytes_per_cycle(self) -> float:
         return self.ddr_rate()

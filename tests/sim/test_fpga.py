@@ -100,7 +100,8 @@ def test_row_ops_spread_over_the_cores_row_units():
 
 
 def test_d5005_prototype_block_end_to_end(tmp_path):
-    """One d=512 block per token on the 1-core prototype: 3.41M ternary weights at 4 per cycle (60 MHz)."""
+    """One d=512 block per token on the 1-core prototype: 3.41M ternary weights as 2-bit codes, read a
+    byte per request with one in flight, each request 80 ns (4.8 cycles at 60 MHz) plus a cycle."""
     cfg = tmp_path / "c.yaml"
     cfg.write_text("workload: {model: MMfreeLM-block512, batch: 1, prompt: 1, decode_tokens: 2, dtype: fp16}\n"
                    f"hardware: {{file: {ROOT / 'configs' / 'targets' / 'fpga_d5005_mmfree.yaml'}}}\n"
@@ -109,6 +110,67 @@ def test_d5005_prototype_block_end_to_end(tmp_path):
     dec = r.ops[(r.ops.phase == "decode") & (r.ops.layer >= 0)]
     block_s = dec.time_s.sum() / 2
     weights = 4 * 512 * 512 + 2 * 1536 * 512 + 1536 * 512
-    assert block_s == pytest.approx(weights / 4 / 60e6, rel=0.05)  # weight streaming dominates
+    assert block_s == pytest.approx(weights / 4 * (80e-9 * 60e6 + 1) / 60e6, rel=0.02)  # weight reads dominate
     target, _, _ = build(Hardware(file="targets/fpga_d5005_mmfree.yaml"), CONFIGS_DIR / "t.yaml")
-    assert target.ddr_rate() == 1.0  # 8 bits per cycle
+    assert target.ddr_rate() == pytest.approx(1 / 5.8)
+    # the same core filling the device: the synthesized core's ALMs bind
+    dev, energy, _ = build(Hardware(file="targets/fpga_d5005_mmfree.yaml", params={"cores": "fit"}), CONFIGS_DIR / "t.yaml")
+    core = dev.resources["core"]["alms"]
+    assert dev.params.cores == (933_120 - 54_487) // core and dev.resources["binding"] == "alms"
+    # its clocked logic: the shell's at 299.76 MHz and the cores' at 60 MHz, 1.44 W per 1e5 ALMs at 100 MHz
+    logic = (54_487 * 299.76e6 + dev.params.cores * core * 60e6) / 1e13 * 1.44
+    assert energy.components["logic"].static_w * energy.static_scale["logic"] == pytest.approx(logic)
+
+
+def test_ddr_requests_by_littles_law():
+    # 8-bit port (1 B/cycle) at 100 MHz; 1-byte requests, one in flight, 50 ns (5 cycles): 1 / (5 + 1)
+    t = fpga(ddr_request_bytes=1, ddr_latency_s=50e-9)
+    assert t.core_read_rate() == pytest.approx(1 / 6)
+    # 64-byte requests: 64 / (5 + 64); 16 in flight cover the latency, the port binds
+    assert fpga(ddr_request_bytes=64, ddr_latency_s=50e-9).core_read_rate() == pytest.approx(64 / 69)
+    assert fpga(ddr_request_bytes=64, ddr_outstanding=16, ddr_latency_s=50e-9).core_read_rate() == 1.0
+    # a ternary GEMM's weights come at that rate: 600 B of 2-bit codes take 600 x 6 cycles
+    c = t.cost(ops([dict(gemm_m=1, gemm_n=40, gemm_k=60)]), Precision(2, 8))
+    assert c.mem_cycles[0] == 600 * 6 and c.compute_cycles[0] == 600 * 6
+    # the board's cap still binds many cores
+    assert fpga(cores=1000, ddr_bytes_per_s=1e9, ddr_request_bytes=1, ddr_latency_s=50e-9).ddr_rate() == 10.0
+    with pytest.raises(Exception, match="go together"):
+        fpga(ddr_request_bytes=64)
+
+
+def test_cores_that_fit_the_device_beside_the_shell():
+    from hw.synth import core_resources
+
+    core = core_resources(1, 4, 4)
+    dev = dict(device_alms=100_000, device_m20k=50, device_dsp=5000, shell_alms=20_000, shell_m20k=10)
+    t = fpga(cores="fit", **dev)
+    want = int(min(80_000 // core["alms"], 40 // core["m20k"], 5000 // core["dsp"]))
+    assert t.params.cores == want and t.resources["binding"] == "alms"
+    # few M20K: memory binds
+    assert fpga(cores="fit", **{**dev, "device_m20k": 13}).params.cores == 3
+    assert fpga(cores=want, **dev).params.cores == want
+    from sim.memory import Infeasible
+
+    fpga(cores=want, **dev).check_fits()
+    with pytest.raises(Infeasible, match=rf"{want + 1} cores do not fit the device.*room for {want} cores \(alms bind\)"):
+        fpga(cores=want + 1, **dev).check_fits()
+    with pytest.raises(Infeasible, match="does not fit the device beside the shell"):
+        fpga(cores="fit", **{**dev, "device_alms": 20_100}).check_fits()
+    with pytest.raises(Exception, match="cores: fit needs"):
+        fpga(cores="fit")
+
+
+def test_a_run_with_more_cores_than_fit_is_refused_before_tracing_and_a_sweep_point_is_infeasible(tmp_path):
+    from sim.memory import Infeasible
+    from sim.sweep import run_batch
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("workload: {model: MMfreeLM-block512, batch: 1, prompt: 1, decode_tokens: 1, dtype: fp16}\n"
+                   f"hardware: {{file: {ROOT / 'configs' / 'targets' / 'fpga_d5005_mmfree.yaml'}, "
+                   "params: {cores: 1000}}\nrun: {fidelity: analytic}\n")
+    with pytest.raises(Infeasible, match=r"hardware.*1000 cores do not fit the device.*room for \d+ cores"):
+        run(cfg)
+    import yaml
+
+    [(key, status, err, _, _)] = run_batch([("k", yaml.safe_load(cfg.read_text()), str(cfg))])
+    assert status == "infeasible" and "do not fit the device" in err
