@@ -78,7 +78,7 @@ def shard(df: pd.DataFrame, tp: int, kv_heads: int, whole_experts: bool = False)
     return d
 
 
-@dataclass
+@dataclass(frozen=True)
 class StepTimes:
     """Seconds of one forward step of a model on its TP group, by part."""
 
@@ -243,6 +243,25 @@ def speculative_iteration(draft: StepTimes, verify: StepTimes, gamma: int, n: in
     return tl
 
 
+_ITERATIONS: dict = {}
+
+
+def _timed(build, key, keep: bool = False) -> tuple[float, float, "Timeline | None"]:
+    """(iteration seconds, end of drafting, the timeline when ``keep``) of the iteration ``build()``
+    makes; the times memoized by ``key`` (the step times and shape that determine them: sweeps
+    rebuild the same iterations)."""
+    hit = _ITERATIONS.get(key)
+    if hit is not None and not keep:
+        return (*hit, None)
+    if len(_ITERATIONS) > 8192:
+        _ITERATIONS.clear()
+    tl = build()
+    t = tl.run()
+    draft_end = max((tl.end[x.name] for x in tl.tasks if x.name.startswith("draft")), default=0.0)
+    _ITERATIONS[key] = (t, draft_end)
+    return t, draft_end, tl
+
+
 def run_decoder(kind: str, *, base: str, draft: str | None, gpu, link: Link, n: int, context: int, gamma: int = 4,
                 alpha: float | None = None, tokens_per_iter: float | None = None, draft_tp: int | None = None,
                 group: int = 1, batch: int = 1, trace_to: str | Path | None = None, exact_ends: bool = True,
@@ -266,9 +285,9 @@ def run_decoder(kind: str, *, base: str, draft: str | None, gpu, link: Link, n: 
         raise SimError(f"group_mlps {group_mlps!r}: unsharded or draft_tp")
     bstep = step_times(base, "decode", 1, context, n, gpu, link, batch)
     p_full = 0.0
+    keep = bool(trace_to)  # a trace needs the timeline itself
     if kind == "vanilla":
-        tl = vanilla_iteration(bstep, n, link)
-        t = tl.run()
+        t, draft_end, tl = _timed(lambda: vanilla_iteration(bstep, n, link), ("vanilla", bstep, n, link), keep)
         tokens = 1.0
     else:
         if draft is None:
@@ -280,11 +299,13 @@ def run_decoder(kind: str, *, base: str, draft: str | None, gpu, link: Link, n: 
             if alpha is None:
                 raise SimError("give the acceptance rate (alpha) or the measured tokens per iteration")
             tokens_per_iter = expected_tokens(alpha, gamma)
+        shape = (dstep, verify, gamma, n, dtp, link)
         if kind == "easyspec":
             par = step_times(draft, "decode", 1, context, 1, gpu, link, batch)
             accepted = max(1, int(round(tokens_per_iter)))
             cal = step_times(draft, "decode", accepted, context, dtp, gpu, link, batch)
-            tl = speculative_iteration(dstep, verify, gamma, n, dtp, link, par, group, cal, exact_ends, group_mlps)
+            easy = (par, group, cal, exact_ends, group_mlps)
+            t, draft_end, tl = _timed(lambda: speculative_iteration(*shape, *easy), ("easyspec", shape, easy), keep)
             if calibration == "on_mismatch" and group > 1:
                 if all_accepted is None:
                     if alpha is None:
@@ -294,15 +315,11 @@ def run_decoder(kind: str, *, base: str, draft: str | None, gpu, link: Link, n: 
                     raise SimError(f"all_accepted {all_accepted}: a fraction in [0, 1]")
                 p_full = float(all_accepted)
         else:
-            tl = speculative_iteration(dstep, verify, gamma, n, dtp, link)
-        t = tl.run()
+            t, draft_end, tl = _timed(lambda: speculative_iteration(*shape), ("speculative", shape), keep)
         tokens = float(tokens_per_iter)
-    draft_end = max((tl.end[x.name] for x in tl.tasks if x.name.startswith("draft")), default=0.0)
     if p_full > 0:  # the iterations that follow a full acceptance skip the calibrating step
-        quick = speculative_iteration(dstep, verify, gamma, n, dtp, link, par, group, cal, exact_ends, group_mlps,
-                                      calibrate_first=False)
-        tq = quick.run()
-        dq = max(quick.end[x.name] for x in quick.tasks if x.name.startswith("draft"))
+        tq, dq, _ = _timed(lambda: speculative_iteration(*shape, *easy, calibrate_first=False),
+                           ("easyspec quick", shape, easy))
         t, draft_end = (1 - p_full) * t + p_full * tq, (1 - p_full) * draft_end + p_full * dq
     if trace_to:
         chrome_trace(tl, trace_to, f"{kind} n={n}")
