@@ -25,6 +25,11 @@ _META_KEYS = {"architectures", "transformers_version", "torch_dtype", "dtype", "
               "model_type", "_commit_hash", "quantization_config"}
 
 
+#: a mixture of experts' keys (workloads.zoo.ModelSpec.experts, experts_per_token, moe_layers)
+_MOE_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "num_experts_per_tok", "decoder_sparse_step",
+             "mlp_only_layers", "first_k_dense_replace", "moe_layer_freq")
+
+
 def is_user(spec) -> bool:
     """Whether a zoo entry was made from a user's config.json (not one of the zoo's checked models)."""
     return spec.params_source == USER_SOURCE
@@ -91,9 +96,11 @@ def spec_from_config(name) -> "ModelSpec":  # noqa: F821 (zoo imports this modul
     params = sum(t.numel() for t in model.parameters())
     layers = _layers(model)
     uniform = bool(layers) and len({repr(layer) for layer in layers}) == 1
+    # what the file leaves to its class's defaults, where the suite reads it from the spec (shapes, and
+    # a mixture of experts' experts: the trace builds the config class, so both must agree)
     for key in ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim",
-                "intermediate_size", "vocab_size", "max_position_embeddings"):
-        if key not in config and hasattr(cfg, key):
+                "intermediate_size", "vocab_size", "max_position_embeddings", *_MOE_KEYS):
+        if key not in config and getattr(cfg, key, None) is not None:
             config[key] = getattr(cfg, key)
     return ModelSpec(name=str(p), family=model_type, kind=kind, config=config, config_class=config_cls.__name__,
                      model_class=arch, published_params=int(params),

@@ -116,3 +116,22 @@ def test_any_module_traces_from_example_inputs():
         api.trace_module(lambda x: x, torch.zeros(1))
     with pytest.raises(SimError, match="give example inputs"):
         api.trace_module(m)
+
+
+def test_a_moe_config_that_leaves_its_experts_to_the_class_defaults_is_one_for_the_spec_too(tmp_path):
+    """The trace builds the config class, defaults included; the spec (memory, expert parallelism)
+    must read the same experts: Mixtral's class defaults are 8 experts, 2 a token."""
+    import transformers
+
+    moe = {"architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "hidden_size": 256,
+           "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+           "vocab_size": 1000, "max_position_embeddings": 512}
+    spec = zoo.get(str(_write(tmp_path, moe)))
+    d = transformers.MixtralConfig()
+    assert spec.experts == d.num_local_experts == 8 and spec.experts_per_token == d.num_experts_per_tok == 2
+    assert spec.moe_layers == 2
+    df = api.trace(str(tmp_path / "config.json"), "decode", 1, 1, 16)
+    assert ((df.role == "expert_gate_up") & (df.kind == "gemm")).sum() == 2 * 2
+    # a dense config gains no expert keys
+    dense = zoo.get(str(_write(tmp_path, SMALL, "dense.json")))
+    assert dense.experts == 0 and not any(k in dense.config for k in ("num_experts", "num_local_experts"))
