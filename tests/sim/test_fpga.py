@@ -174,3 +174,16 @@ def test_a_run_with_more_cores_than_fit_is_refused_before_tracing_and_a_sweep_po
 
     [(key, status, err, _, _)] = run_batch([("k", yaml.safe_load(cfg.read_text()), str(cfg))])
     assert status == "infeasible" and "do not fit the device" in err
+
+
+def test_the_matmulfree_pages_figures():
+    """The figures docs/systems/matmulfree.md and the README quote, from the target and the golden file."""
+    dev, energy, _ = build(Hardware(file="targets/fpga_d5005_mmfree.yaml", params={"cores": "fit"}), CONFIGS_DIR / "t.yaml")
+    assert dev.params.cores == 324 and dev.resources["core"]["alms"] == 2709
+    assert round(54_487 * 299.76e6 / 1e13 * 1.44, 2) == 2.35
+    assert round(324 * 2709 * 60e6 / 1e13 * 1.44, 2) == 7.58
+    g = pd.read_csv(ROOT / "results" / "golden" / "matmulfree" / "paper_vs_sim.csv").set_index("metric")
+    implied = {m: g.loc[m, "simulated"] * 324 / g.loc[m, "paper"] for m in
+               ("mmfree_370m_ms_per_token_projected", "mmfree_1p3b_ms_per_token_projected")}
+    assert [round(v) for v in implied.values()] == [468, 713]
+    assert round(g.loc["block_d512_ms", "simulated"], 1) == 83.6 and round(g.loc["power_w_projected", "simulated"], 1) == 15.0
