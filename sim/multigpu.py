@@ -27,7 +27,10 @@ GPUs are free and their inputs are ready):
   forward over the previous iteration's accepted and bonus tokens, which is also the iteration's
   first draft step (it drafts the first token), so gamma - 1 steps are layer-parallel; with
   ``calibration="on_mismatch"`` (the authors' code's default) only after an iteration that rejected a
-  draft, otherwise all gamma steps are layer-parallel.
+  draft, over every token since the last calibration (E[tokens] / (1 - p) on average, p the share of
+  iterations that accept every draft); an iteration after a full acceptance drafts all gamma steps
+  layer-parallel (its first over the last draft and the bonus token, costed as a one-token step:
+  decode at batch 1 is bound by the weights, not the tokens).
 
 :func:`run_decoder` returns time per iteration, tokens per iteration and time per token;
 :func:`chrome_trace` writes the timeline for chrome://tracing or Perfetto.
@@ -301,11 +304,6 @@ def run_decoder(kind: str, *, base: str, draft: str | None, gpu, link: Link, n: 
             tokens_per_iter = expected_tokens(alpha, gamma)
         shape = (dstep, verify, gamma, n, dtp, link)
         if kind == "easyspec":
-            par = step_times(draft, "decode", 1, context, 1, gpu, link, batch)
-            accepted = max(1, int(round(tokens_per_iter)))
-            cal = step_times(draft, "decode", accepted, context, dtp, gpu, link, batch)
-            easy = (par, group, cal, exact_ends, group_mlps)
-            t, draft_end, tl = _timed(lambda: speculative_iteration(*shape, *easy), ("easyspec", shape, easy), keep)
             if calibration == "on_mismatch" and group > 1:
                 if all_accepted is None:
                     if alpha is None:
@@ -314,6 +312,14 @@ def run_decoder(kind: str, *, base: str, draft: str | None, gpu, link: Link, n: 
                 if not 0 <= all_accepted <= 1:
                     raise SimError(f"all_accepted {all_accepted}: a fraction in [0, 1]")
                 p_full = float(all_accepted)
+            par = step_times(draft, "decode", 1, context, 1, gpu, link, batch)
+            # the calibrating forward covers every token since the cache's exact prefix: the iteration's
+            # own (accepted and bonus) and, calibrating only on a mismatch, those of the full acceptances
+            # before it (on average p / (1 - p) iterations of gamma + 1): E[tokens] / (1 - p) in all
+            accepted = max(1, int(round(tokens_per_iter / (1 - p_full)))) if p_full < 1 else 1
+            cal = step_times(draft, "decode", accepted, context, dtp, gpu, link, batch)
+            easy = (par, group, cal, exact_ends, group_mlps)
+            t, draft_end, tl = _timed(lambda: speculative_iteration(*shape, *easy), ("easyspec", shape, easy), keep)
         else:
             t, draft_end, tl = _timed(lambda: speculative_iteration(*shape), ("speculative", shape), keep)
         tokens = float(tokens_per_iter)

@@ -98,8 +98,11 @@ def spec_from_config(name) -> "ModelSpec":  # noqa: F821 (zoo imports this modul
     uniform = bool(layers) and len({repr(layer) for layer in layers}) == 1
     # what the file leaves to its class's defaults, where the suite reads it from the spec (shapes, and
     # a mixture of experts' experts: the trace builds the config class, so both must agree)
+    # (the experts' keys only where the built model has experts: a dense model's class may still default
+    # a number of experts, as Doge's does)
+    moe = any(n.rsplit(".", 1)[-1] == "experts" for n, _ in model.named_modules())
     for key in ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim",
-                "intermediate_size", "vocab_size", "max_position_embeddings", *_MOE_KEYS):
+                "intermediate_size", "vocab_size", "max_position_embeddings", *(_MOE_KEYS if moe else ())):
         if key not in config and getattr(cfg, key, None) is not None:
             config[key] = getattr(cfg, key)
     return ModelSpec(name=str(p), family=model_type, kind=kind, config=config, config_class=config_cls.__name__,

@@ -219,6 +219,10 @@ def compute_metrics(rf: ReproduceFile, runs: pd.DataFrame) -> pd.DataFrame:
                 sel = sel[sel.model == m.model]
             value, source = float(sel[col].mean()) * scale, m.source
             if m.spread_over:
+                own = sel.cores.dropna().unique()
+                if list(own) != [1]:
+                    raise SimError(f"{m.metric}: spread_over projects a one-core time, but {m.acc!r} has "
+                                   f"{list(own) or 'no'} cores")
                 cores = runs.loc[runs.accelerator == m.spread_over, "cores"].dropna().unique()
                 if len(cores) != 1:
                     raise SimError(f"{m.metric}: spread_over {m.spread_over!r} needs one core count "

@@ -145,9 +145,13 @@ def build(hw: Hardware, config_path: Path, lines: dict | None = None) -> tuple[T
     if node is not None and node != energy.node_nm:
         raise SimError(f"{epath}: node_nm: the energy table {energy.name!r} is for {energy.node_nm} nm but the "
                        f"target is at {node} nm")
-    resolved = {"target": cls.name, "file": str(hw.file) if hw.file else None, "energy": str(energy_name),
-                "params": p.model_dump()}
     target = cls(p)
+    # the parameters as the target resolved them (an FPGA's cores: fit is a number here), and what the
+    # design takes of its device where the target models it
+    resolved = {"target": cls.name, "file": str(hw.file) if hw.file else None, "energy": str(energy_name),
+                "params": target.params.model_dump()}
+    if getattr(target, "resources", None):
+        resolved["resources"] = target.resources
     # each parameter's source: the target file's (its and its parents'), or the config that set it inline
     target.sources = {**spec.get("sources", {}),
                       **{k: f"{config_path}: hardware.params.{k}" for k in hw.params}}

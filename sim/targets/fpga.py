@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -59,7 +59,8 @@ from sim.targets.parts import Memory, Precision, param_source
 class FPGAParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
-    cores: int | Literal["fit"] = Field(description="cores, or fit: as many as the device holds (device_*)")
+    cores: Annotated[int, Field(gt=0)] | Literal["fit"] = Field(
+        description="cores, or fit: as many as the device holds (device_*)")
     freq_hz: float = Field(gt=0)
     ternary_units: int = Field(gt=0, description="ternary accumulate units per core")
     ternary_lanes: int = Field(gt=0, description="lanes (weights per cycle) of a ternary unit")
@@ -126,6 +127,10 @@ class FPGA(Target):
     Params = FPGAParams
 
     def __init__(self, params: FPGAParams):
+        from hw.synth import core_resources
+
+        # what one core takes (hw/synth.py's table; a missing table fails here, not in the power model)
+        self.core = core_resources(params.ternary_units, params.ternary_lanes, params.row_lanes)
         self.resources = fit(params)
         self.misfit = ""  # why the design does not fit the device (check_fits raises it)
         if self.resources:
@@ -157,11 +162,8 @@ class FPGA(Target):
         """The energy table's ``logic`` power (100,000 ALMs clocked at 100 MHz) scaled to this design's
         clocked logic: the shell's ALMs at ``shell_freq_hz`` and the cores' (``hw/synth.py``) at
         ``freq_hz``."""
-        from hw.synth import core_resources
-
         p = self.params
-        core = core_resources(p.ternary_units, p.ternary_lanes, p.row_lanes)["alms"]
-        return {"logic": (p.shell_alms * p.shell_freq_hz + p.cores * core * p.freq_hz) / (1e5 * 1e8)}
+        return {"logic": (p.shell_alms * p.shell_freq_hz + p.cores * self.core["alms"] * p.freq_hz) / (1e5 * 1e8)}
 
     def core_read_rate(self) -> float:
         """Bytes per cycle one core reads from DDR: its port, or what its requests deliver (Little's law)."""

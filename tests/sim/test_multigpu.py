@@ -153,10 +153,17 @@ def test_calibration_on_mismatch_weights_the_two_kinds_of_iteration():
     every = run_decoder("easyspec", alpha=0.8, **kw)
     mism = run_decoder("easyspec", alpha=0.8, calibration="on_mismatch", **kw)
     never = run_decoder("easyspec", alpha=0.8, calibration="on_mismatch", all_accepted=1.0, **kw)
+    none_full = run_decoder("easyspec", alpha=0.8, calibration="on_mismatch", all_accepted=0.0, **kw)
     assert mism["calibrated_share"] == pytest.approx(1 - 0.8**3) and every["calibrated_share"] == 1.0
+    assert none_full["iteration_s"] == every["iteration_s"]  # every iteration calibrates either way
+    # calibrating only after a mismatch, the calibrating step covers E[tokens] / (1 - p) tokens: the
+    # mismatching iteration's and those of the full acceptances before it
     w = 0.8**3
-    assert mism["iteration_s"] == pytest.approx((1 - w) * every["iteration_s"] + w * never["iteration_s"])
-    assert never["iteration_s"] != every["iteration_s"]
+    k = round(expected_tokens(0.8, 3) / (1 - w))  # 2.952 / 0.488 = 6.05: 6 tokens
+    assert k == 6
+    cal = run_decoder("easyspec", tokens_per_iter=k, **kw)  # an iteration whose calibration covers k tokens
+    assert mism["iteration_s"] == pytest.approx((1 - w) * cal["iteration_s"] + w * never["iteration_s"])
+    assert never["iteration_s"] < every["iteration_s"] < cal["iteration_s"]
     with pytest.raises(Exception, match="calibration"):
         run_decoder("easyspec", alpha=0.8, calibration="sometimes", **kw)
 

@@ -136,3 +136,22 @@ def test_a100_baseline_runtime_is_the_measured_generate_loop():
     assert {r["model"] for r in rows} == {"Llama-3-8B", "Phi-3-mini"} and len(lora) == 2
     assert hf.params.host.dispatch_s["default"] == pytest.approx(sum(lora) / 2, abs=5e-9)
     assert hf.params.host.overlap and hf.params.hbm_bytes_per_s == 1.935e12
+
+
+def test_spread_over_divides_a_one_core_time_by_another_accelerators_cores():
+    import pandas as pd
+
+    from models.errors import SimError
+    from sim.studies.reproduce import ReproduceFile, compute_metrics
+
+    def rf(acc):
+        return ReproduceFile(study="reproduce", name="x", tasks={"t": {}}, models=["m"], reference="one",
+                             accelerators={"one": {"file": "f"}, "many": {"file": "f"}},
+                             metrics=[{"metric": "p", "kind": "ms_per_token", "acc": acc, "spread_over": "many",
+                                       "model": "m", "task": "t", "paper": 10.0, "source": "s"}])
+    runs = pd.DataFrame([{"task": "t", "model": "m", "accelerator": "one", "cores": 1, "decode_s_per_token": 2.0},
+                         {"task": "t", "model": "m", "accelerator": "many", "cores": 40, "decode_s_per_token": 0.1}])
+    m = compute_metrics(rf("one"), runs).set_index("metric")
+    assert m.loc["p", "simulated"] == 2000.0 / 40 and "spread over 40 cores of many" in m.loc["p", "source"]
+    with pytest.raises(SimError, match="one-core time"):
+        compute_metrics(rf("many"), runs)

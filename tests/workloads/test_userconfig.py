@@ -132,6 +132,11 @@ def test_a_moe_config_that_leaves_its_experts_to_the_class_defaults_is_one_for_t
     assert spec.moe_layers == 2
     df = api.trace(str(tmp_path / "config.json"), "decode", 1, 1, 16)
     assert ((df.role == "expert_gate_up") & (df.kind == "gemm")).sum() == 2 * 2
-    # a dense config gains no expert keys
+    # a dense config gains no expert keys, even where its class defaults a number of experts (Doge's
+    # 16,384 belong to its mixture-of-experts variant)
     dense = zoo.get(str(_write(tmp_path, SMALL, "dense.json")))
     assert dense.experts == 0 and not any(k in dense.config for k in ("num_experts", "num_local_experts"))
+    assert transformers.DogeConfig().num_experts == 16384
+    doge = {"architectures": ["DogeForCausalLM"], "model_type": "doge", "hidden_size": 64, "intermediate_size": 128,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 100}
+    assert zoo.get(str(_write(tmp_path, doge, "doge.json"))).experts == 0
