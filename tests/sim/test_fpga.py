@@ -197,3 +197,15 @@ def test_the_matmulfree_pages_figures():
         values = value if isinstance(value, list) else [value]
         assert [round(v, 2) for v in values] == [round(v, 2) for v in shown[:len(values)]] or \
             [round(v) for v in values] == [round(v) for v in shown[:len(values)]], (text, values)
+
+
+def test_cores_are_positive_and_a_run_reports_the_fitted_count(tmp_path):
+    for bad in (0, -3):
+        with pytest.raises(Exception, match="greater than 0"):
+            fpga(cores=bad)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("workload: {model: MMfreeLM-block512, batch: 1, prompt: 1, decode_tokens: 1, dtype: fp16}\n"
+                   f"hardware: {{file: {ROOT / 'configs' / 'targets' / 'fpga_d5005_mmfree.yaml'}, params: {{cores: fit}}}}\n"
+                   "run: {fidelity: analytic}\n")
+    hw = run(cfg).summary["config"]["hardware"]
+    assert hw["params"]["cores"] == 324 and hw["resources"]["binding"] == "alms"
