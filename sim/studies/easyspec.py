@@ -36,7 +36,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from models.errors import SimError
-from sim.config import load_yaml, resolve_path, validated
+from sim.config import load_yaml, located, resolve_path, validated
 from sim.studies.base import Options, Progress, Study, StudyResult, no_progress, paper_vs_sim
 
 
@@ -118,18 +118,17 @@ class EasySpecFile(_Strict):
     notes: str = ""
 
 
-def _acceptance(a: Acceptance, base: Path, gamma: int, group: int, calibration: str = "every_iteration",
-                where: str = "acceptance") -> dict:
+def _acceptance(a: Acceptance, base: Path, gamma: int, group: int, calibration: str = "every_iteration") -> dict:
     """Acceptance of exact and layer-parallel drafting: per-token alpha and, when measured, tokens per
     iteration and the share of iterations that accepted every draft (``python -m models.easyspec
     measure``: columns mode, group_size, refill, gamma, alpha, mean_tokens_per_iter,
     expected_tokens_per_iter, all_accepted; the layer-parallel rows of the file's calibration policy)."""
     if a.measured:
         if any(v is not None for v in (a.exact, a.layer_parallel, a.layer_parallel_drop)):
-            raise SimError(f"{where}: give measured, or exact with layer_parallel or layer_parallel_drop, not both")
+            raise SimError("give measured, or exact with layer_parallel or layer_parallel_drop, not both")
         p = resolve_path(a.measured, base)
         if not p.exists():
-            raise SimError(f"{where}.measured: no such file {a.measured!r}")
+            raise SimError(f"measured: no such file {a.measured!r}")
         m = pd.read_csv(p)
         ex = m[(m["mode"] == "exact") & (m.gamma == gamma)]
         lp = m[(m["mode"] != "exact") & (m.gamma == gamma)]
@@ -147,7 +146,7 @@ def _acceptance(a: Acceptance, base: Path, gamma: int, group: int, calibration: 
                 "all_accepted": float(lp.all_accepted.iloc[0]) if "all_accepted" in lp else None,
                 "group_measured": int(lp.group_size.iloc[0]), "source": f"{a.source} ({p.name})"}
     if a.exact is None or (a.layer_parallel is None) == (a.layer_parallel_drop is None):
-        raise SimError(f"{where}: give exact and one of layer_parallel or layer_parallel_drop, or measured")
+        raise SimError("give exact and one of layer_parallel or layer_parallel_drop, or measured")
     from sim.multigpu import expected_tokens
 
     lp = a.layer_parallel if a.layer_parallel is not None else a.exact * (1 - a.layer_parallel_drop)
@@ -174,8 +173,13 @@ def run(path: str | Path, out: str | Path | None = None,
     gpu, _, _ = build(Hardware(file=f.gpu, params=f.gpu_params), path)
     link = Link(f.link.bytes_per_s, f.link.latency_s, source=f.link.source)
     sets = {"": f.acceptance, **{f"_{k}": a for k, a in f.acceptance_also.items()}}
-    accs = {k: _acceptance(a, path.parent, f.gamma, f.group, f.calibration,
-                           "acceptance" if not k else f"acceptance_also.{k[1:]}") for k, a in sets.items()}
+    accs = {}
+    for k, a in sets.items():
+        key = "acceptance" if not k else ("acceptance_also", k[1:])
+        try:
+            accs[k] = _acceptance(a, path.parent, f.gamma, f.group, f.calibration)
+        except SimError as e:  # named by the file, the key and its line
+            raise SimError(f"{located(path, key, lines)}: {e}") from None
     out = Path(out or f.out or "results/easyspec")
     step = progress or no_progress
     rows = []

@@ -129,7 +129,8 @@ def build(hw: Hardware, config_path: Path, lines: dict | None = None) -> tuple[T
         p = cls.Params.model_validate(params)
     except ValidationError as e:
         bad = e.errors()[0]["loc"][0] if e.errors()[0]["loc"] else None
-        if bad in hw.params or file_path is None:
+        # a field the config set, or a rule across fields (no field named) when the config set any
+        if bad in hw.params or file_path is None or (bad is None and hw.params):
             raise validation_error(config_path, e, lines, prefix=("hardware", "params")) from None
         src, ls = origin.get(("params", bad), (file_path, spec["lines"]))  # a missing key: the file named
         raise validation_error(src, e, ls, prefix=("params",)) from None

@@ -108,7 +108,7 @@ def test_acceptance_forms_and_errors(tmp_path):
     assert a["alpha_parallel"] == pytest.approx(0.81) and a["all_accepted"] is None
     for bad in (dict(exact=0.9), dict(exact=0.9, layer_parallel=0.8, layer_parallel_drop=0.1),
                 dict(exact=0.9, layer_parallel=0.8, measured="x.csv")):
-        with pytest.raises(SimError, match="acceptance"):
+        with pytest.raises(SimError, match="give"):
             _acceptance(Acceptance(source="s", **bad), tmp_path, 4, 4)
     # a measured file: the layer-parallel rows of the calibration policy asked for
     csv = ROOT / "results" / "easyspec" / "acceptance.csv"
@@ -118,3 +118,15 @@ def test_acceptance_forms_and_errors(tmp_path):
     row = t[(t["mode"] == "all") & (t.gamma == 4) & (t.refill == "on_mismatch")].iloc[0]
     assert om["alpha_parallel"] == row.alpha and om["all_accepted"] == row.all_accepted
     assert ev["alpha_exact"] == om["alpha_exact"]
+
+
+def test_a_bad_acceptance_is_named_by_file_key_and_line(tmp_path, capsys):
+    cfg = yaml.safe_load((ROOT / "configs" / "easyspec" / "reproduce.yaml").read_text())
+    for k in ("gpu", "eager_gpu"):
+        cfg[k] = str(ROOT / "configs" / "easyspec" / cfg[k])
+    cfg["acceptance"] = {"exact": 0.9, "source": "s"}
+    p = tmp_path / "r.yaml"
+    p.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert main(["run", str(p), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert f"{p}: acceptance (line" in err and "give exact and one of layer_parallel or layer_parallel_drop" in err

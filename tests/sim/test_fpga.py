@@ -209,3 +209,15 @@ def test_cores_are_positive_and_a_run_reports_the_fitted_count(tmp_path):
                    "run: {fidelity: analytic}\n")
     hw = run(cfg).summary["config"]["hardware"]
     assert hw["params"]["cores"] == 324 and hw["resources"]["binding"] == "alms"
+
+
+def test_a_rule_across_parameters_set_in_the_config_names_the_config(tmp_path, capsys):
+    from sim.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("workload: {model: MMfreeLM-block512, batch: 1, prompt: 1, decode_tokens: 1, dtype: fp16}\n"
+                   f"hardware:\n  file: {ROOT / 'configs' / 'targets' / 'fpga_d5005_mmfree.yaml'}\n"
+                   "  params: {cores: fit, device_alms: null, device_m20k: null, device_dsp: null}\n")
+    assert main(["run", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert f"{cfg}: hardware.params" in err and "cores: fit needs the device's resources" in err
