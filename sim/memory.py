@@ -149,7 +149,8 @@ def check(n: MemoryNeed, target, w, name: str = "", par=None) -> None:
             fits.append(f"batch {room // per_seq * dp} at this length")
     devices = -(-n.total * tp // cap)
     per = " per replica" if dp > 1 else ""
-    fits.append(f"{devices} devices{per} sharing it (parallel.tp, or tp x pp)" if devices > tp else "")
+    if getattr(target, "link", None) is not None:  # only a target with a device-to-device link splits a model
+        fits.append(f"{devices} devices{per} sharing it (parallel.tp, or tp x pp)" if devices > tp else "")
     fits = [f for f in fits if f]
     wb = w.precision.weight_storage_bits
     for bits in (8, 4):
@@ -162,8 +163,8 @@ def check(n: MemoryNeed, target, w, name: str = "", par=None) -> None:
         f"{where}does not fit: needs {g(n.total)} GB (weights {g(n.weights)}, KV cache "
         f"{g(n.kv_cache)}" + (f", activations {n.activations / GB:.2f}" if n.activations else "")
         + (f", LoRA {n.lora / GB:.2f}" if n.lora else "")
-        + f" GB{' per device' if tp > 1 or dp > 1 else ''}) against {g(cap)} GB of device memory; would fit: "
-        + "; ".join(fits))
+        + f" GB{' per device' if tp > 1 or dp > 1 else ''}) against {g(cap)} GB of device memory"
+        + ("; would fit: " + "; ".join(fits) if fits else ""))
 
 
 def _gb(b: float) -> str:

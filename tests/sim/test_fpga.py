@@ -221,3 +221,15 @@ def test_a_rule_across_parameters_set_in_the_config_names_the_config(tmp_path, c
     assert main(["run", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert f"{cfg}: hardware.params" in err and "cores: fit needs the device's resources" in err
+
+
+def test_weights_on_chip_that_do_not_fit_are_refused_without_a_split_the_fpga_cannot_do(tmp_path):
+    from sim.memory import Infeasible
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("workload: {model: MMfreeLM-370M, batch: 1, prompt: 1, decode_tokens: 1, dtype: fp16, weight_bits: 2}\n"
+                   f"hardware: {{file: {ROOT / 'configs' / 'targets' / 'fpga_d5005_mmfree.yaml'}, "
+                   "params: {weights_on_chip: true}}\n")
+    with pytest.raises(Infeasible, match=r"needs 0\.0925 GB \(weights 0\.0925.*against 0\.0289 GB of device memory") as e:
+        run(cfg)
+    assert "devices sharing it" not in str(e.value) and not str(e.value).rstrip().endswith(":")
