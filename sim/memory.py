@@ -158,12 +158,11 @@ def check(n: MemoryNeed, target, w, name: str = "", par=None) -> None:
             fits.append(f"weights at {bits} bits (workload.weight_bits: {bits})")
             break
     where = f"{name}: " if name else ""
-    g = _gb
     raise Infeasible(
-        f"{where}does not fit: needs {g(n.total)} GB (weights {g(n.weights)}, KV cache "
-        f"{g(n.kv_cache)}" + (f", activations {n.activations / GB:.2f}" if n.activations else "")
+        f"{where}does not fit: needs {_gb(n.total)} GB (weights {_gb(n.weights)}, KV cache "
+        f"{_gb(n.kv_cache)}" + (f", activations {n.activations / GB:.2f}" if n.activations else "")
         + (f", LoRA {n.lora / GB:.2f}" if n.lora else "")
-        + f" GB{' per device' if tp > 1 or dp > 1 else ''}) against {g(cap)} GB of device memory"
+        + f" GB{' per device' if tp > 1 or dp > 1 else ''}) against {_gb(cap)} GB of device memory"
         + ("; would fit: " + "; ".join(fits) if fits else ""))
 
 

@@ -320,13 +320,13 @@ def run_decoder(kind: str, *, base: str, draft: str | None, gpu, link: Link, n: 
             cal = step_times(draft, "decode", accepted, context, dtp, gpu, link, batch)
             easy = (par, group, cal, exact_ends, group_mlps)
             t, draft_end, tl = _timed(lambda: speculative_iteration(*shape, *easy), ("easyspec", shape, easy), keep)
+            if p_full > 0:  # the iterations that follow a full acceptance skip the calibrating step
+                tq, dq, _ = _timed(lambda: speculative_iteration(*shape, *easy, calibrate_first=False),
+                                   ("easyspec quick", shape, easy))
+                t, draft_end = (1 - p_full) * t + p_full * tq, (1 - p_full) * draft_end + p_full * dq
         else:
             t, draft_end, tl = _timed(lambda: speculative_iteration(*shape), ("speculative", shape), keep)
         tokens = float(tokens_per_iter)
-    if p_full > 0:  # the iterations that follow a full acceptance skip the calibrating step
-        tq, dq, _ = _timed(lambda: speculative_iteration(*shape, *easy, calibrate_first=False),
-                           ("easyspec quick", shape, easy))
-        t, draft_end = (1 - p_full) * t + p_full * tq, (1 - p_full) * draft_end + p_full * dq
     if trace_to:
         chrome_trace(tl, trace_to, f"{kind} n={n}")
     return {"decoder": kind, "gpus": n, "gamma": gamma, "group": group, "iteration_s": t, "tokens_per_iter": tokens,

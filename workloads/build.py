@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from models.errors import SimError
 from workloads.tracer import _scope, register_attention, register_experts
-from workloads.zoo import ModelSpec
+from workloads.zoo import EXPERT_KEYS, ModelSpec
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -40,7 +40,7 @@ def build(spec: ModelSpec, dtype: str = "fp16", device: str = "meta") -> torch.n
 
 def _is_moe(config) -> bool:
     """Whether a transformers config describes a mixture-of-experts model."""
-    return any(getattr(config, k, None) for k in ("num_local_experts", "num_experts", "n_routed_experts"))
+    return any(getattr(config, k, None) for k in EXPERT_KEYS)
 
 
 def load_real(spec: ModelSpec, dtype: str = "fp32") -> torch.nn.Module:

@@ -25,9 +25,8 @@ _META_KEYS = {"architectures", "transformers_version", "torch_dtype", "dtype", "
               "model_type", "_commit_hash", "quantization_config"}
 
 
-#: a mixture of experts' keys (workloads.zoo.ModelSpec.experts, experts_per_token, moe_layers)
-_MOE_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "num_experts_per_tok", "decoder_sparse_step",
-             "mlp_only_layers", "first_k_dense_replace", "moe_layer_freq")
+#: a mixture of experts' keys besides the expert count (workloads.zoo.ModelSpec.experts_per_token, moe_layers)
+_MOE_KEYS = ("num_experts_per_tok", "decoder_sparse_step", "mlp_only_layers", "first_k_dense_replace", "moe_layer_freq")
 
 
 def is_user(spec) -> bool:
@@ -59,7 +58,7 @@ def spec_from_config(name) -> "ModelSpec":  # noqa: F821 (zoo imports this modul
     import torch
     import transformers
 
-    from workloads.zoo import ModelSpec
+    from workloads.zoo import EXPERT_KEYS, ModelSpec
 
     p = Path(str(name)).expanduser()
     if p.is_dir():
@@ -102,7 +101,7 @@ def spec_from_config(name) -> "ModelSpec":  # noqa: F821 (zoo imports this modul
     # a number of experts, as Doge's does)
     moe = any(n.rsplit(".", 1)[-1] == "experts" for n, _ in model.named_modules())
     for key in ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads", "head_dim",
-                "intermediate_size", "vocab_size", "max_position_embeddings", *(_MOE_KEYS if moe else ())):
+                "intermediate_size", "vocab_size", "max_position_embeddings", *((*EXPERT_KEYS, *_MOE_KEYS) if moe else ())):
         if key not in config and getattr(cfg, key, None) is not None:
             config[key] = getattr(cfg, key)
     return ModelSpec(name=str(p), family=model_type, kind=kind, config=config, config_class=config_cls.__name__,

@@ -32,6 +32,10 @@ _COPY = (
 )
 
 
+#: the config keys that count a mixture of experts' routed experts, as the architectures name them
+#: (Mixtral, Qwen-MoE, DeepSeek): read by ModelSpec.experts, the tracer's build and user configs
+EXPERT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One zoo entry: enough to rebuild the architecture and to check it against its publishers."""
@@ -84,8 +88,7 @@ class ModelSpec:
     @property
     def experts(self) -> int:
         """Routed experts per mixture-of-experts layer (0 for a dense model)."""
-        c = self.config
-        return int(c.get("num_local_experts") or c.get("num_experts") or c.get("n_routed_experts") or 0)
+        return int(next((self.config[k] for k in EXPERT_KEYS if self.config.get(k)), 0))
 
     @property
     def moe_layers(self) -> int:

@@ -42,10 +42,10 @@ ternary units: add, subtract or skip of one activation), ``row.lane_op`` (row-un
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
 from typing import Annotated, Literal
 
+import numpy as np
+import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models import ternary
@@ -100,21 +100,17 @@ class FPGAParams(BaseModel):
 RESOURCES = ("alms", "m20k", "dsp")
 
 
-def fit(p: FPGAParams) -> dict | None:
-    """What one core takes (``hw/synth.py``), what the device leaves beside the shell, and how many
-    cores fit, with the binding resource; None without the device's resources."""
+def fit(p: FPGAParams, core: dict[str, float]) -> dict | None:
+    """With what one core takes (``core``, from ``hw/synth.py``): what the device leaves beside the
+    shell and how many cores fit, with the binding resource; None without the device's resources."""
     if p.device_alms is None:
         return None
-    from hw.synth import core_resources
-
-    core = core_resources(p.ternary_units, p.ternary_lanes, p.row_lanes)
     free = {r: getattr(p, f"device_{r}") - getattr(p, f"shell_{r}") for r in RESOURCES}
     if any(v <= 0 for v in free.values()):
         raise SimError(f"the shell takes all of the device ({free})")
     n = {r: int(free[r] // core[r]) if core[r] > 0 else 1 << 40 for r in RESOURCES}
     bind = min(n, key=n.get)
     return {"core": core, "free": free, "cores": n[bind], "binding": bind}
-
 
 
 def _res(r: dict) -> str:
@@ -131,7 +127,7 @@ class FPGA(Target):
 
         # what one core takes (hw/synth.py's table; a missing table fails here, not in the power model)
         self.core = core_resources(params.ternary_units, params.ternary_lanes, params.row_lanes)
-        self.resources = fit(params)
+        self.resources = fit(params, self.core)
         self.misfit = ""  # why the design does not fit the device (check_fits raises it)
         if self.resources:
             r = self.resources
