@@ -314,17 +314,24 @@ def test_fused_vector_ops_cost_their_traffic_only():
 
 @pytest.mark.slow
 def test_e2e_compiled_twin_and_a_model_that_does_not_compile():
-    """The compiled runtime's host on a shallow twin (one graph per shape, compiled in the warm-up):
-    cheaper per op than eager's; a forward with graph breaks is a one-line error, not a piecewise
-    run that recompiles at every step."""
+    """The compiled runtime's host on a shallow twin: a few graphs per twin (one per input shape,
+    compiled in the warm-up), not one per decode step; a forward with graph breaks is a one-line
+    error, not a piecewise run that recompiles at every step.  (Whether compiled ops cost less than
+    eager ones on this machine is a measurement, not a property: benchmarks/hf_generate_host.py.)"""
+    from torch._dynamo.utils import counters
+
     from sim import validate_e2e
     from workloads import zoo
 
     spec = zoo.get("Llama-2-7B")
-    comp = validate_e2e.measure_twin(spec, steps=4, passes=1, runtime="compiled", layers=2)
-    eager = validate_e2e.measure_twin(spec, steps=4, passes=1, layers=2)
+    counters.clear()
+    steps = 6
+    comp = validate_e2e.measure_twin(spec, steps=steps, passes=1, runtime="compiled", layers=2)
     assert comp["runtime"] == "compiled" and comp["twin_layers"] == 2 and comp["layer_ops"] > 100
-    assert 0 < comp["per_op_s"] < eager["per_op_s"]
+    assert comp["per_op_s"] > 0 and comp["step_s"] > 0
+    # two twins (the layers' and the zero-layer one), each run for 2 warm-ups + `steps` decode steps
+    graphs = counters["stats"]["unique_graphs"]
+    assert 2 <= graphs <= 2 * 3 < 2 * (steps + 2)
     with pytest.raises(SimError, match="does not compile as one graph"):
         validate_e2e.measure_twin(zoo.get("OPT-1.3B"), steps=2, passes=1, runtime="compiled", layers=1)
 
