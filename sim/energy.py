@@ -69,9 +69,11 @@ class EnergyTable(BaseModel):
     def scaled(self, static_scale: float | dict[str, float]) -> EnergyTable:
         """This table with its static power scaled by ``static_scale`` (the target's operating point):
         one factor for every component, or one per component (a chip whose rails follow the
-        operating point differently); a component not named keeps its static power."""
+        operating point differently); a component not named keeps its static power, and one the table
+        lacks may only be switched off (factor 0)."""
         if isinstance(static_scale, dict):
-            unknown = sorted(set(static_scale) - set(self.components))
+            unknown = sorted(k for k, v in static_scale.items() if k not in self.components and v != 0)
+            static_scale = {k: v for k, v in static_scale.items() if k in self.components}
             if unknown:
                 raise SimError(f"energy table {self.name!r} has no component {', '.join(unknown)} to scale the "
                                f"static power of (components: {', '.join(self.components)})")

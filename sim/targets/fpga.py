@@ -36,8 +36,12 @@ refused, with the resource that binds.
 
 Time is in cycles of ``freq_hz``.  Actions for energy: ``ternary.lane_op`` (lane-beats of the
 ternary units: add, subtract or skip of one activation), ``row.lane_op`` (row-unit element-ops),
-``dsp.mac``, ``ddr.read``/``ddr.write`` (bytes), ``onchip.read`` (bytes of on-chip weights); the energy table's
-``logic`` power is scaled to the design's clocked ALMs (:attr:`FPGA.static_scale`).
+``dsp.mac``, ``ddr.read``/``ddr.write`` (bytes), ``onchip.read`` (bytes of on-chip weights).  Static
+power (:attr:`FPGA.static_scale`) on one of two bases, ``static_basis``: ``estimator``, the energy
+table's ``device`` static figures plus its ``logic`` power scaled to the design's clocked ALMs (the
+shell's and the cores'); or ``telemetry``, the table's ``shell_idle`` (the board's FPGA rails read
+with the shell loaded and idle, which holds the device's static power and the shell's clocking) plus
+the cores' clocked logic.
 """
 
 from __future__ import annotations
@@ -84,6 +88,8 @@ class FPGAParams(BaseModel):
     shell_m20k: int = Field(0, ge=0)
     shell_dsp: int = Field(0, ge=0)
     shell_freq_hz: float = Field(0.0, ge=0, description="the shell's logic clock (its always-on logic power)")
+    static_basis: Literal["estimator", "telemetry"] = Field(
+        "estimator", description="static power from the power estimator's figures, or from the board's idle telemetry")
 
     @model_validator(mode="after")
     def _together(self):
@@ -156,10 +162,14 @@ class FPGA(Target):
     @property
     def static_scale(self) -> dict[str, float]:
         """The energy table's ``logic`` power (100,000 ALMs clocked at 100 MHz) scaled to this design's
-        clocked logic: the shell's ALMs at ``shell_freq_hz`` and the cores' (``hw/synth.py``) at
-        ``freq_hz``."""
+        clocked logic: the cores' ALMs (``hw/synth.py``) at ``freq_hz``, and on the estimator's basis
+        the shell's ALMs at ``shell_freq_hz`` with the ``device``'s static figures; on the telemetry
+        basis ``shell_idle`` stands for those two."""
         p = self.params
-        return {"logic": (p.shell_alms * p.shell_freq_hz + p.cores * self.core["alms"] * p.freq_hz) / (1e5 * 1e8)}
+        cores = p.cores * self.core["alms"] * p.freq_hz
+        if p.static_basis == "telemetry":
+            return {"logic": cores / (1e5 * 1e8), "device": 0.0, "shell_idle": 1.0}
+        return {"logic": (p.shell_alms * p.shell_freq_hz + cores) / (1e5 * 1e8), "shell_idle": 0.0}
 
     def core_read_rate(self) -> float:
         """Bytes per cycle one core reads from DDR: its port, or what its requests deliver (Little's law)."""

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from models import ternary
+from models.errors import SimError
 from sim.config import CONFIGS_DIR, Hardware
 from sim.run import run
 from sim.targets import build
@@ -123,6 +124,27 @@ def test_d5005_prototype_block_end_to_end(tmp_path):
     assert energy.components["logic"].static_w * energy.static_scale["logic"] == pytest.approx(logic)
 
 
+def test_static_power_on_the_telemetry_basis():
+    """static_basis telemetry: the board's FPGA rails read idle with the shell (shell_idle) replace the
+    estimator's static figures and the shell's clocked logic; the cores' clocked logic stays."""
+    est, e_est, _ = build(Hardware(file="targets/fpga_d5005_mmfree.yaml", params={"cores": "fit"}), CONFIGS_DIR / "t.yaml")
+    tel, e_tel, _ = build(Hardware(file="targets/fpga_d5005_mmfree.yaml",
+                                   params={"cores": "fit", "static_basis": "telemetry"}), CONFIGS_DIR / "t.yaml")
+    assert tel.params.cores == est.params.cores
+    cores_logic = est.params.cores * est.core["alms"] * 60e6 / 1e13 * 1.44
+    shell_logic = 54_487 * 299.76e6 / 1e13 * 1.44
+    rails = 0.88 * 11.60 + 0.90 * 0.18 + 1.12 * 0.55 + 1.12 * 0.14  # the fpgainfo bmc reading
+    assert e_est.static_w == pytest.approx(4.5 + shell_logic + cores_logic)
+    assert e_tel.static_w == pytest.approx(rails + cores_logic, abs=0.01)
+    # a table without the idle reading: the estimator basis runs, the telemetry basis names what is missing
+    from sim.energy import EnergyTable
+
+    bare = EnergyTable(name="bare", node_nm=14, components={k: v for k, v in e_est.components.items() if k != "shell_idle"})
+    assert bare.scaled(est.static_scale).static_w == pytest.approx(e_est.static_w)
+    with pytest.raises(SimError, match="no component shell_idle"):
+        bare.scaled(tel.static_scale)
+
+
 def test_ddr_requests_by_littles_law():
     # 8-bit port (1 B/cycle) at 100 MHz; 1-byte requests, one in flight, 50 ns (5 cycles): 1 / (5 + 1)
     t = fpga(ddr_request_bytes=1, ddr_latency_s=50e-9)
@@ -189,7 +211,9 @@ def test_the_matmulfree_pages_figures():
                ("mmfree_370m_ms_per_token_projected", "mmfree_1p3b_ms_per_token_projected")]
     figures = {"324 cores": cores, "2,709 ALMs": core, "shell's 2.35 W": shell, "9.93 W": logic,
                "7.58 W": logic - shell, "468 and 713": implied, "83.6 ms": g.loc["block_d512_ms", "simulated"],
-               "15.0 W": g.loc["power_w_projected", "simulated"]}
+               "15.0 W": g.loc["power_w_projected", "simulated"],
+               "19.3 W": g.loc["power_w_projected_telemetry", "simulated"],
+               "11.14 W": 0.88 * 11.60 + 0.90 * 0.18 + 1.12 * 0.55 + 1.12 * 0.14}
     page = (ROOT / "docs" / "systems" / "matmulfree.md").read_text().replace("\n", " ")
     for text, value in figures.items():
         assert text in page, text
