@@ -22,12 +22,17 @@ $(STAMP): pyproject.toml
 quickstart: $(STAMP)
 	$(QUICKSTART)
 
+# the whole suite: every test but the live measurements spread over the cores (pytest-xdist, a
+# test file per worker), then the live measurements (marked timing) alone, so that no other test
+# shares the machine while they time it
+TEST_JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n $(TEST_JOBS) --dist loadfile -m "not timing"
+	$(VENV)/bin/python -m pytest -m timing
 
 # the tier for every edit: everything not marked slow, timing or gpu (about a minute on 2 cores)
 test-fast: $(STAMP)
-	$(VENV)/bin/python -m pytest -m "not slow and not timing and not gpu" -q
+	$(VENV)/bin/python -m pytest -n $(TEST_JOBS) -m "not slow and not timing and not gpu" -q
 
 # rewrite results/golden/ from the current code, and the docs' tables made from it (commit the diff
 # with the reason a number moved)
