@@ -21,7 +21,12 @@ def test_bitmod_matrix_is_valid_and_resolves_precisions():
     assert ant_yi["workload"]["weight_storage_bits"] == 5.25 and ant_yi["workload"]["weight_bits"] == 8
     assert ant_yi["hardware"]["params"] == {"pe_rows": 64, "pe_cols": 16}
     bm = by[("discriminative", "Llama-3-8B", "bitmod")]
-    assert bm["workload"]["weight_storage_bits"] == 4.0625 and bm["workload"]["kv_bits"] == 8
+    # the weights and their per-group metadata as the numerics count them (scale and datatype selector)
+    from models.bitmod import GROUP, METADATA_BITS
+
+    assert bm["workload"]["weight_storage_bits"] == 4 + METADATA_BITS["bitmod"] / GROUP == 4.078125
+    assert by[("generative", "Phi-2", "bitmod")]["workload"]["weight_storage_bits"] == 3 + METADATA_BITS["bitmod"] / GROUP
+    assert bm["workload"]["kv_bits"] == 8
     assert bm["workload"]["decode_tokens"] == 0 and by[("generative", "Phi-2", "fp16")]["workload"]["decode_tokens"] == 20
     assert all(m.source for m in rf.metrics)
 
