@@ -43,7 +43,7 @@ Views cost nothing.
 
 DRAM moves ``dram_bits_per_cycle``; each tile's load pays ``dram_latency_cycles`` once (a burst
 of outstanding requests).  Precision: the trace's bytes are at its storage dtype; weights are
-scaled to ``weight_storage_bits`` (the weight precision plus its per-group metadata, e.g. 4.0625),
+scaled to ``weight_storage_bits`` (the weight precision plus its per-group metadata, e.g. 4.078 for BitMoD),
 activations to ``act_bits`` and the KV cache to ``kv_bits``.  A GEMM steps at the latency of its
 weight precision (``pe_latency['w<weight_bits>a<act_bits>']``), an attention matmul at that of
 the KV precision (``'w<kv_bits>a<act_bits>'``): bit-serial PEs take more steps for wider K/V.
