@@ -29,7 +29,7 @@ The store is SQLite (``sweep.sqlite`` in the output folder), chosen over a Parqu
 each completed batch is one transaction: a sweep killed at any moment (kill -9 included) leaves the
 file consistent with every committed point, and the primary key (a hash of the point's resolved
 config) makes a point impossible to store twice.  Only the coordinating process writes; workers
-return results.  Restarting a sweep runs only the points not yet stored.
+return results.  Restarting a sweep runs only the points without a result (missing, or stored with an error).
 """
 
 from __future__ import annotations
@@ -263,17 +263,18 @@ class Store:
         self.db.commit()
 
     def done_keys(self) -> set[str]:
-        """Points stored with a result; a point stored with an error is run again."""
-        return {k for (k,) in self.db.execute("SELECT key FROM points WHERE status = 'ok'")}
+        """Points stored with a result (a design that runs, or one refused as infeasible: the same
+        config is refused again); a point stored with an error is run again."""
+        return {k for (k,) in self.db.execute("SELECT key FROM points WHERE status IN ('ok', 'infeasible')")}
 
     def add(self, rows: list[tuple]) -> None:
         """One transaction per batch: all of it is stored, or none of it.  A new result replaces a
-        stored error; a stored result is never replaced."""
+        stored error; a stored result (ok or infeasible) is never replaced."""
         with self.db:
             self.db.executemany(
                 "INSERT INTO points VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
                 "idx = excluded.idx, params = excluded.params, status = excluded.status, error = excluded.error, "
-                "metrics = excluded.metrics, summary = excluded.summary WHERE points.status != 'ok'", rows)
+                "metrics = excluded.metrics, summary = excluded.summary WHERE points.status = 'error'", rows)
 
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM points").fetchone()[0]

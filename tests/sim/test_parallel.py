@@ -453,7 +453,7 @@ TRT_LLM_TTFT_A100_TP4 = {128: 47, 2048: 377}
 def test_prefill_latency_against_tensorrt_llm():
     """Llama-2-70B's prefill on 4 A100s (tensor parallel, fp16, the CUDA-graph runtime as a
     TensorRT engine runs) against TensorRT-LLM's published first-token latencies.  Found: the
-    2,048-token prefill (compute-bound) is 18% slow, 447 ms against 377: its GEMMs run at 239
+    2,048-token prefill (compute-bound) is 18.5% slow, 446.6 ms against 377: its GEMMs run at 239
     TFLOPS (0.77 of peak), but its norms, attention masks and softmax, residuals and activations
     still take about 110 ms of device time as separate memory-bound ops, which TensorRT-LLM fuses
     into its GEMMs and its fused attention;

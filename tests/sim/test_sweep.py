@@ -487,3 +487,19 @@ def test_a_group_shows_one_value_only_where_every_row_agrees():
     assert _collapsible(bufs, g1) and [_group_value(r, g1, True) for _, r in bufs.iterrows()] == ["1", "2"]
     assert not _collapsible(lay, g2)
     assert [_group_value(r, g2, _collapsible(lay, g2)) for _, r in lay.iterrows()] == ["2 / 2 / 2", "2 / base / base"]
+
+
+def test_the_store_keeps_results_and_infeasible_points_and_reruns_errors(tmp_path):
+    """Restarting runs what has no result: an error is run again and replaced; a stored result or
+    infeasible point (the same config is refused again) is neither rerun nor replaced."""
+    from sim.sweep import Store
+
+    st = Store(tmp_path / "sweep.sqlite")
+    st.add([("a", 0, "{}", "ok", "", "{}", "{}"), ("b", 1, "{}", "infeasible", "does not fit", "", ""),
+            ("c", 2, "{}", "error", "boom", "", "")])
+    assert st.done_keys() == {"a", "b"}
+    st.add([("a", 0, "{}", "error", "late", "", ""), ("b", 1, "{}", "ok", "", "{}", "{}"),
+            ("c", 2, "{}", "ok", "", "{}", "{}")])
+    rows = dict(st.db.execute("SELECT key, status FROM points").fetchall())
+    assert rows == {"a": "ok", "b": "infeasible", "c": "ok"} and st.done_keys() == {"a", "b", "c"}
+    st.close()
