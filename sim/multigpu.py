@@ -6,7 +6,9 @@ runtime's host, as ``gpu_*_eager.yaml`` gives one, each part of a step takes wha
 dispatch and the GPU take together, :mod:`sim.engine.host`), sharded
 for tensor parallelism over ``tp`` GPUs (:func:`shard`): column-parallel projections (q, k, v, gate,
 up, the LM head) split their outputs, row-parallel ones (o, down) their inputs, attention its heads
-(KV heads too, down to one per GPU); norms and residuals are replicated.  A row-parallel projection
+(KV heads too, down to one per GPU), and the elementwise work between them its slice (:data:`SPLIT`:
+the MLP's activation and product, the attention block's rotary and reshapes); norms and residuals
+are replicated.  A row-parallel projection
 is followed by an all-reduce of the activations: the ring cost 2 (n - 1) / n x bytes / bandwidth plus
 a small-message floor (:class:`Link`).
 
@@ -51,6 +53,11 @@ from sim.targets.parts import Link, Precision
 COLUMN = {"q_proj", "k_proj", "v_proj", "qkv_proj", "mlp_gate", "mlp_up", "mlp_gate_up", "lm_head", "expert_gate_up"}
 ROW = {"o_proj", "mlp_down", "expert_down"}  # a mixture of experts' experts split as an MLP is (the router is replicated)
 ATTN = {"attn_score", "attn_context", "attn_softmax", "attn_mask", "kv_write"}
+#: elementwise work between a column- and a row-parallel projection, on each GPU's slice: the MLP's
+#: activation and gate x up product (an expert's too) on its share of the intermediate width, and the
+#: attention block's own ops (rotary embedding, head reshapes) on its share of the heads (the query
+#: heads': where there are fewer KV heads than GPUs, their slice of this is replicated, not counted)
+SPLIT = {"activation", "mlp_other", "expert_act", "attn_other"}
 
 
 def shard(df: pd.DataFrame, tp: int, kv_heads: int, whole_experts: bool = False) -> pd.DataFrame:
@@ -65,6 +72,7 @@ def shard(df: pd.DataFrame, tp: int, kv_heads: int, whole_experts: bool = False)
     col = np.isin(role, list(COLUMN)) & (d.kind == "gemm").to_numpy() & ~keep
     row = np.isin(role, list(ROW)) & (d.kind == "gemm").to_numpy() & ~keep
     att = np.isin(role, list(ATTN)) | (d.kind == "attn_matmul").to_numpy()
+    split = np.isin(role, list(SPLIT)) & ~keep & ~att
     kv_split = min(tp, max(1, kv_heads))
     for mask, cols in ((col, ("gemm_n", "weight_bytes", "flops", "bytes_written")),
                        (row, ("gemm_k", "weight_bytes", "flops"))):
@@ -76,6 +84,8 @@ def shard(df: pd.DataFrame, tp: int, kv_heads: int, whole_experts: bool = False)
                                        + d.loc[col, "weight_bytes"]).astype(np.int64)
     for c in ("gemm_batch", "flops", "bytes_read", "bytes_written"):
         d.loc[att, c] = np.ceil(d.loc[att, c] / tp).astype(np.int64)
+    for c in ("flops", "bytes_read", "bytes_written"):
+        d.loc[split, c] = np.ceil(d.loc[split, c] / tp).astype(np.int64)
     for c in ("kv_bytes_read", "kv_bytes_written"):
         d.loc[att, c] = np.ceil(d.loc[att, c] / kv_split).astype(np.int64)
     return d

@@ -110,6 +110,18 @@ def test_tensor_parallel_shard_splits_weights_and_heads():
     s, s2 = df[df.role == "attn_score"].iloc[0], sh[sh.role == "attn_score"].iloc[0]
     assert s2.gemm_batch == s.gemm_batch // 2 and s2.kv_bytes_read == s.kv_bytes_read // 2
     assert sh.weight_bytes.sum() < 0.55 * df.weight_bytes.sum()
+    # the elementwise work between the projections on each GPU's slice; norms and residuals replicated
+    for role in ("activation", "mlp_other", "attn_other"):
+        a, b = df[df.role == role], sh[sh.role == role]
+        assert len(a) and b.bytes_written.sum() == pytest.approx(a.bytes_written.sum() / 2, rel=1e-3), role
+        assert b.bytes_read.sum() == pytest.approx(a.bytes_read.sum() / 2, rel=1e-3), role
+    for role in ("norm", "residual"):
+        assert sh[sh.role == role].bytes_read.sum() == df[df.role == role].bytes_read.sum()
+    # a mixture of experts' whole experts (expert parallelism) keep their activations whole
+    moe = trace("Mixtral-8x7B", "decode", 1, 1, 64)
+    act = moe.role == "expert_act"
+    assert shard(moe, 2, 8, whole_experts=True)[act].bytes_read.sum() == moe[act].bytes_read.sum()
+    assert shard(moe, 2, 8)[act].bytes_read.sum() == pytest.approx(moe[act].bytes_read.sum() / 2, rel=1e-2)
 
 
 def test_decoders_end_to_end_on_two_h100s(tmp_path):
