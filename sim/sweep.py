@@ -253,6 +253,10 @@ class Store:
         key TEXT PRIMARY KEY, idx INTEGER NOT NULL, params TEXT NOT NULL, status TEXT NOT NULL,
         error TEXT, metrics TEXT, summary TEXT)"""
 
+    #: the statuses that are a point's result (a design that runs, or one refused as infeasible: the
+    #: same config is refused again); a point stored with any other (an error) is run again
+    RESULTS = "('ok', 'infeasible')"
+
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
@@ -263,18 +267,17 @@ class Store:
         self.db.commit()
 
     def done_keys(self) -> set[str]:
-        """Points stored with a result (a design that runs, or one refused as infeasible: the same
-        config is refused again); a point stored with an error is run again."""
-        return {k for (k,) in self.db.execute("SELECT key FROM points WHERE status IN ('ok', 'infeasible')")}
+        """Points stored with a result (:attr:`RESULTS`)."""
+        return {k for (k,) in self.db.execute(f"SELECT key FROM points WHERE status IN {self.RESULTS}")}
 
     def add(self, rows: list[tuple]) -> None:
         """One transaction per batch: all of it is stored, or none of it.  A new result replaces a
-        stored error; a stored result (ok or infeasible) is never replaced."""
+        stored error; a stored result (:attr:`RESULTS`) is never replaced."""
         with self.db:
             self.db.executemany(
                 "INSERT INTO points VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET "
                 "idx = excluded.idx, params = excluded.params, status = excluded.status, error = excluded.error, "
-                "metrics = excluded.metrics, summary = excluded.summary WHERE points.status = 'error'", rows)
+                f"metrics = excluded.metrics, summary = excluded.summary WHERE points.status NOT IN {self.RESULTS}", rows)
 
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM points").fetchone()[0]

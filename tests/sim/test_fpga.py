@@ -124,6 +124,11 @@ def test_d5005_prototype_block_end_to_end(tmp_path):
     assert energy.components["logic"].static_w * energy.static_scale["logic"] == pytest.approx(logic)
 
 
+#: the D5005's FPGA rails idle with its shell (fpgainfo bmc, OFS getting-started guide): core, VCCERAM,
+#: VCCR and VCCT, volts x amps
+IDLE_RAILS_W = 0.88 * 11.60 + 0.90 * 0.18 + 1.12 * 0.55 + 1.12 * 0.14
+
+
 def test_static_power_on_the_telemetry_basis():
     """static_basis telemetry: the board's FPGA rails read idle with the shell (shell_idle) replace the
     estimator's static figures and the shell's clocked logic; the cores' clocked logic stays."""
@@ -133,9 +138,8 @@ def test_static_power_on_the_telemetry_basis():
     assert tel.params.cores == est.params.cores
     cores_logic = est.params.cores * est.core["alms"] * 60e6 / 1e13 * 1.44
     shell_logic = 54_487 * 299.76e6 / 1e13 * 1.44
-    rails = 0.88 * 11.60 + 0.90 * 0.18 + 1.12 * 0.55 + 1.12 * 0.14  # the fpgainfo bmc reading
     assert e_est.static_w == pytest.approx(4.5 + shell_logic + cores_logic)
-    assert e_tel.static_w == pytest.approx(rails + cores_logic, abs=0.01)
+    assert e_tel.static_w == pytest.approx(IDLE_RAILS_W + cores_logic, abs=0.01)
     # a table without the idle reading: the estimator basis runs, the telemetry basis names what is missing
     from sim.energy import EnergyTable
 
@@ -214,7 +218,7 @@ def test_the_matmulfree_pages_figures():
                "7.58 W": logic - shell, "468 and 713": implied, "83.6 ms": g.loc["block_d512_ms", "simulated"],
                "15.0 W": g.loc["power_w_projected", "simulated"],
                "19.3 W": g.loc["power_w_projected_telemetry", "simulated"],
-               "11.14 W": 0.88 * 11.60 + 0.90 * 0.18 + 1.12 * 0.55 + 1.12 * 0.14,
+               "11.14 W": IDLE_RAILS_W,
                # OFS_top less the shell is the exerciser AFU; clocked as the shell's logic, and the row without it
                "3.04 W": afu, "16.2 W": g.loc["power_w_projected_telemetry", "simulated"] - afu}
     page = (ROOT / "docs" / "systems" / "matmulfree.md").read_text().replace("\n", " ")
